@@ -1,0 +1,35 @@
+# `make study` and `make test` work on a fresh clone: the first target that needs the
+# virtual environment creates it and installs the package into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPEC ?= article
+STORAGE ?= sqlite:///storage/study.db
+ARGS ?=
+Q ?= grid
+
+.PHONY: study setup test lint unit bench clean
+
+study: $(STAMP)
+	$(BIN)/study run --spec $(SPEC) --storage $(STORAGE) $(ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check study tests bench
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,220 @@
+"""The `study` command: a thin layer over the library, one function per command.
+
+Library errors become one line on stderr and an exit code here, and only here:
+0 success, 2 usage or spec error, 1 anything else, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from study import __version__
+from study.errors import StudyError
+from study.storage import DEFAULT_STORAGE
+
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), not usage text plus a line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    if verbose:
+        os.environ["STUDY_VERBOSE"] = "1"
+        return
+    import optuna
+
+    # Optuna logs every study load and trial at INFO; we print our own progress.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", module="optuna")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 0,1,2, got {text!r}"
+        ) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected at least one seed, got {text!r}")
+    return seeds
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--study-name", help="study name (default: the spec's name, 'article')")
+
+
+def _add_spec(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", default="article",
+                   help="built-in spec name or path to a TOML spec (default: article)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    p.add_argument("--seeds", type=_seeds, help="shortcut for --set search.seeds=[..], e.g. 0,1,2")
+    p.add_argument("--trainer", help="keras (the reference) or auto (default: the spec's)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show TensorFlow and Optuna logs, and tracebacks")
+
+
+def _spec_from_args(args: argparse.Namespace) -> object:
+    from study.spec import load_spec
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.seeds is not None:
+        overrides.append(f"search.seeds=[{','.join(map(str, args.seeds))}]")
+    if args.trainer is not None:
+        overrides.append(f"run.trainer={args.trainer}")
+    return load_spec(args.spec, overrides)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Create or resume the study and run every pending trial, then print the grid.
+
+    Example: study run --spec article --seeds 0,1,2 --storage sqlite:///storage/study.db
+    """
+    from study import runner
+    from study.data import make_dataset
+    from study.progress import Progress
+    from study.spec import Spec
+    from study.storage import parse_url
+    from study.trainers import get_trainer
+
+    spec = _spec_from_args(args)
+    assert isinstance(spec, Spec)
+    parse_url(args.storage)  # a bad URL fails here, before anything is created
+    name = args.study_name or spec.name
+    ctx = runner.open_study(spec, args.storage, name, create=True)
+    trials = ctx.study.get_trials(deepcopy=False)
+    total = runner.total_trials(ctx)
+    done = runner.count_finished(ctx, trials)
+    if done >= total:
+        print(f"Study {name!r} is complete ({done}/{total} trials); nothing to train.")
+    else:
+        print(f"Study {name!r}: {total - done} of {total} trials to run "
+              f"(spec {spec.name!r}, storage {_masked(args.storage)}).", file=sys.stderr)
+    progress = Progress(total, done)
+    try:
+        runner.work(ctx, lambda: get_trainer(spec.run.trainer, spec),
+                    lambda: make_dataset(spec.data), progress)
+    finally:
+        if done < total:
+            progress.close()
+    _print_summary(ctx)
+    return 0
+
+
+def _masked(url: str) -> str:
+    from study.storage import mask
+
+    return mask(url)
+
+
+def _print_summary(ctx: object) -> None:
+    from study import analysis
+    from study.records import to_records
+    from study.runner import StudyContext
+
+    assert isinstance(ctx, StudyContext)
+    records = to_records(ctx.study.get_trials(deepcopy=False))
+    spec = ctx.spec
+    seeds = sorted({r.seed for r in records if r.seed is not None and r.status == "complete"})
+    what = {"train_loss": "final training loss (last epoch's mean, the article's metric)",
+            "val_loss": "validation loss after training"}[spec.train.objective]
+    print()
+    print(f"Objective: {what}; mean over {len(seeds)} seed(s). Rows: batch size.")
+    header, rows = analysis.grid_rows(analysis.grid(records))
+    print(analysis.render_table(header, rows))
+    best = analysis.best(records)
+    if best is not None and best.mean is not None:
+        print(f"\nBest cell: batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
+              f"{best.mean:.4g} (mean of {len(best.values)})")
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"\nResults: study {ctx.name!r} in {_masked(ctx.url)} ({tally}).")
+    print("Next:  make dashboard              browse it in optuna-dashboard")
+    print("       .venv/bin/study query trials  every trial as a table (see README)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="study",
+        description="Study how batch size and learning rate interact when a network trains.",
+        epilog="Example: study run --spec article --epochs 5",
+    )
+    parser.add_argument("--version", action="version", version=f"study {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("run", help="create or resume a study and run its pending trials",
+                       description=cmd_run.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_spec(p)
+    _add_storage(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    _quiet_libraries(verbose)
+    storage = getattr(args, "storage", "")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\nstudy: interrupted; finished trials are kept. Run the same command again "
+              "to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StudyError as e:
+        print(f"study {args.command}: error: {_scrub(str(e), storage)}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:
+        if verbose:
+            raise
+        message = _describe_unexpected(e, storage)
+        print(f"study {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _scrub(text: str, url: str) -> str:
+    from study.storage import scrub
+
+    return scrub(text, url) if url else text
+
+
+def _describe_unexpected(e: Exception, url: str) -> str:
+    """One line for an error we did not plan for; storage failures get their own wording."""
+    import sqlalchemy.exc
+
+    if isinstance(e, sqlalchemy.exc.SQLAlchemyError) or type(e).__name__ == "StorageInternalError":
+        from study.storage import describe_error
+
+        return describe_error(e, url)
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return _scrub(f"{type(e).__name__}: {text} (rerun with --verbose for the traceback)", url)
+
+

@@ -1,0 +1,551 @@
+"""The runner: Optuna ask-and-tell around a trainer. It decides and records; it never trains.
+
+A grid study must end with exactly one finished trial per cell (batch size, learning
+rate, seed), whatever happens to the processes running it. Optuna's `GridSampler`
+picks an unvisited cell at random, which lets concurrent workers pick the same one
+(its own comment says so), so the runner assigns cells itself:
+
+- Under a cross-process claim lock (`storage.claim_lock`) a worker lists the trials,
+  marks abandoned RUNNING trials FAIL, and for each cell with no finished and no
+  running trial it enqueues a trial with that cell's params and pops it at once with
+  `study.ask`. Nothing else pops, so no two workers ever hold the same cell.
+- A trial is finished when it is COMPLETE, PRUNED, or FAIL because it diverged (a
+  result, which a rerun would only repeat). FAIL for any other reason (interrupted,
+  abandoned, error) leaves its cell pending, so the next claim re-runs it.
+- A RUNNING trial is abandoned when its worker is a dead process on this host, or
+  has not beaten its heartbeat for `run.grace_seconds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from study import records as R
+from study import space
+from study.errors import SpecError, StorageUsageError, TooManyFailures
+from study.spec import Spec, identity_diff, to_table
+from study.storage import claim_lock, git_revision, mask, package_versions, stored_study_attr
+
+if TYPE_CHECKING:
+    import optuna
+
+    from study.data import Dataset
+    from study.progress import Progress
+    from study.trainers import Trainer, TrialConfig, TrialResult
+
+WORKER_ATTR = "worker"  # trial user attr: the id of the worker that ran it
+WORKER_KEY = "worker:"  # study system attr prefix: a worker's liveness record
+FINISHED_STATUSES = ("complete", "pruned", "diverged")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, treated like Ctrl-C: stop cleanly."""
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name; None off Linux or if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against a reused pid); None off Linux."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True  # no /proc: the signal check is all we have
+    # A zombie has exited; only its parent has not reaped it yet.
+    return fields[0] not in ("Z", "X") and (start is None or fields[19] == start)
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    host: str
+    pid: int
+    start: str | None
+
+    @classmethod
+    def current(cls) -> Worker:
+        host = socket.gethostname()
+        pid = os.getpid()
+        return cls(f"{host}:{pid}:{uuid.uuid4().hex[:6]}", host, pid, _process_start(pid))
+
+    def record(self, state: str = "running") -> dict[str, Any]:
+        return {"host": self.host, "pid": self.pid, "start": self.start,
+                "beat": time.time(), "state": state}
+
+
+class Heartbeat:
+    """Beats this worker's liveness record every `interval` seconds from a thread."""
+
+    def __init__(self, storage: Any, study_id: int, worker: Worker, interval: float) -> None:
+        self.storage = storage
+        self.study_id = study_id
+        self.worker = worker
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="study-heartbeat", daemon=True)
+
+    def beat(self, state: str = "running") -> None:
+        self.storage.set_study_system_attr(
+            self.study_id, WORKER_KEY + self.worker.id, self.worker.record(state)
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            # A storage hiccup must not kill the thread; the main loop sees real outages.
+            with contextlib.suppress(Exception):
+                self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        with contextlib.suppress(Exception):
+            self.beat("stopped")
+
+
+def is_abandoned(
+    trial: optuna.trial.FrozenTrial,
+    workers: dict[str, dict[str, Any]],
+    me: Worker,
+    grace: float,
+    now: float,
+) -> bool:
+    """Whether a RUNNING trial's worker is gone (dead here, or silent past `grace`)."""
+    owner = trial.user_attrs.get(WORKER_ATTR)
+    if owner == me.id:
+        return False
+    record = workers.get(str(owner)) if owner else None
+    if record is None:
+        started = trial.datetime_start or datetime.datetime.now()
+        return (datetime.datetime.now() - started).total_seconds() > grace
+    if record.get("host") == me.host and not process_alive(int(record["pid"]), record.get("start")):
+        return True
+    if record.get("state") == "stopped":
+        return True
+    return now - float(record.get("beat", 0.0)) > grace
+
+
+# --------------------------------------------------------------------------- study
+
+
+@dataclass
+class StudyContext:
+    spec: Spec
+    url: str
+    name: str
+    study: optuna.Study
+    storage: Any  # optuna.storages.RDBStorage
+    study_id: int
+
+    @property
+    def cells(self) -> list[space.Cell]:
+        return space.grid_cells(self.spec) if self.spec.is_grid else []
+
+
+def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext:
+    """Create or load the study `name`, refusing one whose stored spec differs.
+
+    The check reads the database read-only first, so a mismatched spec writes nothing.
+    """
+    import optuna
+
+    from study.storage import open_storage
+
+    table = to_table(spec)
+    stored = stored_study_attr(url, name, "spec")
+    if stored is not None:
+        diff = identity_diff(stored, table)
+        if diff:
+            raise SpecError(
+                f"study {name!r} exists with a different spec: {diff} "
+                "(pass --study-name NAME to start a new study)"
+            )
+    storage = open_storage(url, create_schema=create)
+    sampler, pruner = space.make_sampler(spec), space.make_pruner(spec)
+    if create:
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=name, sampler=sampler, pruner=pruner,
+                direction="minimize", load_if_exists=True,
+            )
+        except optuna.exceptions.DuplicatedStudyError:  # created meanwhile by another process
+            study = optuna.load_study(storage=storage, study_name=name, sampler=sampler,
+                                      pruner=pruner)
+    else:
+        try:
+            study = optuna.load_study(storage=storage, study_name=name, sampler=sampler,
+                                      pruner=pruner)
+        except KeyError:
+            raise StorageUsageError(
+                f"--study-name: no study {name!r} in {mask(url)} (start it with `study run`)"
+            ) from None
+    ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name))
+    _store_provenance(ctx, stored)
+    return ctx
+
+
+def _store_provenance(ctx: StudyContext, stored: dict[str, Any] | None) -> None:
+    table = to_table(ctx.spec)
+    if stored is None and ctx.study.get_trials(deepcopy=False):
+        raise SpecError(
+            f"study {ctx.name!r} has trials but no stored spec: it was not made by `study` "
+            "(pass --study-name NAME to start a new study)"
+        )
+    if stored is None:
+        ctx.study.set_user_attr("created", datetime.datetime.now().isoformat(timespec="seconds"))
+    if stored != table:
+        # New, or resumed with other seeds or run settings: the stored spec is the latest.
+        ctx.study.set_user_attr("spec", table)
+        ctx.study.set_user_attr("versions", package_versions())
+        ctx.study.set_user_attr("git_revision", git_revision())
+
+
+def trial_status(t: optuna.trial.FrozenTrial) -> str:
+    return R.to_record(t).status
+
+
+def pending_cells(ctx: StudyContext, trials: Sequence[optuna.trial.FrozenTrial]) -> list[space.Cell]:
+    """Grid cells with no finished and no running trial."""
+    taken: set[space.Cell] = set()
+    for t in trials:
+        if t.state.name == "RUNNING" or trial_status(t) in FINISHED_STATUSES:
+            cell = space.cell_of(t.params)
+            if cell is not None:
+                taken.add(cell)
+    return [c for c in ctx.cells if c not in taken]
+
+
+def count_finished(ctx: StudyContext, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    if ctx.spec.is_grid:
+        cells = set(ctx.cells)
+        return len({space.cell_of(t.params) for t in trials
+                    if trial_status(t) in FINISHED_STATUSES} & cells)
+    return sum(trial_status(t) in FINISHED_STATUSES for t in trials)
+
+
+def total_trials(ctx: StudyContext) -> int:
+    return len(ctx.cells) if ctx.spec.is_grid else ctx.spec.search.n_trials
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+@dataclass
+class Claim:
+    trial: optuna.Trial
+    config: TrialConfig
+    told: bool = False
+    val_curve: list[float] = field(default_factory=list)
+
+
+def _fail(ctx: StudyContext, number: int, status: str, **attrs: Any) -> None:
+    """Mark a RUNNING trial FAIL with a status saying why."""
+    trial_id = ctx.storage.get_trial_id_from_study_id_trial_number(ctx.study_id, number)
+    ctx.storage.set_trial_user_attr(trial_id, R.STATUS, status)
+    for key, value in attrs.items():
+        ctx.storage.set_trial_user_attr(trial_id, key, value)
+    ctx.study.tell(number, state=_state("FAIL"), skip_if_finished=True)
+
+
+def _state(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def recover_abandoned(ctx: StudyContext, me: Worker,
+                      trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """Mark RUNNING trials whose worker is gone as FAIL (status "abandoned")."""
+    running = [t for t in trials if t.state.name == "RUNNING"]
+    if not running:
+        return 0
+    attrs = ctx.storage.get_study_system_attrs(ctx.study_id)
+    workers = {k.removeprefix(WORKER_KEY): v for k, v in attrs.items() if k.startswith(WORKER_KEY)}
+    now = time.time()
+    n = 0
+    for t in running:
+        if is_abandoned(t, workers, me, ctx.spec.run.grace_seconds, now):
+            _fail(ctx, t.number, "abandoned")
+            n += 1
+    return n
+
+
+def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
+    """Take up to `limit` trials to run, under the study's claim lock."""
+    from study.trainers import TrialConfig
+
+    spec = ctx.spec
+    dists = space.distributions(spec)
+    owner = {WORKER_ATTR: me.id}
+    with claim_lock(ctx.url, ctx.name):
+        trials = ctx.study.get_trials(deepcopy=False)
+        if recover_abandoned(ctx, me, trials):
+            trials = ctx.study.get_trials(deepcopy=False)
+        claimed: list[optuna.Trial] = []
+        if spec.is_grid:
+            pending = pending_cells(ctx, trials)
+            # WAITING trials are left only by a worker killed inside its claim: pop
+            # them first (ask() pops the oldest), keeping those whose cell is pending.
+            for _ in range(sum(t.state.name == "WAITING" for t in trials)):
+                trial = ctx.study.ask(dists)
+                cell = space.cell_of(trial.params)
+                if cell in pending and len(claimed) < limit:
+                    pending.remove(cell)
+                    trial.set_user_attr(WORKER_ATTR, me.id)
+                    claimed.append(trial)
+                else:
+                    _fail(ctx, trial.number, "duplicate")
+            for cell in pending[: limit - len(claimed)]:
+                ctx.study.enqueue_trial(cell.params(), user_attrs=owner)
+                claimed.append(ctx.study.ask(dists))
+        else:
+            finished = count_finished(ctx, trials)
+            running = sum(t.state.name in ("RUNNING", "WAITING") for t in trials)
+            for _ in range(max(0, min(limit, spec.search.n_trials - finished - running))):
+                ctx.study.enqueue_trial({}, user_attrs=owner)
+                claimed.append(ctx.study.ask(dists))
+    claims = []
+    for trial in claimed:
+        params = trial.params
+        seed = int(params[space.SEED]) if space.SEED in params \
+            else space.seed_for_trial(spec, trial.number)
+        trial.set_user_attr(R.SEED_ATTR, seed)
+        config = TrialConfig.of(spec, int(params[space.BATCH_SIZE]),
+                                float(params[space.LEARNING_RATE]), seed)
+        claims.append(Claim(trial, config))
+    return claims
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def result_attrs(result: TrialResult, trainer: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        R.STATUS: result.status,
+        R.TRAIN_LOSS: R.finite_or_none(result.train_loss),
+        R.VAL_LOSS: R.finite_or_none(result.val_loss),
+        R.FULL_TRAIN_LOSS: R.finite_or_none(result.full_train_loss),
+        R.STEPS: result.steps,
+        R.SECONDS: round(result.seconds, 4),
+        R.TRAIN_CURVE: [R.finite_or_none(v) for v in result.train_curve],
+        R.VAL_CURVE: [R.finite_or_none(v) for v in result.val_curve],
+        R.TRAINER: trainer,
+    }
+    if result.diverged_epoch is not None:
+        attrs[R.DIVERGED_EPOCH] = result.diverged_epoch
+    attrs.update({k: R.finite_or_none(v) for k, v in result.extras.items()})
+    return attrs
+
+
+def objective_of(spec: Spec, result: TrialResult) -> float:
+    return result.train_loss if spec.train.objective == "train_loss" else result.val_loss
+
+
+def record(ctx: StudyContext, c: Claim, result: TrialResult, trainer: str) -> str:
+    """Tell Optuna one result; returns the final status."""
+    objective = objective_of(ctx.spec, result)
+    if result.status == "complete" and not math.isfinite(objective):
+        # Training loss stayed finite but the objective (e.g. validation) did not.
+        result.status = "diverged"
+        result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
+    for key, value in result_attrs(result, trainer).items():
+        c.trial.set_user_attr(key, value)
+    if result.status == "complete":
+        ctx.study.tell(c.trial, objective)
+    else:
+        ctx.study.tell(c.trial, state=_state("PRUNED" if result.status == "pruned" else "FAIL"))
+    c.told = True
+    return result.status
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class _Signals:
+    """SIGINT/SIGTERM become KeyboardInterrupt, deferred while the storage is mid-update.
+
+    A worker interrupted between enqueueing a trial and recording its owner would
+    leave a trial nobody owns; so inside `critical()` a signal only sets a flag, and
+    the interrupt is raised when the section ends.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending: type[KeyboardInterrupt] | None = None
+        self._saved: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        exc = Interrupted if signum == signal.SIGTERM else KeyboardInterrupt
+        if self._depth:
+            self._pending = exc
+            return
+        raise exc()
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending is not None:
+                exc, self._pending = self._pending, None
+                raise exc()
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class RunOutcome:
+    trained: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    recovered: int = 0
+
+
+def work(
+    ctx: StudyContext,
+    trainer_factory: Callable[[], Trainer],
+    data_factory: Callable[[], Dataset],
+    progress: Progress | None = None,
+    worker: Worker | None = None,
+) -> RunOutcome:
+    """Claim, train and record until no cell is left to run (or a signal stops us)."""
+    me = worker or Worker.current()
+    outcome = RunOutcome()
+    trainer: Trainer | None = None
+    data: Dataset | None = None
+    failures = 0
+    signals = _Signals()
+    with signals, Heartbeat(ctx.storage, ctx.study_id, me, ctx.spec.run.heartbeat_seconds):
+        while True:
+            if trainer is None:
+                # Peek before paying for TensorFlow: an exhausted study trains nothing.
+                trials = ctx.study.get_trials(deepcopy=False)
+                if count_finished(ctx, trials) >= total_trials(ctx):
+                    break
+                trainer, data = trainer_factory(), data_factory()
+            assert data is not None
+            claims: list[Claim] = []
+            try:
+                with signals.critical():
+                    claims = claim(ctx, me, trainer.batch_limit)
+                if not claims:
+                    trials = ctx.study.get_trials(deepcopy=False)
+                    if count_finished(ctx, trials) >= total_trials(ctx):
+                        break
+                    # Cells are running elsewhere; wait in case their workers die.
+                    time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
+                    continue
+                try:
+                    results = trainer.train([c.config for c in claims], data,
+                                            _monitor(ctx, claims, progress))
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}".splitlines()[0]
+                    _release(ctx, claims, "error", error=error)
+                    failures += len(claims)
+                    outcome.statuses["error"] = outcome.statuses.get("error", 0) + len(claims)
+                    if failures >= ctx.spec.run.max_failures:
+                        raise TooManyFailures(
+                            f"stopped after {failures} failed trials in a row; last error: "
+                            f"{error}"
+                        ) from e
+                    continue
+                failures = 0
+                with signals.critical():
+                    for c, r in zip(claims, results, strict=True):
+                        status = record(ctx, c, r, trainer.name)
+                        outcome.trained += 1
+                        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+                        if progress is not None:
+                            progress.advance(1, note=_describe(c.config, status, r))
+            except KeyboardInterrupt:
+                _release(ctx, claims, "interrupted")
+                raise
+    return outcome
+
+
+def _describe(config: TrialConfig, status: str, r: TrialResult) -> str:
+    what = f"bs={config.batch_size} lr={config.learning_rate:g} seed={config.seed}"
+    if status == "diverged":
+        return f"{what}: diverged at epoch {r.diverged_epoch}"
+    return f"{what}: {status} loss={r.train_loss:.4g}"
+
+
+def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: Any) -> None:
+    """Mark claimed trials that were not told as FAIL, so none is left RUNNING."""
+    signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        for c in claims:
+            if not c.told:
+                _fail(ctx, c.trial.number, status, **attrs)
+                c.told = True
+    finally:
+        if signal_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
+
+
+def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None
+             ) -> Callable[[int, int, float, float], bool]:
+    prune = ctx.spec.search.pruner != "none"
+    epochs = ctx.spec.train.epochs
+    report_val = ctx.spec.train.objective == "val_loss"
+
+    def monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
+        c = claims[index]
+        value = val_loss if report_val else train_loss
+        if math.isfinite(value):
+            c.trial.report(value, epoch)
+        if progress is not None:
+            cfg = c.config
+            progress.detail(f"bs={cfg.batch_size} lr={cfg.learning_rate:g} seed={cfg.seed} "
+                            f"epoch {epoch}/{epochs}")
+        return prune and c.trial.should_prune()
+
+    return monitor

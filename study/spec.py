@@ -1,0 +1,390 @@
+"""The experiment spec: one frozen dataclass tree, loaded from TOML and validated here.
+
+Precedence is CLI > spec file > defaults. The defaults *are* the article's experiment
+(see `specs/article.toml`), so a user's file only states what it changes. Every check
+lives in `validate`, and every error names the field and the value at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+from study.errors import SpecError
+
+SAMPLERS = ("grid", "tpe", "random", "qmc")
+PRUNERS = ("none", "median", "hyperband")
+TRAINERS = ("auto", "keras", "population")
+DATA_KINDS = ("linear",)
+ACTIVATIONS = ("relu", "tanh", "linear")
+OPTIMIZERS = ("adam",)
+LOSSES = ("mse",)
+OBJECTIVES = ("train_loss", "val_loss")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A continuous search range for samplers other than grid (always log-scaled)."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The synthetic data set; `linear` is the article's: y = X.w + U[0,1) noise."""
+
+    kind: str = "linear"
+    n_train: int = 1000
+    n_val: int = 1000
+    n_features: int = 10
+    seed: int = 0  # the article's np.random.seed(0): X, then w, then the noise
+    val_seed: int = 1  # held-out set: same w, fresh X and noise from this seed
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An MLP: Dense(h, activation) for each h in `hidden`, then Dense(1)."""
+
+    hidden: tuple[int, ...] = (64, 32)
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str = "adam"
+    loss: str = "mse"
+    epochs: int = 50
+    # The article's metric: the last epoch's mean training loss (history['loss'][-1]).
+    objective: str = "train_loss"
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What the study explores. Lists are grid values; a table {low, high} is a range."""
+
+    sampler: str = "grid"
+    batch_size: tuple[int, ...] | Range = (16, 32, 64, 128, 256)
+    learning_rate: tuple[float, ...] | Range = (0.1, 0.01, 0.001, 0.0001)
+    seeds: tuple[int, ...] = (0,)
+    # Only for samplers other than grid: how many trials to run in all.
+    n_trials: int = 0
+    sampler_seed: int = 0
+    pruner: str = "none"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How trials are executed; not part of what a study *is*, so it may change on resume."""
+
+    trainer: str = "auto"
+    # A RUNNING trial whose worker has not beaten for `grace_seconds` is abandoned.
+    heartbeat_seconds: float = 5.0
+    grace_seconds: float = 30.0
+    # Stop the study after this many trials in a row raise an error.
+    max_failures: int = 3
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str = "article"
+    description: str = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    run: RunSpec = field(default_factory=RunSpec)
+
+    @property
+    def is_grid(self) -> bool:
+        return self.search.sampler == "grid"
+
+
+# Sections that change what a study measures; `run` (execution) and `description` do
+# not, so a resumed study may differ in those.
+IDENTITY_SECTIONS = ("data", "model", "train", "search")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def builtin_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files("study.specs").iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
+def read_spec_source(name_or_path: str) -> dict[str, Any]:
+    """The raw TOML table of a built-in spec name or a spec file path."""
+    text: str
+    origin: str
+    if name_or_path in builtin_names():
+        text = resources.files("study.specs").joinpath(f"{name_or_path}.toml").read_text()
+        origin = f"built-in spec {name_or_path!r}"
+    else:
+        path = Path(name_or_path)
+        if not (path.suffix == ".toml" or path.exists()):
+            known = ", ".join(builtin_names())
+            raise SpecError(f"spec: unknown spec {name_or_path!r} (built-in: {known}; or a .toml path)")
+        if not path.is_file():
+            raise SpecError(f"spec: file not found: {name_or_path}")
+        text = path.read_text(encoding="utf-8")
+        origin = str(path)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"spec: {origin} is not valid TOML: {e}") from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value); the value is read as TOML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set: expected SECTION.KEY=VALUE, got {item!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        # Bare words are strings: `--set train.optimizer=adam` needs no quotes.
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of `table` with each `--set` applied; unknown keys fail in `from_table`."""
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise SpecError(f"--set: {'.'.join(path)}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_spec(
+    name_or_path: str = "article",
+    overrides: Sequence[str] = (),
+) -> Spec:
+    """Load, override and validate: the one entry point from the outside world."""
+    table = apply_overrides(read_spec_source(name_or_path), overrides)
+    spec = from_table(table)
+    validate(spec)
+    return spec
+
+
+def from_table(table: Mapping[str, Any]) -> Spec:
+    spec = _build(Spec, table, "")
+    assert isinstance(spec, Spec)
+    return spec
+
+
+def _build(cls: type, table: Mapping[str, Any], prefix: str) -> object:
+    if not isinstance(table, Mapping):
+        raise SpecError(f"{prefix.rstrip('.') or 'spec'}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            where = f"{prefix}{key}"
+            raise SpecError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in table:
+            kwargs[f.name] = _convert(hints[f.name], table[f.name], f"{prefix}{f.name}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Range:
+        return _build(tp, value, where + ".")
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        # Our only union: a tuple of grid values or a Range.
+        if isinstance(value, Mapping):
+            return _convert(Range, value, where)
+        seq_type = next(a for a in typing.get_args(tp) if typing.get_origin(a) is tuple)
+        return _convert(seq_type, value, where)
+    if tp is Range:
+        if not isinstance(value, Mapping) or set(value) != {"low", "high"}:
+            raise SpecError(f"{where}: expected a list of values or {{low = ..., high = ...}}")
+        return Range(_scalar(float, value["low"], f"{where}.low"),
+                      _scalar(float, value["high"], f"{where}.high"))
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise SpecError(f"{where}: expected a list, got {value!r}")
+        return tuple(_scalar(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
+    return _scalar(tp, value, where)
+
+
+def _scalar(tp: Any, value: Any, where: str) -> Any:
+    # bool is an int in Python; a spec that says `epochs = true` is a mistake.
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
+    raise SpecError(f"{where}: expected {kind}, got {value!r}")
+
+
+def to_table(spec: Spec) -> dict[str, Any]:
+    """The spec as plain JSON/TOML-able data (tuples become lists)."""
+
+    def plain(x: Any) -> Any:
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, tuple | list):
+            return [plain(v) for v in x]
+        return x
+
+    table = plain(spec)
+    assert isinstance(table, dict)
+    return table
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(spec: Spec) -> None:
+    """Every rule in one place; raises SpecError naming the first field at fault."""
+    _one_of("data.kind", spec.data.kind, DATA_KINDS)
+    _positive("data.n_train", spec.data.n_train)
+    _positive("data.n_val", spec.data.n_val)
+    _positive("data.n_features", spec.data.n_features)
+    _non_negative("data.seed", spec.data.seed)
+    _non_negative("data.val_seed", spec.data.val_seed)
+
+    if not spec.model.hidden:
+        raise SpecError("model.hidden: expected at least one layer width, got []")
+    for i, width in enumerate(spec.model.hidden):
+        _positive(f"model.hidden[{i}]", width)
+    _one_of("model.activation", spec.model.activation, ACTIVATIONS)
+
+    _one_of("train.optimizer", spec.train.optimizer, OPTIMIZERS)
+    _one_of("train.loss", spec.train.loss, LOSSES)
+    _positive("train.epochs", spec.train.epochs)
+    _one_of("train.objective", spec.train.objective, OBJECTIVES)
+
+    s = spec.search
+    _one_of("search.sampler", s.sampler, SAMPLERS)
+    _one_of("search.pruner", s.pruner, PRUNERS)
+    _non_negative("search.sampler_seed", s.sampler_seed)
+    if not s.seeds:
+        raise SpecError("search.seeds: expected at least one seed, got []")
+    for i, seed in enumerate(s.seeds):
+        _non_negative(f"search.seeds[{i}]", seed)
+    _unique("search.seeds", s.seeds)
+    for name in ("batch_size", "learning_rate"):
+        axis = getattr(s, name)
+        where = f"search.{name}"
+        if isinstance(axis, Range):
+            if spec.is_grid:
+                raise SpecError(f"{where}: the grid sampler needs a list of values, got a range")
+            _positive(f"{where}.low", axis.low)
+            _positive(f"{where}.high", axis.high)
+            if axis.low > axis.high:
+                raise SpecError(f"{where}: low {axis.low:g} is above high {axis.high:g}")
+        else:
+            if not axis:
+                raise SpecError(f"{where}: the grid is empty (expected at least one value)")
+            for i, v in enumerate(axis):
+                _positive(f"{where}[{i}]", v)
+            _unique(where, axis)
+    bs = s.batch_size
+    biggest = bs.high if isinstance(bs, Range) else max(bs)
+    if biggest > spec.data.n_train:
+        raise SpecError(
+            f"search.batch_size: {biggest:g} is larger than the training set "
+            f"(data.n_train = {spec.data.n_train})"
+        )
+    if isinstance(bs, Range) and bs.low != int(bs.low):
+        raise SpecError(f"search.batch_size.low: expected an integer, got {bs.low:g}")
+    if isinstance(bs, Range) and bs.high != int(bs.high):
+        raise SpecError(f"search.batch_size.high: expected an integer, got {bs.high:g}")
+    if spec.is_grid:
+        if s.n_trials:
+            raise SpecError(
+                f"search.n_trials: {s.n_trials} is only for samplers other than grid "
+                "(a grid runs every cell)"
+            )
+    elif s.n_trials <= 0:
+        raise SpecError(
+            f"search.n_trials: the {s.sampler} sampler needs a positive trial count, "
+            f"got {s.n_trials}"
+        )
+
+    _one_of("run.trainer", spec.run.trainer, TRAINERS)
+    _positive("run.heartbeat_seconds", spec.run.heartbeat_seconds)
+    if spec.run.grace_seconds <= spec.run.heartbeat_seconds:
+        raise SpecError(
+            f"run.grace_seconds: {spec.run.grace_seconds:g} must exceed "
+            f"run.heartbeat_seconds ({spec.run.heartbeat_seconds:g})"
+        )
+    _positive("run.max_failures", spec.run.max_failures)
+    if not spec.name.strip():
+        raise SpecError("name: expected a non-empty study name")
+
+
+def _one_of(where: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise SpecError(f"{where}: unknown value {value!r} (expected one of: {', '.join(allowed)})")
+
+
+def _positive(where: str, value: float) -> None:
+    if not (value > 0) or not math.isfinite(value):
+        raise SpecError(f"{where}: expected a positive number, got {value!r}")
+
+
+def _non_negative(where: str, value: int) -> None:
+    if value < 0:
+        raise SpecError(f"{where}: expected a non-negative integer, got {value!r}")
+
+
+def _unique(where: str, values: Sequence[float]) -> None:
+    seen: set[float] = set()
+    for v in values:
+        if v in seen:
+            raise SpecError(f"{where}: value {v!r} is listed twice")
+        seen.add(v)
+
+
+def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """The first field (dotted) where two spec tables differ in what a study measures.
+
+    `search.seeds` may grow on resume (more repeats of the same cells), so it is not
+    compared; anything else that differs would mix incomparable trials in one study.
+    """
+    for section in IDENTITY_SECTIONS:
+        a = stored.get(section, {})
+        b = current.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if section == "search" and key == "seeds":
+                continue
+            if a.get(key) != b.get(key):
+                return f"{section}.{key}: study has {a.get(key)!r}, this run asks {b.get(key)!r}"
+    return None
+
+
+def with_seeds(spec: Spec, seeds: Sequence[int]) -> Spec:
+    return dataclasses.replace(spec, search=dataclasses.replace(spec.search, seeds=tuple(seeds)))

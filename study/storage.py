@@ -1,0 +1,295 @@
+"""The one seam to the database: Optuna's RDB storage, opened and locked the same way.
+
+Optuna owns the schema; we never alter its tables. What we add:
+- validation of a storage URL before anything is created, with messages that name it
+  (password masked, always);
+- SQLite tuned for many small commits: WAL journal and `synchronous=NORMAL` (a
+  commit survives the process being killed; only an OS crash could lose the last
+  ones) and a generous busy timeout;
+- a cross-process claim lock (an advisory lock on PostgreSQL, `flock` beside a SQLite
+  file) so that workers never take the same grid cell;
+- a read-only view of the schema for checks and queries that must not write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from study.errors import StorageError, StorageUsageError
+
+if TYPE_CHECKING:
+    import optuna
+    import sqlalchemy
+    from sqlalchemy.engine import URL
+
+DEFAULT_STORAGE = "sqlite:///storage/study.db"
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def parse_url(url: str) -> URL:
+    """A SQLAlchemy URL for `url`, or a one-line error naming what is wrong with it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageUsageError(
+            f"--storage: {url!r} is not a database URL (e.g. {DEFAULT_STORAGE})"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StorageUsageError(
+            f"--storage: unknown database kind {parsed.drivername!r} in {mask(url)}"
+        ) from None
+    except ImportError as e:
+        hint = " (pip install 'study[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise StorageUsageError(
+            f"--storage: no driver for {parsed.drivername!r}: {e.name or e}{hint}"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        if db in ("", ":memory:") or db.startswith("file::memory:"):
+            raise StorageUsageError(
+                f"--storage: {url!r} is an in-memory SQLite database; the study would be lost"
+            )
+        parent = Path(db).parent
+        if not parent.is_dir():
+            raise StorageUsageError(f"--storage: directory {str(parent)!r} does not exist ({url})")
+    return parsed
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced by ***, for anything a human reads."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL's password, if any, replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+def is_sqlite(url: str) -> bool:
+    return parse_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = parse_url(url)
+    return Path(parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+
+
+def _sqlite_engine_kwargs(path: str) -> dict[str, Any]:
+    def connect() -> sqlite3.Connection:
+        # check_same_thread=False: SQLAlchemy's pool hands connections between the
+        # runner and its heartbeat thread, never to two at once.
+        conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    return {"creator": connect}
+
+
+def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage for `url`; the schema is created only when asked."""
+    import optuna
+    import sqlalchemy.exc
+
+    parsed = parse_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs = _sqlite_engine_kwargs(parsed.database or "")
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, skip_table_creation=not create_schema
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise StorageUsageError(f"--storage: cannot open {mask(url)}: {_first_line(e, url)}") from None
+
+
+def _first_line(e: BaseException, url: str) -> str:
+    orig = getattr(e, "orig", None) or e
+    lines = str(orig).strip().splitlines() or [type(orig).__name__]
+    return scrub(lines[0], url)
+
+
+def describe_error(e: BaseException, url: str) -> str:
+    """One masked line for a storage failure in the middle of a run."""
+    return f"storage {mask(url)} failed: {_first_line(e, url)}"
+
+
+# --------------------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def claim_lock(url: str, study_name: str) -> Iterator[None]:
+    """Hold a lock that every worker of `study_name` on this storage takes to claim cells."""
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        lock_path = f"{parsed.database}.lock"
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    elif backend == "postgresql":
+        from sqlalchemy import text
+
+        key = _lock_key(study_name)
+        # A session-level advisory lock dies with its connection, so a killed worker
+        # never leaves it held.
+        with _lock_engine(url).connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    else:
+        yield
+
+
+def supports_workers(url: str) -> bool:
+    return parse_url(url).get_backend_name() in ("sqlite", "postgresql")
+
+
+def _lock_key(study_name: str) -> int:
+    digest = hashlib.sha256(f"study:{study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+_lock_engines: dict[str, sqlalchemy.engine.Engine] = {}
+
+
+def _lock_engine(url: str) -> sqlalchemy.engine.Engine:
+    import sqlalchemy
+
+    if url not in _lock_engines:
+        _lock_engines[url] = sqlalchemy.create_engine(url, pool_size=1, pool_pre_ping=True)
+    return _lock_engines[url]
+
+
+# --------------------------------------------------------------------------- read-only
+
+
+@contextlib.contextmanager
+def read_only(url: str) -> Iterator[sqlalchemy.engine.Connection]:
+    """A connection that cannot write: SQLite opened `mode=ro`, others a read-only transaction."""
+    import sqlalchemy
+
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        if not path.exists():
+            raise StorageUsageError(f"--storage: no database at {path}")
+        uri = f"file:{path.resolve()}?mode=ro"
+        engine = sqlalchemy.create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S),
+        )
+    else:
+        engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if parsed.get_backend_name() == "postgresql" or parsed.get_backend_name() == "mysql":
+                conn.execute(sqlalchemy.text("SET TRANSACTION READ ONLY"))
+            yield conn
+            conn.rollback()
+    except sqlalchemy.exc.OperationalError as e:
+        raise StorageError(describe_error(e, url)) from None
+    finally:
+        engine.dispose()
+
+
+def stored_study_attr(url: str, study_name: str, key: str) -> Any | None:
+    """A study user attribute read without writing anything; None if absent.
+
+    Used before a run opens the storage for writing, so a spec that does not match
+    the stored study is refused without touching the file.
+    """
+    import json
+
+    import sqlalchemy
+
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
+        return None
+    query = sqlalchemy.text(
+        "SELECT a.value_json FROM study_user_attributes a JOIN studies s "
+        "ON s.study_id = a.study_id WHERE s.study_name = :name AND a.key = :key"
+    )
+    try:
+        with read_only(url) as conn:
+            row = conn.execute(query, {"name": study_name, "key": key}).first()
+    except StorageError:
+        raise
+    except sqlalchemy.exc.SQLAlchemyError:
+        return None  # no Optuna schema yet: nothing stored
+    return None if row is None else json.loads(row[0])
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+PROVENANCE_PACKAGES = (
+    "study", "optuna", "optuna-dashboard", "tensorflow", "keras", "numpy", "plotly", "sqlalchemy",
+)
+
+
+def package_versions() -> dict[str, str]:
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision() -> str:
+    """The source tree's commit (with `+dirty` when it has uncommitted changes), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    for where in (here, Path.cwd()):
+        try:
+            rev = subprocess.run(
+                ["git", "-C", str(where), "rev-parse", "HEAD"],
+                capture_output=True, text=True, timeout=5, check=True,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=5, check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return rev + ("+dirty" if dirty else "")
+    return "unknown"

@@ -1,0 +1,76 @@
+"""The seam between the runner and the trainers: `train(configs, data, monitor) -> results`.
+
+Many trial configs go in, one result per config comes out, in the same order. The
+runner never knows how training is done; a trainer never touches Optuna or storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from study.data import Dataset
+from study.spec import ModelSpec, Spec, TrainSpec
+
+Status = Literal["complete", "diverged", "pruned"]
+
+# Called after every epoch of every config: (config index, epoch from 1, mean training
+# loss of that epoch, validation loss after it). Returning True stops that config
+# (the runner's pruner said so); the result then has status "pruned".
+Monitor = Callable[[int, int, float, float], bool]
+
+
+def no_monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything a trainer needs for one trial, and nothing about Optuna."""
+
+    batch_size: int
+    learning_rate: float
+    seed: int
+    model: ModelSpec
+    train: TrainSpec
+
+    @classmethod
+    def of(cls, spec: Spec, batch_size: int, learning_rate: float, seed: int) -> TrialConfig:
+        return cls(batch_size, learning_rate, seed, spec.model, spec.train)
+
+    @property
+    def shape_key(self) -> tuple[object, ...]:
+        """Trials with equal keys can be trained together by a stacking trainer."""
+        return (self.batch_size, self.model, self.train)
+
+
+@dataclass
+class TrialResult:
+    status: Status
+    train_curve: list[float]  # mean training loss of each epoch, as Keras reports it
+    val_curve: list[float]  # validation loss after each epoch
+    full_train_loss: float  # loss on the whole training set after training (nan if diverged)
+    steps: int  # optimizer updates taken
+    seconds: float  # wall time of this trial (a share of the batch for stacking trainers)
+    diverged_epoch: int | None = None  # first epoch whose loss was NaN or inf
+    extras: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def train_loss(self) -> float:
+        """The article's metric: the last epoch's mean training loss."""
+        return self.train_curve[-1] if self.train_curve else float("nan")
+
+    @property
+    def val_loss(self) -> float:
+        return self.val_curve[-1] if self.val_curve else float("nan")
+
+
+class Trainer(Protocol):
+    name: str
+    # How many configs the runner should hand over at once.
+    batch_limit: int
+
+    def train(
+        self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
+    ) -> list[TrialResult]: ...

@@ -1,0 +1,48 @@
+"""Helpers for tests: drive the real CLI as a process, read the real database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("STUDY_VERBOSE", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 600
+            ) -> subprocess.CompletedProcess[str]:
+    """Run `python -m study ARGS` as a real process and capture what it prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "study", *args],
+        cwd=cwd or ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def start_cli(args: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "study", *args],
+        cwd=cwd or ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def sql(path: Path, query: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    """Read the Optuna schema directly, read-only, as a user with sqlite3 would."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+
+
+def trial_states(path: Path) -> dict[str, int]:
+    return dict(sql(path, "SELECT state, COUNT(*) FROM trials GROUP BY state"))  # type: ignore[arg-type]

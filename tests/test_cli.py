@@ -1,0 +1,200 @@
+"""The real `study` command, as real processes, on real SQLite files."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli, sql, start_cli, trial_states
+
+GRID = {(b, lr) for b in (16, 32, 64, 128, 256) for lr in (0.1, 0.01, 0.001, 0.0001)}
+
+
+def test_help_for_module_and_console_script() -> None:
+    assert "run" in run_cli(["--help"]).stdout
+    script = Path(sys.executable).parent / "study"
+    out = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Example: study run" in out.stdout
+
+
+BAD_INPUT = [
+    (["--spec", "nope"], "spec: unknown spec 'nope'"),
+    (["--set", "train.epochz=3"], "train.epochz: unknown key"),
+    (["--set", "train.epochs=three"], "train.epochs: expected an integer, got 'three'"),
+    (["--epochs", "0"], "train.epochs: expected a positive number, got 0"),
+    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["--set", "search.batch_size=[16, -1]"], "search.batch_size[1]: expected a positive number"),
+    (["--set", "search.learning_rate=[0]"], "search.learning_rate[0]: expected a positive number"),
+    (["--set", "search.batch_size=[4096]"], "search.batch_size: 4096 is larger than the training"),
+    (["--set", "search.batch_size=[]"], "search.batch_size: the grid is empty"),
+    (["--set", "train.epochs"], "--set: expected SECTION.KEY=VALUE, got 'train.epochs'"),
+    (["--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
+    (["--trainer", "magic"], "run.trainer: unknown value 'magic'"),
+    (["--storage", "nonsense"], "--storage: 'nonsense' is not a database URL"),
+    (["--storage", "oracle9://x/y"], "--storage: unknown database kind 'oracle9'"),
+    (["--storage", "sqlite:///missing/dir/s.db"], "--storage: directory 'missing/dir' does not"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    storage = [] if "--storage" in args else ["--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    out = run_cli(["run", *args, *storage], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert message in lines[0]
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no lock file, nothing
+
+
+def _attrs(db: Path, number: int) -> dict[str, object]:
+    rows = sql(db, """SELECT a.key, a.value_json FROM trial_user_attributes a
+                      JOIN trials t ON t.trial_id = a.trial_id WHERE t.number = ?""", (number,))
+    return {k: json.loads(v) for k, v in rows}  # type: ignore[arg-type]
+
+
+def _cells(db: Path, state: str = "COMPLETE") -> list[tuple[int, float, int]]:
+    rows = sql(db, """
+        SELECT t.trial_id,
+          MAX(CASE WHEN p.param_name = 'batch_size' THEN p.param_value END),
+          MAX(CASE WHEN p.param_name = 'learning_rate' THEN p.param_value END),
+          MAX(CASE WHEN p.param_name = 'seed' THEN p.param_value END)
+        FROM trials t JOIN trial_params p ON p.trial_id = t.trial_id
+        WHERE t.state = ? GROUP BY t.trial_id""", (state,))
+    return sorted((int(b), float(lr), int(s)) for _, b, lr, s in rows)  # type: ignore[arg-type]
+
+
+def _values(db: Path) -> dict[int, float]:
+    rows = sql(db, """SELECT t.number, v.value FROM trials t JOIN trial_values v
+                      ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'""")
+    return dict(rows)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_article_grid_end_to_end_then_resume(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    out = run_cli(["run", "--epochs", "2", "--storage", url], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert trial_states(db) == {"COMPLETE": 20}
+    assert {(b, lr) for b, lr, _ in _cells(db)} == GRID and len(_cells(db)) == 20
+    # Intermediate values: the per-epoch training loss, steps 1 and 2.
+    steps = sql(db, "SELECT trial_id, GROUP_CONCAT(step) FROM trial_intermediate_values "
+                    "GROUP BY trial_id")
+    assert len(steps) == 20 and {s for _, s in steps} == {"1,2"}
+    attrs = _attrs(db, 0)
+    for key in ("val_loss", "full_train_loss", "steps", "seconds", "seed", "val_curve",
+                "train_curve", "status"):
+        assert key in attrs, key
+    assert attrs["status"] == "complete" and attrs["seed"] == 0
+    assert len(attrs["val_curve"]) == 2  # type: ignore[arg-type]
+    values = _values(db)
+    assert values[0] == pytest.approx(attrs["train_loss"])  # the objective: last epoch's loss
+    # The summary table and what to do next.
+    assert "batch_size  lr=0.1  lr=0.01  lr=0.001  lr=0.0001" in out.stdout
+    assert "Best cell:" in out.stdout and "Next:" in out.stdout
+    # TensorFlow's start-up chatter is silenced.
+    for noise in ("oneDNN", "cuda", "absl", "cpu_feature_guard"):
+        assert noise not in out.stderr
+    spec = json.loads(sql(db, "SELECT value_json FROM study_user_attributes WHERE key='spec'")
+                      [0][0])  # type: ignore[arg-type]
+    assert spec["train"]["epochs"] == 2
+
+    # Resume: the grid is exhausted, nothing trains, nothing changes.
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    again = run_cli(["run", "--epochs", "2", "--storage", url], cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to train" in again.stdout
+    assert trial_states(db) == {"COMPLETE": 20}
+    assert _values(db) == values
+    del before  # WAL checkpoints may rewrite pages; the rows above are what must not change
+
+    # A spec that does not match the stored study is refused; the file is untouched.
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    other = run_cli(["run", "--epochs", "3", "--storage", url], cwd=tmp_path)
+    assert other.returncode == 2
+    assert "exists with a different spec: train.epochs: study has 2, this run asks 3" in \
+        other.stderr
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+SLOW_GRID = ["--set", "search.batch_size=[16, 32]", "--set", "search.learning_rate=[0.01, 0.001]",
+             "--epochs", "12"]
+
+
+def _wait_for(db: Path, state: str, n: int, proc: subprocess.Popen[str], timeout: float = 120
+              ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        if db.exists():
+            try:
+                if trial_states(db).get(state, 0) >= n and trial_states(db).get("RUNNING"):
+                    return
+            except Exception:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"no {n} {state} trials within {timeout}s")
+
+
+def _assert_exactly_one_complete_per_cell(db: Path) -> None:
+    cells = _cells(db)
+    expected = sorted(itertools.product((16, 32), (0.01, 0.001), (0,)))
+    assert cells == expected, cells
+    assert "RUNNING" not in trial_states(db)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_cleanly_and_the_next_run_finishes(tmp_path: Path, sig: int) -> None:
+    db = tmp_path / "s.db"
+    args = ["run", *SLOW_GRID, "--storage", f"sqlite:///{db}"]
+    proc = start_cli(args, cwd=tmp_path)
+    _wait_for(db, "COMPLETE", 1, proc)
+    time.sleep(0.5)  # mid-trial
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished trials are kept" in err and "Traceback" not in err
+    states = trial_states(db)
+    assert "RUNNING" not in states and states.get("FAIL") == 1 and states["COMPLETE"] >= 1
+    (status,) = sql(db, """SELECT a.value_json FROM trial_user_attributes a JOIN trials t
+                           ON t.trial_id = a.trial_id WHERE t.state='FAIL' AND a.key='status'""")
+    assert json.loads(status[0]) == "interrupted"  # type: ignore[arg-type]
+    kept = _values(db)
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _assert_exactly_one_complete_per_cell(db)
+    assert {k: v for k, v in _values(db).items() if k in kept} == kept
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_recovers_the_abandoned_cell(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    args = ["run", *SLOW_GRID, "--storage", f"sqlite:///{db}"]
+    proc = start_cli(args, cwd=tmp_path)
+    _wait_for(db, "COMPLETE", 1, proc)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert trial_states(db).get("RUNNING") == 1
+    kept = _values(db)
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _assert_exactly_one_complete_per_cell(db)
+    (status,) = sql(db, """SELECT a.value_json FROM trial_user_attributes a JOIN trials t
+                           ON t.trial_id = a.trial_id WHERE t.state='FAIL' AND a.key='status'""")
+    assert json.loads(status[0]) == "abandoned"  # type: ignore[arg-type]
+    assert {k: v for k, v in _values(db).items() if k in kept} == kept

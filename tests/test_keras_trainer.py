@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from study.data import make_dataset
+from study.spec import load_spec
+from study.trainers import TrialConfig
+from study.trainers.keras import KerasTrainer, build_model
+
+pytestmark = pytest.mark.slow
+
+SPEC = load_spec("article", ["data.n_train=200", "data.n_val=100", "train.epochs=3",
+                            "search.batch_size=[32]"])
+DATA = make_dataset(SPEC.data)
+
+
+def config(lr: float = 0.01, bs: int = 32, seed: int = 0) -> TrialConfig:
+    return TrialConfig.of(SPEC, bs, lr, seed)
+
+
+def test_model_is_the_articles_mlp() -> None:
+    model = build_model(SPEC.model, 10)
+    assert [layer.units for layer in model.layers] == [64, 32, 1]
+    assert [layer.activation.__name__ for layer in model.layers] == ["relu", "relu", "linear"]
+
+
+def test_one_trial_records_everything() -> None:
+    (r,) = KerasTrainer().train([config()], DATA)
+    assert r.status == "complete"
+    assert len(r.train_curve) == len(r.val_curve) == 3
+    assert all(math.isfinite(v) for v in r.train_curve + r.val_curve)
+    assert r.train_loss == r.train_curve[-1]
+    assert r.steps == 3 * math.ceil(200 / 32)
+    assert math.isfinite(r.full_train_loss) and r.seconds > 0
+
+
+def test_same_seed_same_run_other_seed_other_run() -> None:
+    a, b, c = KerasTrainer().train([config(seed=1), config(seed=1), config(seed=2)], DATA)
+    assert a.train_curve == b.train_curve
+    assert a.train_curve != c.train_curve
+
+
+def test_divergence_stops_early_with_its_epoch() -> None:
+    # Adam moves each weight by about lr per step: at 1e12 the outputs overflow float32.
+    (r,) = KerasTrainer().train([config(lr=1e12)], DATA)
+    assert r.status == "diverged" and r.diverged_epoch == 1
+    assert len(r.train_curve) == 1 and not math.isfinite(r.train_curve[0])
+    assert math.isnan(r.full_train_loss)
+
+
+def test_monitor_sees_every_epoch_and_can_prune() -> None:
+    seen: list[tuple[int, int, float, float]] = []
+
+    def monitor(i: int, epoch: int, loss: float, val: float) -> bool:
+        seen.append((i, epoch, loss, val))
+        return epoch == 2
+
+    (r,) = KerasTrainer().train([config()], DATA, monitor)
+    assert r.status == "pruned" and len(r.train_curve) == 2
+    assert [(i, e) for i, e, _, _ in seen] == [(0, 1), (0, 2)]
+    np.testing.assert_allclose([s[2] for s in seen], r.train_curve)
+    np.testing.assert_allclose([s[3] for s in seen], r.val_curve)

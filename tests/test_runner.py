@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study import runner, space
+from study.data import make_dataset
+from study.errors import SpecError, TooManyFailures
+from study.spec import Spec, load_spec
+from tests.helpers import sql
+from tests.scripted import ScriptedTrainer, loss_at
+
+SMALL = ["search.batch_size=[16, 64]", "search.learning_rate=[0.1, 0.01, 0.001]",
+         "train.epochs=4", "data.n_train=100", "data.n_val=50"]
+
+
+def small_spec(*more: str) -> Spec:
+    return load_spec("article", [*SMALL, *more])
+
+
+def run(spec: Spec, url: str, trainer: ScriptedTrainer, name: str = "t") -> runner.RunOutcome:
+    ctx = runner.open_study(spec, url, name, create=True)
+    return runner.work(ctx, lambda: trainer, lambda: make_dataset(spec.data))
+
+
+def cells_by_state(path: Path) -> Counter[tuple[object, ...]]:
+    rows = sql(path, """
+        SELECT t.state, group_concat(p.param_name || '=' || p.param_value, ',')
+        FROM trials t JOIN trial_params p ON p.trial_id = t.trial_id
+        GROUP BY t.trial_id""")
+    return Counter(rows)
+
+
+def test_runs_every_cell_exactly_once(db_path: Path, db_url: str) -> None:
+    spec = small_spec("search.seeds=[0, 1]")
+    trainer = ScriptedTrainer()
+    outcome = run(spec, db_url, trainer)
+    assert outcome.trained == 12 and outcome.statuses == {"complete": 12}
+    study = optuna.load_study(study_name="t", storage=db_url)
+    trials = study.get_trials()
+    assert {space.cell_of(t.params) for t in trials} == set(space.grid_cells(spec))
+    assert len(trials) == 12
+    for t in trials:
+        config = next(c for c in trainer.seen if space.cell_of(t.params) ==
+                      space.Cell(c.batch_size, c.learning_rate, c.seed))
+        assert t.value == pytest.approx(loss_at(config, 4))
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+        assert t.user_attrs["status"] == "complete"
+        assert t.user_attrs["seed"] == t.params["seed"]
+        assert len(t.user_attrs["val_curve"]) == 4
+        assert t.user_attrs["worker"]
+    # Provenance on the study.
+    assert study.user_attrs["spec"]["train"]["epochs"] == 4
+    assert study.user_attrs["versions"]["optuna"].startswith("5.")
+    assert "git_revision" in study.user_attrs
+
+
+def test_resume_trains_nothing_when_done(db_url: str) -> None:
+    spec = small_spec()
+    run(spec, db_url, ScriptedTrainer())
+    again = ScriptedTrainer()
+    outcome = run(spec, db_url, again)
+    assert outcome.trained == 0 and again.seen == []
+
+
+def test_more_seeds_extend_the_same_study(db_url: str) -> None:
+    run(small_spec(), db_url, ScriptedTrainer())
+    more = ScriptedTrainer()
+    run(small_spec("search.seeds=[0, 1]"), db_url, more)
+    assert len(more.seen) == 6 and {c.seed for c in more.seen} == {1}
+
+
+def test_divergence_is_a_fail_with_its_epoch_and_the_study_goes_on(db_url: str) -> None:
+    spec = small_spec()
+    outcome = run(spec, db_url, ScriptedTrainer(diverge_lr=0.1))
+    assert outcome.statuses == {"complete": 4, "diverged": 2}
+    study = optuna.load_study(study_name="t", storage=db_url)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(failed) == 2
+    assert all(t.user_attrs["status"] == "diverged" and t.user_attrs["diverged_epoch"] == 2
+               and t.params["learning_rate"] == 0.1 for t in failed)
+    assert all(t.user_attrs["train_curve"][-1] is None for t in failed)  # NaN stored as null
+    # A diverged cell is a result: a rerun does not repeat it.
+    again = ScriptedTrainer(diverge_lr=0.1)
+    run(spec, db_url, again)
+    assert again.seen == []
+
+
+def test_errors_fail_the_trial_then_stop_the_study(db_url: str) -> None:
+    spec = small_spec("run.max_failures=2")
+    with pytest.raises(TooManyFailures, match=r"2 failed trials in a row; last error: "
+                                              r"RuntimeError: scripted failure at lr=0.001"):
+        run(spec, db_url, ScriptedTrainer(raise_lr=0.001))
+    study = optuna.load_study(study_name="t", storage=db_url)
+    errors = [t for t in study.trials if t.user_attrs.get("status") == "error"]
+    assert len(errors) == 2 and all(t.state.name == "FAIL" for t in errors)
+    assert errors[0].user_attrs["error"] == "RuntimeError: scripted failure at lr=0.001"
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    # Once fixed, a rerun completes every cell exactly once.
+    run(spec, db_url, ScriptedTrainer())
+    done = [t for t in optuna.load_study(study_name="t", storage=db_url).trials
+            if t.state.name == "COMPLETE"]
+    assert sorted(space.cell_of(t.params) for t in done) == space.grid_cells(spec)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _running_trial(ctx: runner.StudyContext, cell: space.Cell, owner: str | None) -> int:
+    attrs = {runner.WORKER_ATTR: owner} if owner else {}
+    ctx.study.enqueue_trial(cell.params(), user_attrs=attrs)
+    return ctx.study.ask(space.distributions(ctx.spec)).number
+
+
+def test_abandoned_trial_of_a_dead_local_process_is_rerun(db_url: str) -> None:
+    spec = small_spec()
+    ctx = runner.open_study(spec, db_url, "t", create=True)
+    cell = space.grid_cells(spec)[0]
+    ghost = runner.Worker("ghost", runner.Worker.current().host, _dead_pid(), None)
+    ctx.storage.set_study_system_attr(ctx.study_id, runner.WORKER_KEY + "ghost", ghost.record())
+    number = _running_trial(ctx, cell, "ghost")
+    trainer = ScriptedTrainer()
+    runner.work(ctx, lambda: trainer, lambda: make_dataset(spec.data))
+    study = optuna.load_study(study_name="t", storage=db_url)
+    ghost_trial = study.trials[number]
+    assert ghost_trial.state.name == "FAIL" and ghost_trial.user_attrs["status"] == "abandoned"
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(space.cell_of(t.params) for t in complete) == space.grid_cells(spec)
+
+
+def test_heartbeat_decides_for_remote_workers() -> None:
+    me = runner.Worker.current()
+    now = time.time()
+    fresh = {"host": "elsewhere", "pid": 1, "start": None, "beat": now - 5, "state": "running"}
+    stale = {**fresh, "beat": now - 100}
+
+    t = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                  user_attrs={runner.WORKER_ATTR: "w"})
+    assert not runner.is_abandoned(t, {"w": fresh}, me, 30, now)
+    assert runner.is_abandoned(t, {"w": stale}, me, 30, now)
+    assert runner.is_abandoned(t, {"w": {**fresh, "state": "stopped"}}, me, 30, now)
+
+
+def test_waits_for_a_live_worker_then_reruns_its_cell_when_it_dies(db_url: str) -> None:
+    """A cell held by a live process is not taken; once that process dies, it is."""
+    spec = small_spec("run.heartbeat_seconds=0.5", "run.grace_seconds=60")
+    ctx = runner.open_study(spec, db_url, "t", create=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    host = runner.Worker.current().host
+    rec = runner.Worker("holder", host, holder.pid, runner._process_start(holder.pid)).record()
+    ctx.storage.set_study_system_attr(ctx.study_id, runner.WORKER_KEY + "holder", rec)
+    cell = space.grid_cells(spec)[0]
+    _running_trial(ctx, cell, "holder")
+    trainer = ScriptedTrainer()
+    start = time.monotonic()
+    runner.work(ctx, lambda: trainer, lambda: make_dataset(spec.data))
+    holder.wait()
+    assert time.monotonic() - start >= 2.0  # it waited for the holder to exit
+    seen = [space.Cell(c.batch_size, c.learning_rate, c.seed) for c in trainer.seen]
+    assert sorted(seen) == space.grid_cells(spec)  # the held cell too, exactly once
+
+
+def test_orphan_waiting_trial_is_used(db_url: str) -> None:
+    spec = small_spec()
+    ctx = runner.open_study(spec, db_url, "t", create=True)
+    ctx.study.enqueue_trial(space.grid_cells(spec)[3].params())
+    trainer = ScriptedTrainer()
+    runner.work(ctx, lambda: trainer, lambda: make_dataset(spec.data))
+    trials = optuna.load_study(study_name="t", storage=db_url).trials
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+
+
+def test_mismatched_spec_is_refused_without_touching_the_file(db_path: Path, db_url: str) -> None:
+    run(small_spec(), db_url, ScriptedTrainer())
+    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    with pytest.raises(SpecError, match=r"study 't' exists with a different spec: "
+                                        r"train\.epochs: study has 4, this run asks 9"):
+        runner.open_study(small_spec("train.epochs=9"), db_url, "t", create=True)
+    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
+
+
+def test_other_samplers_run_n_trials(db_url: str) -> None:
+    spec = load_spec("article", [
+        "search.sampler=random", "search.n_trials=5", "search.seeds=[0, 1]",
+        "search.batch_size={low = 16, high = 64}", "search.learning_rate={low=1e-3, high=0.1}",
+        "train.epochs=2", "data.n_train=100",
+    ])
+    trainer = ScriptedTrainer()
+    run(spec, db_url, trainer)
+    trials = optuna.load_study(study_name="t", storage=db_url).trials
+    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert [t.user_attrs["seed"] for t in trials] == [0, 1, 0, 1, 0]
+    assert all(16 <= t.params["batch_size"] <= 64 for t in trials)
+
+
+def test_pruner_stops_bad_trials(db_url: str) -> None:
+    spec = load_spec("article", [*SMALL, "search.pruner=median", "train.epochs=10",
+                                 "search.seeds=[0, 1, 2]"])
+    outcome = run(spec, db_url, ScriptedTrainer())
+    assert outcome.statuses.get("pruned", 0) > 0
+    pruned = [t for t in optuna.load_study(study_name="t", storage=db_url).trials
+              if t.state.name == "PRUNED"]
+    assert all(t.user_attrs["status"] == "pruned" for t in pruned)

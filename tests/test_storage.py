@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from study import storage
+from study.errors import StorageUsageError
+from tests.helpers import sql
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("not a url", r"^--storage: 'not a url' is not a database URL"),
+    ("nosuch://host/db", r"^--storage: unknown database kind 'nosuch'"),
+    ("sqlite:///no/such/dir/study.db", r"^--storage: directory 'no/such/dir' does not exist"),
+    ("sqlite://", r"in-memory SQLite database"),
+    ("sqlite:///:memory:", r"in-memory SQLite database"),
+])
+def test_bad_urls_are_named(url: str, message: str) -> None:
+    with pytest.raises(StorageUsageError, match=message):
+        storage.parse_url(url)
+
+
+def test_password_is_masked() -> None:
+    url = "postgresql+psycopg://user:s3cret@127.0.0.1:5432/db"
+    assert "s3cret" not in storage.mask(url)
+    assert storage.mask(url) == "postgresql+psycopg://user:***@127.0.0.1:5432/db"
+    assert storage.scrub("failed for s3cret here", url) == "failed for *** here"
+
+
+def test_open_storage_uses_wal(db_path: Path, db_url: str) -> None:
+    storage.open_storage(db_url)
+    assert sql(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert ("studies",) in sql(db_path, "SELECT name FROM sqlite_master WHERE type='table'")
+
+
+def test_read_only_cannot_write(db_path: Path, db_url: str) -> None:
+    storage.open_storage(db_url)
+    before = hashlib.sha256(db_path.read_bytes()).hexdigest()
+    with storage.read_only(db_url) as conn, pytest.raises(sqlalchemy.exc.OperationalError,
+                                                          match="readonly"):
+        conn.execute(sqlalchemy.text("INSERT INTO studies (study_name) VALUES ('x')"))
+    assert hashlib.sha256(db_path.read_bytes()).hexdigest() == before
+
+
+def test_stored_attr_of_missing_file_is_none(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'absent.db'}"
+    assert storage.stored_study_attr(url, "article", "spec") is None
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_claim_lock_excludes(db_url: str) -> None:
+    storage.open_storage(db_url)
+    inside: list[int] = []
+    overlaps: list[bool] = []
+
+    def hold(i: int) -> None:
+        with storage.claim_lock(db_url, "s"):
+            overlaps.append(bool(inside))
+            inside.append(i)
+            time.sleep(0.05)
+            inside.remove(i)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [False] * 4
+
+
+def test_provenance() -> None:
+    versions = storage.package_versions()
+    assert versions["optuna"].startswith("5.")
+    assert set(storage.PROVENANCE_PACKAGES) <= set(versions)
+    assert storage.git_revision()
