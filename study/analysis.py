@@ -156,3 +156,67 @@ def best(records: Iterable[TrialRecord]) -> GridCell | None:
     g = grid(records)
     scored = [c for c in g.cells.values() if c.mean is not None]
     return min(scored, key=lambda c: c.mean or 0.0) if scored else None
+
+
+# --------------------------------------------------------------------------- repeats and summaries
+
+# Student's t quantile t(0.975, df) for df = 1..30; beyond 30 a Cornish-Fisher expansion
+# around the normal quantile is accurate to better than 1e-3 (scipy is not a runtime
+# dependency, and a 95% interval is the only one we draw).
+_T975 = (
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+)
+_Z975 = 1.959963984540054
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (two-sided 95%)."""
+    if df < 1:
+        raise ValueError(f"t975: degrees of freedom must be at least 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The mean of repeated runs and its 95% t-interval (None with a single run)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+
+def mean_interval(values: Sequence[float]) -> Interval | None:
+    """Mean and 95% confidence interval of the mean (Student's t); None with no values."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, None, None, len(values))
+    half = t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def best_per_batch_size(g: Grid) -> list[GridCell]:
+    """For each batch size, the learning rate with the lowest mean; sizes with none are left out."""
+    out = []
+    for b in g.batch_sizes:
+        scored = [c for lr in g.learning_rates if (c := g.cell(b, lr)) is not None
+                  and c.mean is not None]
+        if scored:
+            out.append(min(scored, key=lambda c: c.mean or 0.0))
+    return out
+
+
+def count_by(records: Iterable[TrialRecord], attr: str) -> dict[str, int]:
+    """How many records have each value of `attr` (`state` or `status`), most common first."""
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        counts[str(getattr(r, attr))] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

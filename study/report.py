@@ -1,0 +1,432 @@
+"""`study report`: the study as offline HTML in dashboards/, and our figures in optuna-dashboard.
+
+Reading and writing are kept apart from building: `load_view` reads the study once,
+the figure and page functions are pure (data in, figure or HTML string out), and
+`write_report` does the I/O. plotly.js is written once beside the pages
+(`plotly.min.js`, from the installed plotly package) and every page loads it by a
+relative path, so the pages open from `file://` with the network off.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from study import analysis, figures
+from study.analysis import TrialRecord
+
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+PLOTLY_JS = "plotly.min.js"
+INDEX = "index.html"
+# Graph object ids in optuna-dashboard: stable, so a new report replaces the old figure.
+DASHBOARD_FIGURES = {"article": "article-chart", "heatmap_objective": "heatmap-objective"}
+NOTE_END = "*(End of the summary written by `study report`; it replaces everything above this " \
+    "line each time. Write your own notes below.)*"
+# Display options for every figure: no plotly logo; resize with the window.
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """What a report shows of one study, read once."""
+
+    name: str
+    storage: str  # masked URL
+    records: list[TrialRecord]
+    user_attrs: dict[str, Any]
+    params: tuple[str, ...]  # parameter names seen in the trials
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        spec = self.user_attrs.get("spec")
+        return spec if isinstance(spec, dict) else None
+
+    @property
+    def objective(self) -> str:
+        spec = self.spec or {}
+        return str(spec.get("train", {}).get("objective", "objective"))
+
+    @property
+    def objective_label(self) -> str:
+        return figures.objective_label(self.objective)
+
+
+class Page(NamedTuple):
+    """One figure page: its file, what it shows, and the figure (None: skipped, and why)."""
+
+    file: str
+    title: str
+    caption: str
+    figure: go.Figure | None
+    skipped: str | None = None
+
+
+@dataclass
+class Report:
+    out: Path
+    study: str
+    files: list[Path]
+    skipped: dict[str, str]
+    trials: int
+    seconds: float
+    dashboard: bool
+    bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_view(study: optuna.Study, storage: str) -> StudyView:
+    from study.records import to_records
+
+    trials = study.get_trials(deepcopy=False)
+    params = tuple(sorted({p for t in trials for p in t.params}))
+    return StudyView(study.study_name, storage, to_records(trials), dict(study.user_attrs), params)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+_OBJECTIVE_MEANS = {"train_loss": "the last epoch's mean training loss, the article's metric",
+                    "val_loss": "the held-out loss after training"}
+
+
+def our_pages(view: StudyView) -> list[Page]:
+    """The article's chart and the two heat maps (pure: records in, figures out)."""
+    label = view.objective_label
+    val = figures.METRIC_LABELS["val_loss"]
+    return [
+        Page("article.html", "The article's chart",
+             f"Final loss ({label}: {_OBJECTIVE_MEANS.get(view.objective, view.objective)}) "
+             "against batch size, one line per learning rate, both axes "
+             "log-scaled. With repeats: the mean over seeds, its 95% t-interval as a band, and "
+             "each single run as a faint dot. Diverged cells have no loss and are not drawn.",
+             figures.article_figure(figures.article_info(view.records, label))),
+        Page("heatmap_objective.html", "Heat map of the objective",
+             f"Mean {label} over seeds for each batch size x learning rate cell (colour on a "
+             "log scale). Diverged cells are hatched and labelled, never coloured.",
+             figures.heatmap_figure(figures.heatmap_info(view.records, "objective", label))),
+        Page("heatmap_val_loss.html", "Heat map of the validation loss",
+             "Mean held-out validation loss after training, per cell; diverged cells hatched "
+             "and labelled.",
+             figures.heatmap_figure(figures.heatmap_info(view.records, "val_loss", val))),
+    ]
+
+
+def _axes(view: StudyView) -> list[str] | None:
+    """Batch size and learning rate when the study has both (the design card's axes)."""
+    from study.space import BATCH_SIZE, LEARNING_RATE
+
+    wanted = [BATCH_SIZE, LEARNING_RATE]
+    return wanted if all(p in view.params for p in wanted) else None
+
+
+OptunaPlot = Callable[["optuna.Study", "list[str] | None"], "go.Figure"]
+
+
+def _optuna_plots() -> list[tuple[str, str, str, OptunaPlot, int]]:
+    """(file, title, caption, plot, completed trials it needs) for Optuna's own figures."""
+    from optuna import visualization as v
+
+    return [
+        ("contour.html", "Contour: batch size x learning rate",
+         "Optuna's plot_contour of the objective over batch size and learning rate, both on "
+         "log axes (they are log-scaled distributions); dots are completed trials.",
+         lambda s, p: v.plot_contour(s, params=p), 2),
+        ("slice.html", "Slice plots",
+         "Optuna's plot_slice: the objective of every completed trial against each parameter.",
+         lambda s, p: v.plot_slice(s, params=p), 1),
+        ("history.html", "Optimization history",
+         "Optuna's plot_optimization_history: the objective by trial number and the best so far.",
+         lambda s, p: v.plot_optimization_history(s), 1),
+        ("importances.html", "Parameter importances",
+         "Optuna's plot_param_importances: how much of the objective's variance each parameter "
+         "explains (fANOVA).",
+         lambda s, p: v.plot_param_importances(s), 2),
+        ("intermediate.html", "Learning curves",
+         "Optuna's plot_intermediate_values: the objective reported after every epoch.",
+         lambda s, p: v.plot_intermediate_values(s), 1),
+        ("parallel.html", "Parallel coordinates",
+         "Optuna's plot_parallel_coordinate: each completed trial as a line through its "
+         "parameters and objective.",
+         lambda s, p: v.plot_parallel_coordinate(s), 1),
+        ("rank.html", "Rank plot",
+         "Optuna's plot_rank: completed trials over batch size and learning rate, coloured by "
+         "the rank of their objective.",
+         lambda s, p: v.plot_rank(s, params=p), 2),
+    ]
+
+
+def optuna_pages(study: optuna.Study, view: StudyView) -> list[Page]:
+    """Optuna's own figures; one that cannot be drawn for this study says why, in the index."""
+    complete = sum(r.state == "COMPLETE" for r in view.records)
+    axes = _axes(view)
+    pages = []
+    for file, title, caption, plot, needs in _optuna_plots():
+        if complete < needs:
+            pages.append(Page(file, title, caption, None,
+                              f"needs {needs} completed trial(s), the study has {complete}"))
+            continue
+        try:
+            fig = plot(study, axes)
+        except (ValueError, RuntimeError) as e:
+            # Optuna refuses some studies outright (e.g. importances when no parameter
+            # varies); that is a property of the study, shown in the index, not a crash.
+            pages.append(Page(file, title, caption, None, f"{type(e).__name__}: {e}"))
+            continue
+        pages.append(Page(file, title, caption, fig))
+    return pages
+
+
+# --------------------------------------------------------------------------- HTML (pure)
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em;
+       color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+td.diverged { color: #b00020; font-weight: bold;
+  background: repeating-linear-gradient(45deg, #eee, #eee 4px, #fff 4px, #fff 8px); }
+td.best { outline: 2px solid #00a070; font-weight: bold; }
+table.facts td { text-align: left; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
+.muted { color: #666; } .skipped { color: #8a5a00; }
+.plot { height: 560px; }
+nav a { margin-right: 1em; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n"
+        f"<script src=\"{PLOTLY_JS}\"></script>\n<style>{_CSS}</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def figure_div(fig: go.Figure, div_id: str, height: str = "560px") -> str:
+    return str(fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG,
+                           div_id=div_id, default_height=height))
+
+
+def figure_html(view: StudyView, page: Page) -> str:
+    assert page.figure is not None
+    body = (
+        f"<nav><a href=\"{INDEX}\">&larr; {html.escape(view.name)}: all figures</a></nav>\n"
+        f"<h1>{html.escape(page.title)}</h1>\n"
+        f"<p class=\"muted\">{html.escape(page.caption)}</p>\n"
+        + figure_div(page.figure, "figure", "80vh")
+    )
+    return _page(f"{view.name}: {page.title}", body)
+
+
+def spec_text(spec: Mapping[str, Any]) -> str:
+    """The stored spec as TOML, the way a spec file is written."""
+    top = [f"{k} = {json.dumps(v)}" for k, v in spec.items() if not isinstance(v, dict)]
+    lines = top
+    for section, table in spec.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{section}]"]
+            lines += [f"{k} = {json.dumps(v)}" if v is not None else f"# {k}: not set"
+                      for k, v in table.items()]
+    return "\n".join(lines)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
+           classes: Sequence[Sequence[str]] | None = None, css: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, c in enumerate(row):
+            cls = classes[i][j] if classes is not None else ""
+            attr = f" class=\"{cls}\"" if cls else ""
+            cells.append(f"<td{attr}>{html.escape(c)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    attr = f" class=\"{css}\"" if css else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def best_text(view: StudyView) -> str:
+    best = analysis.best(view.records)
+    if best is None or best.mean is None:
+        return "No completed trial yet."
+    text = (f"batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
+            f"{view.objective_label} {best.mean:.4g}")
+    interval = analysis.mean_interval(best.values)
+    if interval is not None and interval.low is not None and interval.high is not None:
+        text += f" (mean of {interval.n}; 95% interval {interval.low:.4g} .. {interval.high:.4g})"
+    else:
+        text += f" (mean of {len(best.values)})"
+    return text
+
+
+def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
+               generated: str) -> str:
+    """The index: name, spec, provenance, counts, grid table, best cell, every figure."""
+    e = html.escape
+    attrs = view.user_attrs
+    g = analysis.grid(view.records)
+    header, rows = analysis.grid_rows(g)
+    best = analysis.best(view.records)
+    classes = []
+    for b in g.batch_sizes:
+        row = [""]
+        for lr in g.learning_rates:
+            cell = g.cell(b, lr)
+            cls = "diverged" if cell is not None and cell.mean is None and cell.diverged else ""
+            if best is not None and (b, lr) == (best.batch_size, best.learning_rate):
+                cls = "best"
+            row.append(cls)
+        classes.append(row)
+    states = analysis.count_by(view.records, "state")
+    statuses = analysis.count_by(view.records, "status")
+    versions = attrs.get("versions") if isinstance(attrs.get("versions"), dict) else {}
+    links = []
+    for p in pages:
+        if p.figure is not None:
+            links.append(f"<li><a href=\"{e(p.file)}\">{e(p.title)}</a>: "
+                         f"<span class=\"muted\">{e(p.caption)}</span></li>")
+        else:
+            links.append(f"<li class=\"skipped\">{e(p.title)}: not drawn ({e(p.skipped or '')})"
+                         "</li>")
+    prov = [("storage", view.storage), ("created", str(attrs.get("created", "unknown"))),
+            ("git revision", str(attrs.get("git_revision", "unknown"))),
+            ("report written", generated)]
+    prov += [(k, str(v)) for k, v in (versions or {}).items()]
+    spec = view.spec
+    body = f"""<h1>Study {e(view.name)}</h1>
+<p class="muted">{e((spec or {}).get("description", ""))}</p>
+<h2>Best cell</h2>
+<p><b>{e(best_text(view))}</b></p>
+<h2>Grid: mean {e(view.objective_label)} over seeds</h2>
+<p class="muted">Rows: batch size; columns: learning rate. "diverged": every run of the cell
+diverged (no loss); "(n div)": n runs of the cell diverged, the mean is over the others.</p>
+{_table(header, rows, classes)}
+<h2>Trials</h2>
+<p>{len(view.records)} trials. By state: {e(", ".join(f"{n} {s}" for s, n in states.items()))}.
+By outcome: {e(", ".join(f"{n} {s}" for s, n in statuses.items()))}.</p>
+<h2>Figures</h2>
+<ul>
+{chr(10).join(links)}
+</ul>
+{"".join(f'<div class="embed">{d}</div>' for d in embeds)}
+<h2>Spec</h2>
+<pre>{e(spec_text(spec)) if spec else "No spec stored: this study was not made by study run."}</pre>
+<h2>Provenance</h2>
+{_table(["what", "value"], prov, css="facts")}
+"""
+    return _page(f"Study {view.name}", body)
+
+
+def summary_markdown(view: StudyView, index: Path | None) -> str:
+    """The note shown on the study in optuna-dashboard."""
+    header, rows = analysis.grid_rows(analysis.grid(view.records))
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    states = analysis.count_by(view.records, "status")
+    lines = [
+        f"## {view.name}: summary by `study report`",
+        "",
+        f"**Best cell:** {best_text(view)}",
+        "",
+        f"**Trials:** {len(view.records)} ("
+        + ", ".join(f"{n} {s}" for s, n in states.items()) + ")",
+        "",
+        f"Mean {view.objective_label} over seeds (rows: batch size):",
+        "",
+        *table,
+        "",
+        "The article's chart and the heat map are in the figures above"
+        + (f"; every figure is in `{index}`." if index is not None else "."),
+        f"Git revision: `{view.user_attrs.get('git_revision', 'unknown')}`.",
+        "",
+        NOTE_END,
+    ]
+    return "\n".join(lines)
+
+
+def merged_note(ours: str, existing: str) -> str:
+    """Our summary on top; whatever a user wrote below the previous summary is kept."""
+    if NOTE_END in existing:
+        existing = existing.split(NOTE_END, 1)[1]
+    rest = existing.strip("\n")
+    return ours + ("\n\n" + rest if rest else "") + "\n"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # a browser reloading mid-write never sees half a page
+    return path
+
+
+def write_plotly_js(out: Path) -> Path:
+    """plotly.js, from the installed plotly package, once for every page."""
+    from plotly.offline import get_plotlyjs
+
+    return _write(out / PLOTLY_JS, get_plotlyjs())
+
+
+def push_to_dashboard(study: optuna.Study, view: StudyView, pages: Sequence[Page],
+                      index: Path | None) -> None:
+    """Store the article chart, the objective heat map and a summary note on the study."""
+    from optuna_dashboard import get_note, save_note, save_plotly_graph_object
+
+    by_file = {p.file.removesuffix(".html"): p for p in pages}
+    for key, graph_id in DASHBOARD_FIGURES.items():
+        fig = by_file[key].figure
+        assert fig is not None
+        save_plotly_graph_object(study, fig, graph_object_id=graph_id)
+    save_note(study, merged_note(summary_markdown(view, index), get_note(study)))
+
+
+def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool = True
+                 ) -> Report:
+    """Write every figure and the index to `out`; store our figures on the study."""
+    import optuna
+
+    from study.query import study_name as resolve
+    from study.storage import mask, open_storage
+
+    start = time.monotonic()
+    name = resolve(url, study_name)  # read-only: a wrong name writes nothing
+    study = optuna.load_study(study_name=name, storage=open_storage(url, create_schema=False))
+    view = load_view(study, mask(url))
+    pages = our_pages(view) + optuna_pages(study, view)
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_plotly_js(out)]
+    for page in pages:
+        target = out / page.file
+        if page.figure is None:
+            target.unlink(missing_ok=True)  # an old figure must not pass for this study's
+            continue
+        files.append(_write(target, figure_html(view, page)))
+    by_file = {p.file: p for p in pages}
+    embeds = [figure_div(by_file[f].figure, f"embed-{f.removesuffix('.html')}")
+              for f in ("article.html", "heatmap_objective.html") if by_file[f].figure is not None]
+    generated = datetime.datetime.now().isoformat(timespec="seconds")
+    index = _write(out / INDEX, index_html(view, pages, embeds, generated))
+    files.append(index)
+    if dashboard:
+        push_to_dashboard(study, view, pages, index)
+    return Report(out, name, files, {p.file: p.skipped for p in pages if p.skipped},
+                  len(view.records), time.monotonic() - start, dashboard,
+                  sum(f.stat().st_size for f in files))
