@@ -169,7 +169,8 @@ def article_figure(info: ArticleInfo) -> go.Figure:
         notes.append(f"partly diverged, mean of the rest: {cells}")
     fig.update_layout(
         title={"text": "Final loss against batch size, one line per learning rate"
-                       f"<br><sup>{'; '.join(notes)}</sup>"},
+                       + "".join(f"<br><sup>{n}</sup>" for n in notes)},
+        margin={"t": 70 + 18 * len(notes)},
         xaxis={"type": "log", "title": {"text": "batch size"},
                "tickvals": list(info.batch_sizes), "ticktext": [str(b) for b in info.batch_sizes]},
         yaxis={"type": "log", "title": {"text": info.y_label}},

@@ -350,7 +350,7 @@ def summary_markdown(view: StudyView, index: Path | None) -> str:
         "",
         *table,
         "",
-        "The article's chart and the heat map are in the figures above"
+        "The article's chart and the heat map are on the study's main page"
         + (f"; every figure is in `{index}`." if index is not None else "."),
         f"Git revision: `{view.user_attrs.get('git_revision', 'unknown')}`.",
         "",
@@ -426,7 +426,7 @@ def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool
     index = _write(out / INDEX, index_html(view, pages, embeds, generated))
     files.append(index)
     if dashboard:
-        push_to_dashboard(study, view, pages, index)
+        push_to_dashboard(study, view, pages, index.resolve())
     return Report(out, name, files, {p.file: p.skipped for p in pages if p.skipped},
                   len(view.records), time.monotonic() - start, dashboard,
                   sum(f.stat().st_size for f in files))

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import statistics
+
+import pytest
+
 from study import analysis
 from study.analysis import TrialRecord
 
@@ -48,3 +52,35 @@ def test_best() -> None:
     best = analysis.best(RECORDS)
     assert best is not None and (best.batch_size, best.learning_rate) == (32, 0.01)
     assert analysis.best([]) is None
+
+
+def test_t975_matches_scipy() -> None:
+    from scipy.stats import t
+
+    for df in [*range(1, 61), 100, 1000]:
+        assert abs(analysis.t975(df) - t.ppf(0.975, df)) < 1e-3, df
+    with pytest.raises(ValueError, match="degrees of freedom must be at least 1, got 0"):
+        analysis.t975(0)
+
+
+def test_mean_interval_is_students_t() -> None:
+    from scipy import stats
+
+    values = [0.12, 0.15, 0.11, 0.19]
+    got = analysis.mean_interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.fmean(values),
+                                 scale=stats.sem(values))
+    assert got is not None and got.n == 4
+    assert (got.low, got.high) == pytest.approx((low, high), rel=1e-4)
+    one = analysis.mean_interval([0.3])
+    assert one is not None and one.mean == 0.3 and one.low is None and one.high is None
+    assert analysis.mean_interval([]) is None
+
+
+def test_best_per_batch_size_and_counts() -> None:
+    best = analysis.best_per_batch_size(analysis.grid(RECORDS))
+    assert [(c.batch_size, c.learning_rate, c.mean) for c in best] == [(16, 0.01, 0.5),
+                                                                        (32, 0.01, 0.25)]
+    assert analysis.count_by(RECORDS, "status") == {"complete": 4, "diverged": 1,
+                                                    "interrupted": 1}
+    assert analysis.count_by(RECORDS, "state") == {"COMPLETE": 4, "FAIL": 2}
