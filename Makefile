@@ -9,10 +9,21 @@ STORAGE ?= sqlite:///storage/study.db
 ARGS ?=
 Q ?= grid
 
-.PHONY: study setup test lint unit bench clean
+.PHONY: study report dashboard query setup test lint unit bench clean
 
 study: $(STAMP)
 	$(BIN)/study run --spec $(SPEC) --storage $(STORAGE) $(ARGS)
+	$(BIN)/study report --spec $(SPEC) --storage $(STORAGE)
+
+# The results: dashboards/ again, optuna-dashboard on 127.0.0.1:8080, a read-only query.
+report: $(STAMP)
+	$(BIN)/study report --storage $(STORAGE) $(ARGS)
+
+dashboard: $(STAMP)
+	$(BIN)/study dashboard --storage $(STORAGE) $(ARGS)
+
+query: $(STAMP)
+	$(BIN)/study query $(Q) --storage $(STORAGE) $(ARGS)
 
 setup: $(STAMP)
 

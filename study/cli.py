@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from study import __version__
 from study.errors import StudyError
@@ -155,10 +155,93 @@ def _print_summary(ctx: object) -> None:
     print("       .venv/bin/study query trials  every trial as a table (see README)")
 
 
+# --------------------------------------------------------------------------- results
+
+
+def _add_study_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--study-name",
+                   help="study name (default: 'article', or the storage's only study)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the study's figures and an index page to dashboards/ (offline HTML), and store
+    the article's chart, the heat map and a summary note on the study for optuna-dashboard.
+
+    Example: study report --storage sqlite:///storage/study.db --out dashboards
+    """
+    from pathlib import Path
+
+    from study.report import write_report
+
+    name = args.study_name
+    if name is None and args.spec is not None:
+        from study.spec import load_spec
+
+        name = load_spec(args.spec).name
+    report = write_report(args.storage, name, Path(args.out), dashboard=not args.no_dashboard)
+    print(f"Study {report.study!r} ({report.trials} trials): wrote {len(report.files)} files "
+          f"({report.bytes / 1e6:.1f} MB) to {report.out}/ in {report.seconds:.1f}s.")
+    for file, why in report.skipped.items():
+        print(f"  not drawn: {file}: {why}")
+    if report.dashboard:
+        print("Stored the article's chart, the heat map and a summary note on the study "
+              "(see them with: make dashboard).")
+    print(f"Open {(report.out / 'index.html').resolve().as_uri()}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Ask the study database a question, read-only: a named query or your own SELECT.
+
+    Named queries: trials (one row per trial), grid (mean objective per batch size x
+    learning rate), best-lr (best learning rate per batch size), curves (per-epoch
+    losses; one trial with --trial N), studies (every study in the storage).
+    The database is opened read-only; a statement that would write is refused (exit 2).
+
+    Example: study query grid --format csv
+    """
+    from study import query
+    from study.errors import UsageError
+
+    if (args.name is None) == (args.sql is None):
+        raise UsageError(f"give a query name ({', '.join(query.NAMED)}) or --sql \"SELECT ...\""
+                         + (", not both" if args.name is not None else ""))
+    if args.sql is not None:
+        table = query.run_sql(args.storage, args.sql)
+    else:
+        table = query.run_named(args.storage, args.name, args.study_name, args.trial)
+    text = query.render(table, args.format)
+    try:
+        if text:
+            print(text, flush=True)
+    except BrokenPipeError:
+        # `study query trials | head`: the reader has what it wanted; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Browse the storage's studies in optuna-dashboard, with the figures and note that
+    `study report` stored. Listens on 127.0.0.1 unless --host says otherwise; Ctrl-C stops it.
+
+    Example: study dashboard --storage sqlite:///storage/study.db --port 8080
+    """
+    from study.dashboard import serve
+
+    serve(args.storage, args.host, args.port, announce=lambda line: print(line, flush=True))
+    print("study dashboard: stopped.", file=sys.stderr)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": cmd_run}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "report": cmd_report, "query": cmd_query, "dashboard": cmd_dashboard,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +257,41 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_spec(p)
     _add_storage(p)
+    _add_result_commands(sub)
     return parser
+
+
+def _add_result_commands(sub: Any) -> None:
+    from study.dashboard import DEFAULT_HOST, DEFAULT_PORT
+    from study.query import FORMATS, NAMED
+
+    raw = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("report", help="write dashboards/ (figures, index) and store our figures "
+                       "in optuna-dashboard", description=cmd_report.__doc__, formatter_class=raw)
+    _add_study_storage(p)
+    p.add_argument("--out", default="dashboards", help="directory to write (default: dashboards)")
+    p.add_argument("--spec", help="report the study named by this spec (built-in name or path), "
+                   "unless --study-name says otherwise")
+    p.add_argument("--no-dashboard", action="store_true",
+                   help="only write the files; store nothing on the study")
+    p = sub.add_parser("query", help="read-only queries: trials, grid, best-lr, curves, studies, "
+                       "or --sql", description=cmd_query.__doc__, formatter_class=raw)
+    p.add_argument("name", nargs="?", choices=NAMED, metavar="NAME",
+                   help=f"a named query: {', '.join(NAMED)}")
+    p.add_argument("--sql", help="your own read-only statement, e.g. \"SELECT COUNT(*) FROM trials\"")
+    p.add_argument("--trial", type=int, metavar="N", help="curves: only trial number N")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default), csv or json")
+    _add_study_storage(p)
+    p = sub.add_parser("dashboard", help="browse the storage in optuna-dashboard",
+                       description=cmd_dashboard.__doc__, formatter_class=raw)
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

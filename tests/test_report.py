@@ -1,0 +1,179 @@
+"""`study report`: the files it writes, what they say, and what it stores for optuna-dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study import analysis, report
+from study.errors import StorageUsageError
+from tests.helpers import run_cli, sql
+from tests.studies import make_study, spec
+
+FIGURES = {"article.html", "heatmap_objective.html", "heatmap_val_loss.html", "contour.html",
+           "slice.html", "history.html", "importances.html", "intermediate.html", "parallel.html",
+           "rank.html"}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, report.Report]:
+    root = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{root / 'study.db'}"
+    make_study(url)
+    return url, root / "dashboards", report.write_report(url, None, root / "dashboards")
+
+
+def _study(url: str, name: str = "article") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_every_figure_is_written_with_plotly_js_once(
+        written: tuple[str, Path, report.Report]) -> None:
+    from plotly.offline import get_plotlyjs
+
+    _, out, result = written
+    names = {p.name for p in out.iterdir()}
+    assert names == FIGURES | {"index.html", "plotly.min.js"}
+    assert result.skipped == {} and result.study == "article" and result.trials == 18
+    assert (out / "plotly.min.js").read_text() == get_plotlyjs()
+    for page in out.glob("*.html"):
+        text = page.read_text()
+        # plotly.js by relative path, once; nothing from a CDN or anywhere else.
+        assert re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", text) == ["plotly.min.js"], page
+        assert not re.search(r"https?://", text), page
+        assert page.stat().st_size < 200_000, page  # not a copy of plotly.js per page
+        assert "Plotly.newPlot" in text, page
+
+
+def test_index_says_what_the_study_is(written: tuple[str, Path, report.Report]) -> None:
+    url, out, _ = written
+    text = (out / "index.html").read_text()
+    db = Path(url.removeprefix("sqlite:///"))
+    (revision,) = sql(db, "SELECT value_json FROM study_user_attributes WHERE key='git_revision'")[0]
+    assert "<h1>Study article</h1>" in text
+    assert "batch_size = [16, 64, 256]" in text and "epochs = 4" in text  # the stored spec
+    assert json.loads(str(revision)) in text  # provenance
+    assert "optuna-dashboard" in text and optuna.__version__ in text
+    assert "18 trials. By state: 11 COMPLETE, 7 FAIL." in text
+    assert "11 complete, 7 diverged" in text
+    # The grid table: a diverged cell is a word with its own class, the partly diverged one
+    # keeps its mean and says how many diverged.
+    assert text.count('<td class="diverged">diverged</td>') == 3
+    assert "0.9412 (1 div)" in text
+    records = report.load_view(_study(url), url).records
+    best = analysis.best(records)
+    assert best is not None and best.mean is not None
+    assert (f"batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
+            f"final training loss {best.mean:.4g}") in text
+    assert f'<td class="best">{best.mean:.4g}</td>' in text
+    links = set(re.findall(r'<a href="([^"]+)">', text))
+    assert links == FIGURES
+    assert 'class="skipped"' not in text
+
+
+def test_optuna_figures_use_log_axes_for_batch_size_and_learning_rate(
+        written: tuple[str, Path, report.Report]) -> None:
+    url = written[0]
+    study = _study(url)
+    pages = {p.file: p for p in report.optuna_pages(study, report.load_view(study, url))}
+    contour = pages["contour.html"].figure
+    assert contour is not None
+    assert contour.layout.xaxis.title.text == "batch_size"
+    assert contour.layout.yaxis.title.text == "learning_rate"
+    assert (contour.layout.xaxis.type, contour.layout.yaxis.type) == ("log", "log")
+    slices = pages["slice.html"].figure
+    assert slices is not None
+    assert {slices.layout.xaxis.type, slices.layout.xaxis2.type} == {"log"}
+    assert all(p.figure is not None for p in pages.values())
+
+
+def test_our_figures_and_note_are_stored_for_optuna_dashboard(
+        written: tuple[str, Path, report.Report]) -> None:
+    from optuna_dashboard import get_note, save_note
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    url = written[0]
+    study = _study(url)
+    stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    assert set(stored) == {"article-chart", "heatmap-objective"}
+    article = json.loads(stored["article-chart"])
+    assert article["layout"]["title"]["text"].startswith("Final loss against batch size")
+    heat = json.loads(stored["heatmap-objective"])
+    assert heat["data"][0]["type"] == "heatmap"
+    note = get_note(study)
+    assert note.startswith("## article: summary by `study report`")
+    assert "| 16 | diverged |" in note and report.NOTE_END in note
+    # A user's own words below the summary survive the next report; the summary is replaced.
+    save_note(study, note + "\nMy own words.\n")
+    report.write_report(url, None, written[1])
+    again = get_note(_study(url))
+    assert again.count("My own words.") == 1 and again.count(report.NOTE_END) == 1
+    stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    assert set(stored) == {"article-chart", "heatmap-objective"}  # replaced, not added
+
+
+def test_a_study_without_results_says_why_figures_are_missing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_study(url)
+    out = tmp_path / "dashboards"
+    report.write_report(url, "article", out)
+    # Every run of this study diverges: no completed trial for Optuna's plots.
+    from study import runner
+    from study.data import make_dataset
+    from tests.studies import DivergingTrainer
+
+    bad = spec("[0]", "search.learning_rate=[0.1]")
+    ctx = runner.open_study(bad, url, "all-diverged", create=True)
+    runner.work(ctx, DivergingTrainer, lambda: make_dataset(bad.data))
+    result = report.write_report(url, "all-diverged", out, dashboard=False)
+    assert set(result.skipped) == {"contour.html", "slice.html", "history.html",
+                                   "importances.html", "intermediate.html", "parallel.html",
+                                   "rank.html"}
+    assert result.skipped["contour.html"] == "needs 2 completed trial(s), the study has 0"
+    # The previous study's Optuna pages are gone, so none can pass for this study's.
+    assert {p.name for p in out.iterdir()} == {"index.html", "plotly.min.js", "article.html",
+                                               "heatmap_objective.html", "heatmap_val_loss.html"}
+    index = (out / "index.html").read_text()
+    assert "Contour: batch size x learning rate: not drawn (needs 2 completed trial(s)" in index
+    assert "No completed trial yet." in index
+    heat = report.our_pages(report.load_view(_study(url, "all-diverged"), url))[1].figure
+    assert heat is not None and all(v is None for row in heat.data[0].z for v in row)
+    # --no-dashboard (dashboard=False) stored nothing on that study.
+    study = _study(url, "all-diverged")
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert not [k for k in attrs if k.startswith("dashboard:")]
+
+
+def test_wrong_storage_or_name_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StorageUsageError, match="--storage: no database at"):
+        report.write_report(f"sqlite:///{tmp_path / 'none.db'}", None, tmp_path / "out")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_study(url, "mine")
+    with pytest.raises(StorageUsageError, match=r"--study-name: no study 'article' in .* "
+                                                r"\(studies: 'mine'\)"):
+        report.write_report(url, "article", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.slow
+def test_cli_report_without_tensorflow(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_study(url)
+    probe = subprocess.run([sys.executable, "-c", (
+        "import sys; from study.cli import main; "
+        f"rc = main(['report', '--storage', {url!r}, '--out', {str(tmp_path / 'd')!r}]); "
+        "print(rc, 'tensorflow' in sys.modules, file=sys.stderr)")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert probe.stderr.strip().splitlines()[-1] == "0 False", probe.stderr
+    assert "Study 'article' (18 trials): wrote 12 files" in probe.stdout
+    assert f"Open {(tmp_path / 'd' / 'index.html').as_uri()}" in probe.stdout
+    out = run_cli(["report", "--help"])
+    assert out.returncode == 0 and "Example: study report" in out.stdout
+    out = run_cli(["report", "--storage", url, "--spec", "nope"], cwd=tmp_path)
+    assert out.returncode == 2 and "spec: unknown spec 'nope'" in out.stderr
