@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from study import __version__
-from study.errors import StudyError
+from study.errors import StorageUsageError, StudyError, UsageError
 from study.storage import DEFAULT_STORAGE
 
 EXIT_INTERRUPTED = 130
@@ -88,37 +89,113 @@ def _spec_from_args(args: argparse.Namespace) -> object:
 def cmd_run(args: argparse.Namespace) -> int:
     """Create or resume the study and run every pending trial, then print the grid.
 
+    With --workers N, N local worker processes share the study (each cell still runs
+    exactly once); more machines can join with `study worker` on the same storage.
+
     Example: study run --spec article --seeds 0,1,2 --storage sqlite:///storage/study.db
     """
     from study import runner
-    from study.data import make_dataset
-    from study.progress import Progress
     from study.spec import Spec
-    from study.storage import parse_url
-    from study.trainers import get_trainer
+    from study.storage import parse_url, supports_workers
 
     spec = _spec_from_args(args)
     assert isinstance(spec, Spec)
     parse_url(args.storage)  # a bad URL fails here, before anything is created
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected a positive integer, got {args.workers}")
+    if args.workers > 1 and not supports_workers(args.storage):
+        raise UsageError(f"--workers: {args.workers} workers need PostgreSQL or SQLite storage, "
+                         f"not {_masked(args.storage)}")
     name = args.study_name or spec.name
+    # The schema and the study are created here, once, before any worker starts.
     ctx = runner.open_study(spec, args.storage, name, create=True)
-    trials = ctx.study.get_trials(deepcopy=False)
-    total = runner.total_trials(ctx)
-    done = runner.count_finished(ctx, trials)
-    if done >= total:
-        print(f"Study {name!r} is complete ({done}/{total} trials); nothing to train.")
-    else:
-        print(f"Study {name!r}: {total - done} of {total} trials to run "
-              f"(spec {spec.name!r}, storage {_masked(args.storage)}).", file=sys.stderr)
-    progress = Progress(total, done)
-    try:
-        runner.work(ctx, lambda: get_trainer(spec.run.trainer, spec),
-                    lambda: make_dataset(spec.data), progress)
-    finally:
-        if done < total:
-            progress.close()
+    _train(ctx, args.workers, _worker_args(args), quiet=False)
     _print_summary(ctx)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join an existing study as one more worker, from this or any machine.
+
+    The worker reads the study's stored spec, claims cells no one else holds, and
+    stops when none is left. Start as many as you like against the same storage.
+
+    Example: study worker --storage postgresql+psycopg://user:pw@dbhost/study --study-name article
+    """
+    from study import runner
+    from study.spec import apply_overrides, from_table, validate
+    from study.storage import parse_url, stored_study_attr
+
+    parse_url(args.storage)
+    name = args.study_name or "article"
+    stored = stored_study_attr(args.storage, name, "spec")
+    if stored is None:
+        raise StorageUsageError(f"--study-name: no study {name!r} made by `study run` in "
+                                f"{_masked(args.storage)}")
+    overrides = list(args.overrides)
+    if args.trainer is not None:
+        overrides.append(f"run.trainer={args.trainer}")
+    spec = from_table(apply_overrides(stored, overrides))
+    validate(spec)
+    if args.pool_member:
+        # The pool's parent owns Ctrl-C and stops us with one SIGTERM.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = runner.open_study(spec, args.storage, name, create=False)
+    _train(ctx, 1, [], quiet=args.pool_member)
+    return 0
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """What a pool's workers need beyond the stored spec: run-only choices."""
+    extra: list[str] = []
+    for item in args.overrides:
+        if item.strip().startswith("run."):
+            extra += ["--set", item]
+    if args.trainer is not None:
+        extra += ["--trainer", args.trainer]
+    if args.verbose:
+        extra.append("--verbose")
+    return extra
+
+
+def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> None:
+    from study import runner
+    from study import workers as pool
+    from study.data import make_dataset
+    from study.progress import Progress
+    from study.trainers import get_trainer
+
+    assert isinstance(ctx, runner.StudyContext)
+    spec = ctx.spec
+    total = runner.total_trials(ctx)
+    done = runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False))
+    if done >= total:
+        if not quiet:
+            print(f"Study {ctx.name!r} is complete ({done}/{total} trials); nothing to train.")
+        return
+    if not quiet:
+        how = f", {workers} workers" if workers > 1 else ""
+        print(f"Study {ctx.name!r}: {total - done} of {total} trials to run "
+              f"(spec {spec.name!r}, storage {_masked(ctx.url)}{how}).", file=sys.stderr)
+    progress = None if quiet else Progress(total, done)
+    try:
+        if workers > 1:
+            outcome = pool.run_pool(ctx, workers, worker_args, progress)
+            if outcome.interrupted:
+                raise KeyboardInterrupt
+            if outcome.killed:
+                print(f"\nstudy: {len(outcome.killed)} worker(s) were killed; the others "
+                      "re-ran their trials.", file=sys.stderr)
+            left = total - runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False))
+            if left:
+                raise StudyError(f"{left} trials are left unfinished (workers were killed); "
+                                 "run the same command again to finish them")
+        else:
+            runner.work(ctx, lambda: get_trainer(spec.run.trainer, spec),
+                        lambda: make_dataset(spec.data), progress)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def _masked(url: str) -> str:
@@ -240,7 +317,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "report": cmd_report, "query": cmd_query, "dashboard": cmd_dashboard,
+    "run": cmd_run, "worker": cmd_worker,
+    "report": cmd_report, "query": cmd_query, "dashboard": cmd_dashboard,
 }
 
 
@@ -257,6 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_spec(p)
     _add_storage(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes sharing the study (default 1: in this process)")
+    p = sub.add_parser("worker", help="join an existing study as one more worker",
+                       description=cmd_worker.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_storage(p)
+    p.add_argument("--trainer", help="override the stored spec's trainer")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run setting, e.g. --set run.heartbeat_seconds=2")
+    p.add_argument("--pool-member", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show TensorFlow and Optuna logs, and tracebacks")
     _add_result_commands(sub)
     return parser
 
@@ -325,11 +415,9 @@ def _scrub(text: str, url: str) -> str:
 
 def _describe_unexpected(e: Exception, url: str) -> str:
     """One line for an error we did not plan for; storage failures get their own wording."""
-    import sqlalchemy.exc
+    from study.storage import describe_error, is_storage_error
 
-    if isinstance(e, sqlalchemy.exc.SQLAlchemyError) or type(e).__name__ == "StorageInternalError":
-        from study.storage import describe_error
-
+    if is_storage_error(e):
         return describe_error(e, url)
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return _scrub(f"{type(e).__name__}: {text} (rerun with --verbose for the traceback)", url)

@@ -34,9 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 from study import records as R
 from study import space
-from study.errors import SpecError, StorageUsageError, TooManyFailures
+from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
 from study.spec import Spec, identity_diff, to_table
-from study.storage import claim_lock, git_revision, mask, package_versions, stored_study_attr
+from study.storage import (
+    claim_lock,
+    describe_error,
+    git_revision,
+    is_storage_error,
+    mask,
+    package_versions,
+    stored_study_attr,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -397,28 +405,37 @@ def record(ctx: StudyContext, c: Claim, result: TrialResult, trainer: str) -> st
 
 
 class _Signals:
-    """SIGINT/SIGTERM become KeyboardInterrupt, deferred while the storage is mid-update.
+    """SIGINT/SIGTERM ask for a clean stop; a second signal insists.
 
-    A worker interrupted between enqueueing a trial and recording its owner would
-    leave a trial nobody owns; so inside `critical()` a signal only sets a flag, and
-    the interrupt is raised when the section ends.
+    The first signal only sets a flag, which the loop checks at safe points: between
+    epochs (through the trainer's monitor), before each claim, after recording. An
+    exception raised from a handler at an arbitrary point can land inside a garbage
+    collector callback, where Python prints and drops it, or between enqueueing a
+    trial and recording its owner. A second signal raises at once, except inside
+    `critical()` sections, which check the flag as they end.
     """
 
     def __init__(self) -> None:
         self._depth = 0
-        self._pending: type[KeyboardInterrupt] | None = None
+        self.requested: type[KeyboardInterrupt] | None = None
         self._saved: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         exc = Interrupted if signum == signal.SIGTERM else KeyboardInterrupt
-        if self._depth:
-            self._pending = exc
-            return
-        raise exc()
+        if self.requested is None:
+            self.requested = exc
+        elif not self._depth:
+            raise exc()
+
+    def check(self) -> None:
+        if self.requested is not None and not self._depth:
+            raise self.requested()
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # a pool member leaves Ctrl-C to its parent
                 self._saved[sig] = signal.signal(sig, self._handler)
         return self
 
@@ -433,9 +450,7 @@ class _Signals:
             yield
         finally:
             self._depth -= 1
-            if not self._depth and self._pending is not None:
-                exc, self._pending = self._pending, None
-                raise exc()
+        self.check()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -473,6 +488,7 @@ def work(
             assert data is not None
             claims: list[Claim] = []
             try:
+                signals.check()
                 with signals.critical():
                     claims = claim(ctx, me, trainer.batch_limit)
                 if not claims:
@@ -484,8 +500,10 @@ def work(
                     continue
                 try:
                     results = trainer.train([c.config for c in claims], data,
-                                            _monitor(ctx, claims, progress))
+                                            _monitor(ctx, claims, progress, signals.check))
                 except Exception as e:
+                    if is_storage_error(e):
+                        raise StorageError(describe_error(e, ctx.url)) from e
                     error = f"{type(e).__name__}: {e}".splitlines()[0]
                     _release(ctx, claims, "error", error=error)
                     failures += len(claims)
@@ -531,13 +549,14 @@ def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: A
             signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
 
 
-def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None
-             ) -> Callable[[int, int, float, float], bool]:
+def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None,
+             check_stop: Callable[[], None]) -> Callable[[int, int, float, float], bool]:
     prune = ctx.spec.search.pruner != "none"
     epochs = ctx.spec.train.epochs
     report_val = ctx.spec.train.objective == "val_loss"
 
     def monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
+        check_stop()  # a requested stop takes effect between epochs
         c = claims[index]
         value = val_loss if report_val else train_loss
         if math.isfinite(value):

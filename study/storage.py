@@ -132,10 +132,25 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
         raise StorageUsageError(f"--storage: cannot open {mask(url)}: {_first_line(e, url)}") from None
 
 
+def is_storage_error(e: BaseException) -> bool:
+    """Whether `e` comes from the database (or its driver) rather than from our code."""
+    import optuna
+    import sqlalchemy.exc
+
+    if isinstance(e, sqlalchemy.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError
+                  | sqlite3.Error):
+        return True
+    return type(e).__module__.split(".")[0] in ("psycopg", "psycopg2")
+
+
 def _first_line(e: BaseException, url: str) -> str:
+    # Optuna wraps the driver's error in StorageInternalError with a generic message;
+    # the driver's own first line (e.g. "connection refused") is the useful one.
+    while e.__cause__ is not None and not hasattr(e, "orig"):
+        e = e.__cause__
     orig = getattr(e, "orig", None) or e
     lines = str(orig).strip().splitlines() or [type(orig).__name__]
-    return scrub(lines[0], url)
+    return scrub(lines[0].strip(), url)
 
 
 def describe_error(e: BaseException, url: str) -> str:
@@ -218,8 +233,14 @@ def read_only(url: str) -> Iterator[sqlalchemy.engine.Connection]:
     else:
         engine = sqlalchemy.create_engine(url)
     try:
-        with engine.connect() as conn:
-            if parsed.get_backend_name() == "postgresql" or parsed.get_backend_name() == "mysql":
+        try:
+            conn = engine.connect()
+        except sqlalchemy.exc.DBAPIError as e:
+            # Cannot reach or log in to the storage as named: a usage error.
+            raise StorageUsageError(f"--storage: cannot open {mask(url)}: {_first_line(e, url)}"
+                                    ) from None
+        with conn:
+            if parsed.get_backend_name() in ("postgresql", "mysql"):
                 conn.execute(sqlalchemy.text("SET TRANSACTION READ ONLY"))
             yield conn
             conn.rollback()

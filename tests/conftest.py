@@ -1,10 +1,15 @@
-"""Shared fixtures: throwaway real SQLite files."""
+"""Shared fixtures: throwaway real SQLite files and a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import itertools
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.pg import PgServer
 
 
 @pytest.fixture
@@ -15,3 +20,26 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def db_url(db_path: Path) -> str:
     return f"sqlite:///{db_path}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the session, on 127.0.0.1 and a free port."""
+    server = PgServer()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's server."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    name += f"_{next(_db_counter)}"
+    return pg_server.create_db(name)
+
+
+_db_counter = itertools.count()

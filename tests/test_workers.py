@@ -1,0 +1,283 @@
+"""Several worker processes on one study, on real PostgreSQL and SQLite, under faults.
+
+Every test drives the real `study` command in real processes; the PostgreSQL server
+is a real one started on 127.0.0.1 by the `pg_server` fixture (tests/pg.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from tests.helpers import ROOT, cli_env, run_cli, start_cli
+from tests.pg import PASSWORD, PgServer
+
+pytestmark = pytest.mark.slow
+
+# The article grid x 2 seeds = 40 cells, trained briefly on a smaller data set.
+FORTY = ["--seeds", "0,1", "--epochs", "1", "--set", "data.n_train=256", "--set", "data.n_val=64"]
+# 8 cells whose trials take a second or two each, so a test can act mid-trial.
+SLOW = ["--set", "search.batch_size=[16, 32]", "--set", "search.learning_rate=[0.01, 0.001]",
+        "--seeds", "0,1", "--epochs", "8", "--trainer", "keras",
+        "--set", "run.heartbeat_seconds=1", "--set", "run.grace_seconds=4"]
+SLOW_CELLS = sorted(itertools.product((16, 32), (0.01, 0.001), (0, 1)))
+
+
+def rows(url: str, query: str) -> list[tuple[object, ...]]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sqlalchemy.text(query))]
+    finally:
+        engine.dispose()
+
+
+def cells(url: str, state: str = "COMPLETE") -> list[tuple[int, float, int]]:
+    found = rows(url, f"""
+        SELECT t.trial_id,
+          MAX(CASE WHEN p.param_name = 'batch_size' THEN p.param_value END),
+          MAX(CASE WHEN p.param_name = 'learning_rate' THEN p.param_value END),
+          MAX(CASE WHEN p.param_name = 'seed' THEN p.param_value END)
+        FROM trials t JOIN trial_params p ON p.trial_id = t.trial_id
+        WHERE t.state = '{state}' GROUP BY t.trial_id""")
+    return sorted((int(b), float(lr), int(s)) for _, b, lr, s in found)  # type: ignore[arg-type]
+
+
+def states(url: str) -> dict[str, int]:
+    try:
+        found = rows(url, "SELECT state, COUNT(*) FROM trials GROUP BY state")
+    except sqlalchemy.exc.SQLAlchemyError:
+        return {}
+    return {str(s): int(str(n)) for s, n in found}
+
+
+def values(url: str) -> dict[int, float]:
+    found = rows(url, """
+        SELECT t.number, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id
+        WHERE t.state = 'COMPLETE'""")
+    return {int(str(n)): float(str(v)) for n, v in found}
+
+
+def attr_of_failed(url: str, key: str) -> list[object]:
+    return [json.loads(str(v)) for (v,) in rows(url, f"""
+        SELECT a.value_json FROM trial_user_attributes a JOIN trials t
+        ON t.trial_id = a.trial_id WHERE t.state = 'FAIL' AND a.key = '{key}'""")]
+
+
+def running_owners(url: str) -> list[str]:
+    return [json.loads(str(v)) for (v,) in rows(url, """
+        SELECT a.value_json FROM trial_user_attributes a JOIN trials t
+        ON t.trial_id = a.trial_id WHERE t.state = 'RUNNING' AND a.key = 'worker'""")]
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_exactly_once(url: str, expected: list[tuple[int, float, int]]) -> None:
+    done = cells(url)
+    dupes = [c for c, n in Counter(done).items() if n > 1]
+    assert not dupes, f"cells run twice: {dupes}"
+    assert done == expected, f"missing: {sorted(set(expected) - set(done))}"
+    assert "RUNNING" not in states(url) and "WAITING" not in states(url)
+
+
+def forty_cells() -> list[tuple[int, float, int]]:
+    return sorted(itertools.product((16, 32, 64, 128, 256), (0.1, 0.01, 0.001, 0.0001), (0, 1)))
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+@pytest.mark.parametrize("repeat", [1, 2, 3])
+def test_four_workers_on_postgres_run_each_of_40_cells_exactly_once(
+        pg_url: str, tmp_path: Path, repeat: int) -> None:
+    out = run_cli(["run", *FORTY, "--workers", "4", "--storage", pg_url], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert states(pg_url) == {"COMPLETE": 40}
+    assert_exactly_once(pg_url, forty_cells())
+    workers = {o for (o,) in rows(pg_url, "SELECT value_json FROM trial_user_attributes "
+                                          "WHERE key = 'worker'")}
+    assert len(workers) >= 2, "the trials were not shared between workers"
+    assert PASSWORD not in out.stdout + out.stderr
+
+
+def test_four_workers_on_sqlite_run_each_cell_exactly_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    out = run_cli(["run", *FORTY, "--workers", "4", "--storage", url], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert states(url) == {"COMPLETE": 40}
+    assert_exactly_once(url, forty_cells())
+
+
+def test_worker_joins_an_existing_study_and_refuses_a_missing_one(
+        pg_url: str, tmp_path: Path) -> None:
+    missing = run_cli(["worker", "--storage", pg_url, "--study-name", "nope"], cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "--study-name: no study 'nope' made by `study run`" in missing.stderr
+    assert PASSWORD not in missing.stderr
+    # `study run` makes the study; a worker started meanwhile shares the work.
+    run = start_cli(["run", *SLOW, "--storage", pg_url], cwd=tmp_path)
+    wait_until(lambda: states(pg_url).get("RUNNING", 0) >= 1, what="a running trial")
+    joined = run_cli(["worker", "--storage", pg_url, "--study-name", "article"], cwd=tmp_path)
+    assert joined.returncode == 0, joined.stderr
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert_exactly_once(pg_url, SLOW_CELLS)
+    owners = {o for (o,) in rows(pg_url, "SELECT value_json FROM trial_user_attributes "
+                                         "WHERE key = 'worker'")}
+    assert len(owners) == 2
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_kill_9_of_one_worker_its_cell_is_rerun_by_another(pg_url: str, tmp_path: Path) -> None:
+    proc = start_cli(["run", *SLOW, "--workers", "3", "--storage", pg_url], cwd=tmp_path)
+    wait_until(lambda: states(pg_url).get("COMPLETE", 0) >= 1 and
+               len(running_owners(pg_url)) >= 2, what="workers mid-trial")
+    victim = int(running_owners(pg_url)[0].split(":")[1])
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "1 worker(s) were killed" in err
+    assert_exactly_once(pg_url, SLOW_CELLS)
+    assert attr_of_failed(pg_url, "status") == ["abandoned"]
+
+
+def test_a_silent_remote_worker_is_found_by_its_heartbeat(pg_url: str, tmp_path: Path) -> None:
+    """A worker on another host (its own UTS namespace and hostname) is killed mid-trial.
+
+    Its process cannot be checked from here, so only its stopped heartbeat tells that
+    it is gone: after run.grace_seconds (4 s) a local worker re-runs its cell.
+    """
+    probe = subprocess.run(["unshare", "-u", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -u is not permitted here: {probe.stderr.decode().strip()}")
+    local = start_cli(["run", *SLOW, "--storage", pg_url], cwd=tmp_path)
+    wait_until(lambda: states(pg_url).get("RUNNING", 0) >= 1, what="the local run")
+    remote_cmd = ("hostname remote-host && exec " + " ".join(
+        [sys.executable, "-m", "study", "worker", "--storage", f"'{pg_url}'",
+         "--study-name", "article"]))
+    remote = subprocess.Popen(["unshare", "-u", "sh", "-c", remote_cmd], cwd=ROOT,
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: any(o.startswith("remote-host:") for o in running_owners(pg_url)),
+               what="the remote worker mid-trial")
+    remote.send_signal(signal.SIGKILL)
+    remote.communicate(timeout=30)
+    _, err = local.communicate(timeout=300)
+    assert local.returncode == 0, err
+    assert_exactly_once(pg_url, SLOW_CELLS)
+    assert attr_of_failed(pg_url, "status") == ["abandoned"]
+
+
+def _killpg_at(args: list[str], url: str, cwd: Path, moment: float) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=cwd, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    time.sleep(moment)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("moment", [0.8, 5.0, 9.0])
+def test_kill_9_of_the_whole_run_then_rerun_loses_nothing(
+        pg_url: str, tmp_path: Path, moment: float) -> None:
+    args = ["run", *SLOW, "--workers", "3", "--storage", pg_url]
+    _killpg_at(args, pg_url, tmp_path, moment)
+    kept = values(pg_url)
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert_exactly_once(pg_url, SLOW_CELLS)
+    assert {k: v for k, v in values(pg_url).items() if k in kept} == kept
+    assert set(attr_of_failed(pg_url, "status")) <= {"abandoned", "duplicate"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_every_worker_cleanly(pg_url: str, tmp_path: Path, sig: int) -> None:
+    proc = start_cli(["run", *SLOW, "--workers", "2", "--storage", pg_url], cwd=tmp_path)
+    wait_until(lambda: states(pg_url).get("COMPLETE", 0) >= 1 and
+               len(running_owners(pg_url)) >= 2, what="workers mid-trial")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    st = states(pg_url)
+    assert "RUNNING" not in st and st["FAIL"] >= 2
+    assert set(attr_of_failed(pg_url, "status")) == {"interrupted"}
+    out = run_cli(["run", *SLOW, "--workers", "2", "--storage", pg_url], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert_exactly_once(pg_url, SLOW_CELLS)
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PgServer]:
+    """A server of this test's own, since the test stops it."""
+    server = PgServer()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def test_storage_disappearing_stops_workers_then_a_rerun_completes(
+        own_pg: PgServer, tmp_path: Path) -> None:
+    url = own_pg.create_db("vanish")
+    args = ["run", *SLOW, "--workers", "2", "--storage", url]
+    proc = start_cli(args, cwd=tmp_path)
+    wait_until(lambda: states(url).get("COMPLETE", 0) >= 2, what="two finished trials")
+    kept = values(url)
+    own_pg.stop("fast")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode not in (0, None), err
+    assert "Traceback" not in err
+    assert "failed:" in err and "127.0.0.1" in err
+    assert PASSWORD not in err and "***" in err
+    own_pg.start()
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert_exactly_once(url, SLOW_CELLS)
+    assert {k: v for k, v in values(url).items() if k in kept} == kept
+
+
+def test_unreachable_or_wrong_password_is_one_masked_line(own_pg: PgServer, tmp_path: Path) -> None:
+    wrong = own_pg.url().replace(PASSWORD, "not-the-password")
+    out = run_cli(["run", "--storage", wrong], cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "not-the-password" not in out.stderr and "password authentication failed" in out.stderr
+    own_pg.stop("fast")
+    down = run_cli(["run", "--storage", own_pg.url()], cwd=tmp_path)
+    assert down.returncode == 2 and len(down.stderr.strip().splitlines()) == 1
+    assert "cannot open postgresql+psycopg://study:***@127.0.0.1" in down.stderr
+    assert PASSWORD not in down.stderr
+
+
+def test_password_is_never_stored(pg_url: str, tmp_path: Path) -> None:
+    out = run_cli(["run", "--epochs", "1", "--set", "data.n_train=256", "--workers", "2",
+                   "--storage", pg_url], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for table in ("study_user_attributes", "study_system_attributes", "trial_user_attributes",
+                  "trial_system_attributes"):
+        assert not rows(pg_url, f"SELECT 1 FROM {table} WHERE value_json LIKE '%{PASSWORD}%'")
+    assert PASSWORD not in out.stdout + out.stderr
