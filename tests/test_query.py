@@ -1,0 +1,246 @@
+"""`study query`: named queries and raw SQL on a real study file, and proof it never writes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study import query
+from study.errors import UsageError
+from study.trainers import TrialConfig
+from tests.helpers import ROOT, run_cli, sql
+from tests.scripted import loss_at
+from tests.studies import DIVERGED_LR, PARTLY, make_study, spec
+
+EPOCHS = 4
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def study_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("query") / "study.db"
+    make_study(f"sqlite:///{db}")
+    return db
+
+
+def copy_db(src: Path, dst: Path) -> Path:
+    """A consistent copy, write-ahead log included (SQLite's backup API)."""
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    a.close()
+    b.close()
+    return dst
+
+
+def url(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+def expected_loss(bs: int, lr: float, seed: int, epoch: int = EPOCHS) -> float | None:
+    """What the scripted trainer trains to; None where the study makes the run diverge."""
+    if lr == DIVERGED_LR or (bs, lr, seed) == PARTLY:
+        return None
+    return loss_at(TrialConfig.of(spec(), bs, lr, seed), epoch)
+
+
+def test_trials_one_row_per_trial(study_db: Path) -> None:
+    table = query.run_named(url(study_db), "trials")
+    assert table.columns == ("number", "state", "batch_size", "learning_rate", "seed",
+                             "objective", "val_loss", "duration", "status")
+    (n,) = sql(study_db, "SELECT COUNT(*) FROM trials")[0]
+    assert len(table.rows) == n == 18
+    assert [r[0] for r in table.rows] == list(range(18))
+    for _, state, bs, lr, seed, objective, val_loss, duration, status in table.rows:
+        want = expected_loss(bs, lr, seed)  # type: ignore[arg-type]
+        if want is None:
+            assert (state, status, objective, val_loss) == ("FAIL", "diverged", None, None)
+        else:
+            assert (state, status) == ("COMPLETE", "complete")
+            assert objective == pytest.approx(want) and val_loss == pytest.approx(want + 0.1)
+        assert isinstance(duration, float) and duration >= 0
+
+
+def test_grid_is_the_mean_over_seeds_with_divergence_as_a_word(study_db: Path) -> None:
+    table = query.run_named(url(study_db), "grid")
+    assert table.columns == ("batch_size", "lr=0.1", "lr=0.01", "lr=0.001")
+    for row in table.rows:
+        bs = row[0]
+        assert row[1] == "diverged"
+        for lr, got in zip((0.01, 0.001), row[2:], strict=True):
+            runs = [v for s in SEEDS if (v := expected_loss(bs, lr, s)) is not None]  # type: ignore[arg-type]
+            assert got == pytest.approx(sum(runs) / len(runs))
+    text = query.render(table, "table")
+    assert "0.9412 (1 div)" in text and text.splitlines()[0].startswith("batch_size")
+
+
+def test_best_lr_per_batch_size(study_db: Path) -> None:
+    table = query.run_named(url(study_db), "best-lr")
+    assert table.columns[:4] == ("batch_size", "learning_rate", "objective", "runs")
+    for bs, lr, objective, runs, _ in table.rows:
+        means = {}
+        for cand in (0.01, 0.001):
+            vals = [v for s in SEEDS if (v := expected_loss(bs, cand, s)) is not None]  # type: ignore[arg-type]
+            means[cand] = sum(vals) / len(vals)
+        best = min(means, key=means.__getitem__)
+        assert (lr, objective) == (best, pytest.approx(means[best]))
+        assert runs == (1 if (bs, lr) == PARTLY[:2] else 2)
+
+
+def test_curves_of_one_trial_and_of_all(study_db: Path) -> None:
+    one = query.run_named(url(study_db), "curves", trial=2)
+    (bs, lr, seed), = [r[2:5] for r in query.run_named(url(study_db), "trials").rows if r[0] == 2]
+    assert [r[4] for r in one.rows] == [1, 2, 3, 4]
+    for row in one.rows:
+        want = expected_loss(bs, lr, seed, row[4])  # type: ignore[arg-type]
+        assert row[5] == pytest.approx(want) and row[6] == pytest.approx(want + 0.1)  # type: ignore[operator]
+        assert row[7] == pytest.approx(want)  # what Optuna got reported, per epoch
+    every = query.run_named(url(study_db), "curves")
+    # Complete trials have 4 epochs; diverged ones stop at epoch 2 (the NaN is a null).
+    assert len(every.rows) == 11 * 4 + 7 * 2
+    assert any(r[5] is None and r[4] == 2 for r in every.rows)
+    with pytest.raises(UsageError, match=r"--trial: no trial 99 in study 'article' \(trials 0..17\)"):
+        query.run_named(url(study_db), "curves", trial=99)
+    with pytest.raises(UsageError, match="--trial: only the curves query takes a trial"):
+        query.run_named(url(study_db), "grid", trial=1)
+
+
+def test_studies_and_which_study_is_meant(tmp_path: Path) -> None:
+    db = tmp_path / "two.db"
+    make_study(url(db), "other", seeds="[0]")
+    # One study: it is the default, whatever its name.
+    assert query.study_name(url(db), None) == "other"
+    make_study(url(db), "article")
+    table = query.run_named(url(db), "studies")
+    rows = {r[0]: r for r in table.rows}
+    assert rows["other"][1:7] == ("minimize", 9, 6, 0, 3, 0)  # one seed: PARTLY is not run
+    assert rows["article"][1:7] == ("minimize", 18, 11, 0, 7, 0)
+    best = min(v for bs in (16, 64, 256) for lr in (0.01, 0.001)
+               if (v := expected_loss(bs, lr, 0)) is not None)
+    assert rows["other"][7] == pytest.approx(best)
+    assert query.study_name(url(db), None) == "article"
+    assert query.run_named(url(db), "trials", "other").rows[0][4] == 0
+    with pytest.raises(UsageError, match=r"--study-name: no study 'x' in sqlite:///.*two.db "
+                                         r"\(studies: 'other', 'article'\)"):
+        query.run_named(url(db), "grid", "x")
+
+
+def test_formats(study_db: Path) -> None:
+    table = query.run_named(url(study_db), "trials")
+    rows = list(csv.reader(io.StringIO(query.render(table, "csv"))))
+    assert tuple(rows[0]) == table.columns and len(rows) == 19
+    diverged = next(r for r in rows[1:] if r[-1] == "diverged")
+    assert diverged[5] == ""  # no objective: empty, not a number
+    objects = json.loads(query.render(table, "json"))
+    assert objects[0]["number"] == 0 and set(objects[0]) == set(table.columns)
+    assert next(o for o in objects if o["status"] == "diverged")["objective"] is None
+    text = query.render(query.Table(("a", "b"), ((1, float("inf")), (None, 0.5))), "json")
+    assert json.loads(text) == [{"a": 1, "b": None}, {"a": None, "b": 0.5}]  # JSON has no inf
+
+
+def test_raw_sql(study_db: Path) -> None:
+    table = query.run_sql(url(study_db), "SELECT state, COUNT(*) AS n FROM trials "
+                                         "GROUP BY state ORDER BY state")
+    assert table.columns == ("state", "n") and table.rows == (("COMPLETE", 11), ("FAIL", 7))
+    # Our facts are JSON in trial_user_attributes; SQLite's JSON functions read them.
+    table = query.run_sql(url(study_db), """
+        -- a comment first is fine
+        SELECT json_extract(value_json, '$') AS status, COUNT(*) FROM trial_user_attributes
+        WHERE key = 'status' GROUP BY 1 ORDER BY 1""")
+    assert table.rows == (("complete", 11), ("diverged", 7))
+    assert query.run_sql(url(study_db), "PRAGMA table_info(trials)").rows
+    with pytest.raises(UsageError, match="--sql: no such table: nope"):
+        query.run_sql(url(study_db), "SELECT * FROM nope")
+
+
+def _fingerprint(db: Path) -> dict[str, str]:
+    # The -shm file is SQLite's shared-memory index, where readers also record read
+    # marks, and a reader of a WAL database may open an empty -wal beside it; the
+    # database and the log's content are what hold the data.
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(db.parent.iterdir())
+            if not p.name.endswith("-shm") and not (p.name.endswith("-wal") and not p.stat().st_size)}
+
+
+WRITES = [
+    ("DELETE FROM trials", "'DELETE' is not a read-only statement"),
+    ("UPDATE trials SET state = 'FAIL'", "'UPDATE' is not a read-only statement"),
+    ("DROP TABLE trials", "'DROP' is not a read-only statement"),
+    ("ATTACH DATABASE '{dir}/new.db' AS n", "'ATTACH' is not a read-only statement"),
+    ("VACUUM INTO '{dir}/copy.db'", "'VACUUM' is not a read-only statement"),
+    # These look like reads; the database itself refuses them.
+    ("WITH x AS (SELECT 1) DELETE FROM trials", "refused, the database is open read-only"),
+    ("WITH x AS (SELECT 1) INSERT INTO studies (study_name) VALUES ('evil')",
+     "refused, the database is open read-only"),
+    ("PRAGMA user_version = 7", "refused, the database is open read-only"),
+    ("PRAGMA journal_mode = DELETE", "refused, the database is open read-only"),
+    ("SELECT load_extension('x')", "refused, the database is open read-only"),
+]
+
+
+@pytest.mark.parametrize(("statement", "message"), WRITES)
+def test_writes_are_refused_and_nothing_changes(tmp_path: Path, study_db: Path, statement: str,
+                                               message: str) -> None:
+    db = copy_db(study_db, tmp_path / "s.db")
+    before = _fingerprint(db)
+    with pytest.raises(UsageError, match=message) as caught:
+        query.run_sql(url(db), statement.format(dir=tmp_path))
+    assert caught.value.exit_code == 2
+    assert _fingerprint(db) == before  # same files, same bytes: nothing created, nothing changed
+    assert sql(db, "SELECT COUNT(*) FROM trials") == [(18,)]
+
+
+@pytest.mark.slow
+def test_cli_query_exit_codes_and_file_unchanged(tmp_path: Path, study_db: Path) -> None:
+    db = copy_db(study_db, tmp_path / "s.db")
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    out = run_cli(["query", "--sql", "WITH x AS (SELECT 1) DELETE FROM trials",
+                   "--storage", url(db)])
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(
+        "study query: error: --sql: refused, the database is open read-only")
+    out = run_cli(["query", "grid", "--storage", url(db), "--format", "csv"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "batch_size,lr=0.1,lr=0.01,lr=0.001"
+    for args, message in [([], "give a query name (trials, grid, best-lr, curves, studies) or "
+                                "--sql"),
+                          (["nope"], "argument NAME: invalid choice: 'nope'"),
+                          (["trials", "--sql", "SELECT 1"], "or --sql \"SELECT ...\", not both")]:
+        bad = run_cli(["query", *args, "--storage", url(db)])
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1
+    missing = run_cli(["query", "trials", "--storage", url(tmp_path / "none.db")])
+    assert missing.returncode == 2 and "no database at" in missing.stderr
+    assert not (tmp_path / "none.db").exists()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    # `make query Q=grid` runs the same (-o: do not rebuild the virtual environment here).
+    made = subprocess.run(["make", "-s", "-o", ".venv/.installed", "query", "Q=grid",
+                           f"STORAGE={url(db)}", "ARGS=--format csv"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == out.stdout
+    # A query loads neither TensorFlow nor plotly nor optuna-dashboard.
+    probe = subprocess.run([sys.executable, "-c", (
+        "import sys; from study.cli import main; rc = main(['query', 'trials', '--storage', "
+        f"{url(db)!r}]); heavy = [m for m in ('tensorflow', 'plotly', 'optuna_dashboard') "
+        "if m in sys.modules]; print(rc, heavy, file=sys.stderr)")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert probe.stderr.strip().splitlines()[-1] == "0 []", probe.stderr
+
+
+@pytest.mark.slow
+def test_postgres_is_read_only_too(pg_url: str) -> None:
+    make_study(pg_url)
+    assert query.run_named(pg_url, "studies").rows[0][:3] == ("article", "minimize", 18)
+    assert len(query.run_named(pg_url, "trials").rows) == 18
+    # It looks like a read; PostgreSQL's read-only transaction refuses it.
+    with pytest.raises(UsageError, match="refused, the database is open read-only "
+                                         r"\(cannot execute .* in a read-only transaction"):
+        query.run_sql(pg_url, "WITH d AS (DELETE FROM trials RETURNING 1) SELECT COUNT(*) FROM d")
+    assert query.run_sql(pg_url, "SELECT COUNT(*) FROM trials").rows == ((18,),)
