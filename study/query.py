@@ -156,6 +156,9 @@ def run_sql(url: str, sql: str) -> Table:
         )
     with read_only(url) as conn:
         _lock_down(conn)
+        if conn.dialect.paramstyle in ("format", "pyformat"):
+            # psycopg reads % as a placeholder even in string literals; %% is a plain %.
+            sql = sql.replace("%", "%%")
         try:
             result = conn.exec_driver_sql(sql)
             if not result.returns_rows:

@@ -14,7 +14,7 @@ import html
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -80,7 +80,6 @@ class Report:
     seconds: float
     dashboard: bool
     bytes: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- reading

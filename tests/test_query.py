@@ -215,6 +215,8 @@ def test_cli_query_exit_codes_and_file_unchanged(tmp_path: Path, study_db: Path)
                           (["trials", "--sql", "SELECT 1"], "or --sql \"SELECT ...\", not both")]:
         bad = run_cli(["query", *args, "--storage", url(db)])
         assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1
+    helped = run_cli(["query", "--help"])
+    assert helped.returncode == 0 and "Example: study query" in helped.stdout
     missing = run_cli(["query", "trials", "--storage", url(tmp_path / "none.db")])
     assert missing.returncode == 2 and "no database at" in missing.stderr
     assert not (tmp_path / "none.db").exists()
@@ -235,7 +237,7 @@ def test_cli_query_exit_codes_and_file_unchanged(tmp_path: Path, study_db: Path)
 
 
 @pytest.mark.slow
-def test_postgres_is_read_only_too(pg_url: str) -> None:
+def test_postgres_is_read_only_too(pg_url: str, study_db: Path) -> None:
     make_study(pg_url)
     assert query.run_named(pg_url, "studies").rows[0][:3] == ("article", "minimize", 18)
     assert len(query.run_named(pg_url, "trials").rows) == 18
@@ -244,3 +246,12 @@ def test_postgres_is_read_only_too(pg_url: str) -> None:
                                          r"\(cannot execute .* in a read-only transaction"):
         query.run_sql(pg_url, "WITH d AS (DELETE FROM trials RETURNING 1) SELECT COUNT(*) FROM d")
     assert query.run_sql(pg_url, "SELECT COUNT(*) FROM trials").rows == ((18,),)
+    # A literal % is SQL's, not the driver's placeholder; PostgreSQL reads the JSON itself.
+    assert query.run_sql(pg_url, "SELECT COUNT(*) FROM trials WHERE CAST(state AS TEXT) LIKE 'C%'"
+                         ).rows == ((11,),)
+    assert query.run_sql(pg_url, "SELECT COUNT(*) FROM trial_user_attributes WHERE key = "
+                                 "'status' AND value_json::json #>> '{}' = 'diverged'"
+                         ).rows == ((7,),)
+    # The same scripted study gives the same answers from either engine.
+    for name in ("grid", "best-lr", "curves"):
+        assert query.run_named(pg_url, name) == query.run_named(url(study_db), name), name

@@ -13,7 +13,7 @@ import pytest
 
 from study import analysis, report
 from study.errors import StorageUsageError
-from tests.helpers import run_cli, sql
+from tests.helpers import ROOT, run_cli, sql
 from tests.studies import make_study, spec
 
 FIGURES = {"article.html", "heatmap_objective.html", "heatmap_val_loss.html", "contour.html",
@@ -177,3 +177,8 @@ def test_cli_report_without_tensorflow(tmp_path: Path) -> None:
     assert out.returncode == 0 and "Example: study report" in out.stdout
     out = run_cli(["report", "--storage", url, "--spec", "nope"], cwd=tmp_path)
     assert out.returncode == 2 and "spec: unknown spec 'nope'" in out.stderr
+    # `make study` reports after it runs (-n: print the commands; -o: no virtualenv setup).
+    plan = subprocess.run(["make", "-n", "-o", ".venv/.installed", "study"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert [line.split()[1] for line in plan if line.startswith(".venv/bin/study")] == \
+        ["run", "report"]
