@@ -56,6 +56,14 @@ class StudyView:
         return str(spec.get("train", {}).get("objective", "objective"))
 
     @property
+    def sampler(self) -> str:
+        return str((self.spec or {}).get("search", {}).get("sampler", "grid"))
+
+    @property
+    def is_grid(self) -> bool:
+        return self.sampler == "grid"
+
+    @property
     def objective_label(self) -> str:
         return figures.objective_label(self.objective)
 
@@ -104,6 +112,14 @@ def our_pages(view: StudyView) -> list[Page]:
     """The article's chart and the two heat maps (pure: records in, figures out)."""
     label = view.objective_label
     val = figures.METRIC_LABELS["val_loss"]
+    if not view.is_grid:
+        # Every trial of a continuous search is its own (batch size, learning rate): there
+        # is no grid to average seeds over, and one line per learning rate would be one
+        # line per trial. Optuna's contour and slice plots show such studies.
+        why = f"the study searches with the {view.sampler} sampler, not a grid; see the contour"
+        return [Page("article.html", "The article's chart", "", None, why),
+                Page("heatmap_objective.html", "Heat map of the objective", "", None, why),
+                Page("heatmap_val_loss.html", "Heat map of the validation loss", "", None, why)]
     return [
         Page("article.html", "The article's chart",
              f"Final loss ({label}: {_OBJECTIVE_MEANS.get(view.objective, view.objective)}) "
@@ -307,14 +323,20 @@ def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
             ("report written", generated)]
     prov += [(k, str(v)) for k, v in (versions or {}).items()]
     spec = view.spec
+    if view.is_grid:
+        grid_section = f"""<h2>Grid: mean {e(view.objective_label)} over seeds</h2>
+<p class="muted">Rows: batch size; columns: learning rate. "diverged": every run of the cell
+diverged (no loss); "(n div)": n runs of the cell diverged, the mean is over the others.</p>
+{_table(header, rows, classes)}"""
+    else:
+        grid_section = (f"<h2>Trials, not a grid</h2>\n<p>The {e(view.sampler)} sampler picks "
+                        "batch size and learning rate from ranges: see the contour and slice "
+                        "plots, or <code>study query trials</code>.</p>")
     body = f"""<h1>Study {e(view.name)}</h1>
 <p class="muted">{e((spec or {}).get("description", ""))}</p>
 <h2>Best cell</h2>
 <p><b>{e(best_text(view))}</b></p>
-<h2>Grid: mean {e(view.objective_label)} over seeds</h2>
-<p class="muted">Rows: batch size; columns: learning rate. "diverged": every run of the cell
-diverged (no loss); "(n div)": n runs of the cell diverged, the mean is over the others.</p>
-{_table(header, rows, classes)}
+{grid_section}
 <h2>Trials</h2>
 <p>{len(view.records)} trials. By state: {e(", ".join(f"{n} {s}" for s, n in states.items()))}.
 By outcome: {e(", ".join(f"{n} {s}" for s, n in statuses.items()))}.</p>
@@ -336,6 +358,8 @@ def summary_markdown(view: StudyView, index: Path | None) -> str:
     header, rows = analysis.grid_rows(analysis.grid(view.records))
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
+    grid_lines = [f"Mean {view.objective_label} over seeds (rows: batch size):", "", *table] \
+        if view.is_grid else [f"The {view.sampler} sampler searched ranges, not a grid."]
     states = analysis.count_by(view.records, "status")
     lines = [
         f"## {view.name}: summary by `study report`",
@@ -345,11 +369,9 @@ def summary_markdown(view: StudyView, index: Path | None) -> str:
         f"**Trials:** {len(view.records)} ("
         + ", ".join(f"{n} {s}" for s, n in states.items()) + ")",
         "",
-        f"Mean {view.objective_label} over seeds (rows: batch size):",
+        *grid_lines,
         "",
-        *table,
-        "",
-        "The article's chart and the heat map are on the study's main page"
+        "The figures `study report` stores are on the study's main page"
         + (f"; every figure is in `{index}`." if index is not None else "."),
         f"Git revision: `{view.user_attrs.get('git_revision', 'unknown')}`.",
         "",
@@ -391,8 +413,8 @@ def push_to_dashboard(study: optuna.Study, view: StudyView, pages: Sequence[Page
     by_file = {p.file.removesuffix(".html"): p for p in pages}
     for key, graph_id in DASHBOARD_FIGURES.items():
         fig = by_file[key].figure
-        assert fig is not None
-        save_plotly_graph_object(study, fig, graph_object_id=graph_id)
+        if fig is not None:
+            save_plotly_graph_object(study, fig, graph_object_id=graph_id)
     save_note(study, merged_note(summary_markdown(view, index), get_note(study)))
 
 

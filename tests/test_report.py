@@ -182,3 +182,29 @@ def test_cli_report_without_tensorflow(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60).stdout.splitlines()
     assert [line.split()[1] for line in plan if line.startswith(".venv/bin/study")] == \
         ["run", "report"]
+
+
+def test_a_search_that_is_not_a_grid(tmp_path: Path) -> None:
+    from study import runner
+    from study.data import make_dataset
+    from tests.scripted import ScriptedTrainer
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    tpe = spec("[0]", "search.sampler='tpe'", "search.batch_size={low=16, high=256}",
+               "search.learning_rate={low=0.001, high=0.1}", "search.n_trials=6")
+    ctx = runner.open_study(tpe, url, "tpe", create=True)
+    runner.work(ctx, ScriptedTrainer, lambda: make_dataset(tpe.data))
+    result = report.write_report(url, None, tmp_path / "out")
+    # Our grid figures do not pretend six single trials are a grid; Optuna's are drawn.
+    assert set(result.skipped) == {"article.html", "heatmap_objective.html",
+                                   "heatmap_val_loss.html"}
+    assert all("the tpe sampler, not a grid" in why for why in result.skipped.values())
+    assert {"contour.html", "slice.html", "importances.html"} <= {p.name for p in result.files}
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "Trials, not a grid" in index and "<h2>Grid" not in index
+    from optuna_dashboard import get_note
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    study = _study(url, "tpe")
+    assert get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id)) == {}
+    assert "The tpe sampler searched ranges, not a grid." in get_note(study)
