@@ -1,0 +1,653 @@
+"""The population trainer: many trials trained at once in one XLA-compiled TensorFlow program.
+
+A study of the batch-size x learning-rate plane trains hundreds of tiny MLPs whose
+arithmetic takes milliseconds; one `model.fit` each spends its time in Python, graph
+building and per-step dispatch. Here trials are stacked on a leading *member* axis:
+every weight, Adam slot, learning rate, seed, shuffle order and step count has one row
+per trial, and the whole epoch loop, steps included, runs inside one
+`tf.function(jit_compile=True)`, so no Python runs per step.
+
+The math is the reference trainer's (`keras.py`), member by member:
+
+- Glorot-uniform kernels, zero biases (`keras.layers.Dense` defaults);
+- Keras 3's Adam (`keras/src/optimizers/adam.py`): `alpha = lr * sqrt(1 - b2^t) /
+  (1 - b1^t)`, `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
+  `w -= m * alpha / (sqrt(v) + eps)`, with eps = 1e-7 outside the square root;
+- a fresh shuffle every epoch, the last partial batch trained, not dropped;
+- the epoch loss as `model.fit` reports it: Keras' `Mean` loss tracker weights each
+  batch's mean loss by the batch's row count, i.e. the sum of squared errors over the
+  epoch divided by the number of rows;
+- validation on the held-out set after every epoch, and the loss on the whole
+  training set after training.
+
+One program serves several batch sizes. Each step processes a *micro-batch* of `b0`
+rows per member, where `b0` divides every member's batch size; a member accumulates
+the gradients of `batch_size / b0` micro-batches and applies its optimizer update on
+the last one. Every member thus walks through the same number of micro-steps per
+epoch (`ceil(n / b0)`) and computes on exactly its own rows, so the article's grid
+(batch sizes 16..256) is one program and one compilation, not five. Batch sizes with
+no common divisor worth using (a TPE study's 37 and 101) go to separate programs.
+
+Members that diverge (an epoch's loss NaN or inf) are frozen inside the program at the
+end of that epoch; members the monitor prunes are frozen between chunks of epochs.
+Frozen members still ride along in the arithmetic until their group ends, masked out
+of every update.
+
+Nothing here pins a device: on a machine where TensorFlow sees a GPU, XLA compiles
+the same program for it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from study.data import Dataset
+from study.spec import ModelSpec, Spec, TrainSpec
+from study.trainers._tf import tensorflow
+from study.trainers.base import Monitor, Status, TrialConfig, TrialResult, no_monitor
+
+Tensor = Any  # a tf.Tensor; TensorFlow ships no type stubs
+Weights = list[npt.NDArray[np.float32]]  # [kernel_1, bias_1, kernel_2, bias_2, ...]
+
+# Keras 3 Adam's defaults (keras.optimizers.Adam).
+ADAM_BETA_1 = 0.9
+ADAM_BETA_2 = 0.999
+ADAM_EPSILON = 1e-7
+
+# The runner hands over this many trials at once: the 5-seed article grid (100 trials)
+# is one claim, so each group compiles once. Larger claims only delay the first
+# recorded result; a claim is trained group by group.
+BATCH_LIMIT = 400
+# With a pruner, trials must finish before others can be compared with them (Optuna's
+# median pruner waits for 5 completed trials), so claims are smaller.
+PRUNING_BATCH_LIMIT = 16
+# Epochs per call of the compiled program; the monitor sees them all after each call.
+CHUNK_EPOCHS = 10
+# Members per call of the compiled program on a CPU (see `tile_size`): at most this
+# many, and no tile smaller than MIN_TILE only to keep another core busy.
+CPU_TILE = 32
+MIN_TILE = 4
+# Rows of the held-out or training set evaluated at once, per member and layer unit
+# (bounds the activations of a full-set evaluation to ~64 MiB).
+EVAL_BUDGET = 1 << 24
+
+
+# --------------------------------------------------------------------------- what it supports
+
+
+class Optimizer(NamedTuple):
+    """An optimizer as a pure, element-wise update, the same for every parameter tensor.
+
+    `update(param, grad, slots, lr, step) -> (param, slots)`: `lr` and `step` (the
+    update's 1-based count, float) broadcast against `param`, one value per member.
+    """
+
+    slots: int  # state tensors per parameter, each shaped like it, zero at the start
+    update: Callable[[Tensor, Tensor, tuple[Tensor, ...], Tensor, Tensor],
+                     tuple[Tensor, tuple[Tensor, ...]]]
+
+
+def _adam(param: Tensor, grad: Tensor, slots: tuple[Tensor, ...], lr: Tensor, step: Tensor
+          ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    # Written exactly as keras/src/optimizers/adam.py `update_step`, same op order.
+    tf = tensorflow()
+    m, v = slots
+    alpha = lr * tf.sqrt(1.0 - tf.pow(ADAM_BETA_2, step)) / (1.0 - tf.pow(ADAM_BETA_1, step))
+    m = m + (grad - m) * (1.0 - ADAM_BETA_1)
+    v = v + (tf.square(grad) - v) * (1.0 - ADAM_BETA_2)
+    return param - (m * alpha) / (tf.sqrt(v) + ADAM_EPSILON), (m, v)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {"adam": Optimizer(2, _adam)}
+
+
+def _mse(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row loss and its derivative with respect to `pred` (shapes of `pred`)."""
+    err = pred - y
+    return err * err, 2.0 * err
+
+
+# Per-row loss and d(loss)/d(pred): cross-entropy slots in here beside a sigmoid output.
+LOSSES: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {"mse": _mse}
+ACTIVATIONS = ("relu", "tanh", "linear")
+TASKS = ("regression",)
+
+
+def unsupported(spec: Spec) -> str | None:
+    """Why the population trainer cannot train `spec` (None when it can)."""
+    if spec.model.activation not in ACTIVATIONS:
+        return f"model.activation = {spec.model.activation!r}"
+    if spec.train.optimizer not in OPTIMIZERS:
+        return f"train.optimizer = {spec.train.optimizer!r}"
+    if spec.train.loss not in LOSSES:
+        return f"train.loss = {spec.train.loss!r}"
+    return None
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class PopulationTrainer:
+    name = "population"
+
+    def __init__(self, batch_limit: int = BATCH_LIMIT, chunk_epochs: int = CHUNK_EPOCHS) -> None:
+        self.batch_limit = batch_limit
+        self.chunk_epochs = chunk_epochs
+
+    @classmethod
+    def for_spec(cls, spec: Spec) -> PopulationTrainer:
+        if spec.search.pruner != "none":
+            # Prune decisions land between chunks, so one epoch per chunk: a pruned
+            # member stops where the pruner said, as under model.fit.
+            return cls(batch_limit=PRUNING_BATCH_LIMIT, chunk_epochs=1)
+        return cls()
+
+    def train(
+        self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
+    ) -> list[TrialResult]:
+        return train_population(configs, data, monitor, chunk_epochs=self.chunk_epochs)
+
+
+def train_population(
+    configs: Sequence[TrialConfig],
+    data: Dataset,
+    monitor: Monitor = no_monitor,
+    *,
+    chunk_epochs: int = CHUNK_EPOCHS,
+    initial_weights: Sequence[Weights] | None = None,
+    shuffle: bool = True,
+) -> list[TrialResult]:
+    """Train `configs` group by group; one result per config, in order.
+
+    `initial_weights` (one list of kernels and biases per config) and `shuffle=False`
+    (rows in the order given, every epoch) exist so tests can replay a Keras run step
+    for step.
+    """
+    if chunk_epochs < 1:
+        raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
+    if initial_weights is not None and len(initial_weights) != len(configs):
+        raise ValueError(f"initial_weights: {len(initial_weights)} weight lists for "
+                         f"{len(configs)} configs")
+    results: list[TrialResult | None] = [None] * len(configs)
+    for group in plan_groups(configs):
+        weights = None if initial_weights is None else [initial_weights[i] for i in group.members]
+        out = _train_group(group, [configs[i] for i in group.members], data, monitor,
+                           chunk_epochs, weights, shuffle)
+        for i, r in zip(group.members, out, strict=True):
+            results[i] = r
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+@dataclass(frozen=True)
+class Group:
+    """Configs trained in one program: same model and training, batch sizes multiples of `micro`.
+
+    Members are ordered by batch size, so each batch size is a contiguous block of rows
+    in every stacked tensor.
+    """
+
+    members: tuple[int, ...]  # indices into the configs, by batch size
+    micro: int  # rows per member per step; divides every member's batch size
+    model: ModelSpec
+    train: TrainSpec
+
+
+def plan_groups(configs: Sequence[TrialConfig]) -> list[Group]:
+    """Partition configs into groups that one program can train.
+
+    Configs must share everything in `TrialConfig.shape_key` but the batch size. Batch
+    sizes are taken smallest first; each joins the first group whose micro-batch divides
+    it, else opens a group with itself as the micro-batch. The article's 16..256 (all
+    multiples of 16) make one group.
+    """
+    by_kind: dict[tuple[ModelSpec, TrainSpec], list[int]] = {}
+    for i, c in enumerate(configs):
+        by_kind.setdefault((c.model, c.train), []).append(i)
+    groups: list[Group] = []
+    for (model, train), indices in by_kind.items():
+        open_groups: list[tuple[int, list[int]]] = []  # (micro, members)
+        for i in sorted(indices, key=lambda i: (configs[i].batch_size, i)):
+            bs = configs[i].batch_size
+            for micro, members in open_groups:
+                if bs % micro == 0:
+                    members.append(i)
+                    break
+            else:
+                open_groups.append((bs, [i]))
+        groups += [Group(tuple(members), micro, model, train) for micro, members in open_groups]
+    return groups
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def glorot_weights(seed: int, sizes: Sequence[int]) -> Weights:
+    """Glorot-uniform kernels and zero biases, as `keras.layers.Dense` initializes them.
+
+    Drawn from numpy with the trial's seed: the same distribution as Keras, another
+    random stream (the two trainers agree in distribution, not draw for draw).
+    """
+    rng = np.random.default_rng([seed, 0x610B])
+    weights: Weights = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        weights.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
+        weights.append(np.zeros(fan_out, np.float32))
+    return weights
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each layer's kernel and bias live in a member's flat parameter vector.
+
+    All of a member's parameters are one row of a (members, size) matrix, so the
+    optimizer is one element-wise update over the whole population and the compiled
+    program stays small (XLA compile time grows with the number of ops).
+    """
+
+    sizes: tuple[int, ...]  # n_features, hidden widths..., 1
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [s for a, b in itertools.pairwise(self.sizes) for s in ((a, b), (b,))]
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    def offsets(self) -> list[int]:
+        out, at = [], 0
+        for shape in self.shapes:
+            out.append(at)
+            at += math.prod(shape)
+        return out
+
+    def flatten(self, weights: Weights) -> npt.NDArray[np.float32]:
+        return np.concatenate([np.asarray(w, np.float32).ravel() for w in weights])
+
+    def unflatten(self, row: npt.NDArray[np.float32]) -> Weights:
+        return [row[at:at + math.prod(shape)].reshape(shape)
+                for at, shape in zip(self.offsets(), self.shapes, strict=True)]
+
+    def views(self, tf: Any, theta: Tensor) -> list[Tensor]:
+        """[kernel (members, in, out), bias (members, out), ...] as views of `theta`."""
+        members = theta.shape[0]
+        return [tf.reshape(theta[:, at:at + math.prod(shape)], [members, *shape])
+                for at, shape in zip(self.offsets(), self.shapes, strict=True)]
+
+
+def layout_of(model: ModelSpec, n_features: int) -> Layout:
+    return Layout((n_features, *model.hidden, 1))
+
+
+# --------------------------------------------------------------------------- training a group
+
+
+def tile_size(members: int) -> int:
+    """Members per call of the compiled program.
+
+    On a GPU, all of them: it wants width. On a CPU, XLA runs a program on one core,
+    so members are split into at least one tile per core (tiles run side by side) and
+    into tiles of at most `CPU_TILE`, whose weights and optimizer state stay in the
+    core's cache across the thousands of steps of a chunk. Tiles are balanced, so the
+    last is padded by at most one member per tile.
+    """
+    if _has_gpu():
+        return members
+    cores = _threads()
+    tiles = cores * -(-members // (cores * CPU_TILE))
+    tiles = min(tiles, -(-members // MIN_TILE))
+    return -(-members // max(tiles, 1))
+
+
+@functools.cache
+def _has_gpu() -> bool:
+    return bool(tensorflow().config.list_logical_devices("GPU"))
+
+
+def _threads() -> int:
+    return int(os.environ.get("STUDY_THREADS", 0)) or len(os.sched_getaffinity(0))
+
+
+def _train_group(
+    group: Group,
+    configs: Sequence[TrialConfig],
+    data: Dataset,
+    monitor: Monitor,
+    chunk_epochs: int,
+    initial: Sequence[Weights] | None,
+    shuffle: bool,
+) -> list[TrialResult]:
+    tf = tensorflow()
+    start = time.perf_counter()
+    n_members = len(configs)
+    layout = layout_of(group.model, data.x_train.shape[1])
+    if initial is None:
+        initial = [glorot_weights(c.seed, layout.sizes) for c in configs]
+    for i, weights in enumerate(initial):
+        shapes = [tuple(np.shape(w)) for w in weights]
+        if shapes != layout.shapes:
+            raise ValueError(f"initial_weights[{i}]: shapes {shapes}, expected {layout.shapes}")
+    optimizer = OPTIMIZERS[group.train.optimizer]
+    key = _ProgramKey(layout, group.model.activation, group.train.loss, group.train.optimizer,
+                      group.micro, chunk_epochs, shuffle)
+    program = _program(key)
+    x, y = tf.constant(data.x_train), tf.constant(data.y_train)
+    xv, yv = tf.constant(data.x_val), tf.constant(data.y_val)
+
+    # Members are trained in tiles of equal size (one compiled program serves them all);
+    # the last tile is padded with frozen copies of its last member.
+    tile = tile_size(n_members)
+    n_tiles = -(-n_members // tile)
+    pad = n_tiles * tile - n_members
+    theta_all = np.stack([layout.flatten(w) for w in initial])
+    theta_all = np.concatenate([theta_all, np.repeat(theta_all[-1:], pad, axis=0)])
+    padded = [*configs, *[configs[-1]] * pad]
+    tiles = []
+    for t in range(n_tiles):
+        rows = slice(t * tile, (t + 1) * tile)
+        theta = tf.constant(theta_all[rows])
+        tiles.append(_TileState(
+            theta=theta,
+            slots=tuple(tf.zeros_like(theta) for _ in range(optimizer.slots)),
+            steps=tf.zeros([tile], tf.float32),
+            lr=tf.constant([c.learning_rate for c in padded[rows]], tf.float32),
+            batch=tf.constant([c.batch_size for c in padded[rows]], tf.int32),
+            seeds=tf.constant([c.seed for c in padded[rows]], tf.int32)))
+
+    epochs = group.train.epochs
+    active = np.arange(n_tiles * tile) < n_members
+    train_curves: list[list[float]] = [[] for _ in configs]
+    val_curves: list[list[float]] = [[] for _ in configs]
+    status: list[Status] = ["complete"] * n_members
+    diverged: list[int | None] = [None] * n_members
+    stopped_early = np.zeros(n_members, bool)  # pruned before its chunk ended
+    done = 0
+    while done < epochs and active.any():
+        n = min(chunk_epochs, epochs - done)
+
+        def run_tile(t: int, s: _TileState, done: int = done, n: int = n
+                     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+            s.theta, s.slots, s.steps, losses, vals = program(
+                s.theta, s.slots, s.steps, s.lr, s.batch, s.seeds,
+                tf.constant(active[t * tile:(t + 1) * tile]), tf.constant(done, tf.int32),
+                tf.constant(n, tf.int32), x, y, xv, yv)
+            return losses.numpy()[:n], vals.numpy()[:n]
+
+        # XLA runs a CPU program on one core; tiles run side by side, one per core.
+        outs = list(_pool().map(run_tile, range(n_tiles), tiles))
+        losses = np.concatenate([o[0] for o in outs], axis=1)
+        vals = np.concatenate([o[1] for o in outs], axis=1)
+        for e in range(n):
+            epoch = done + e + 1
+            for m in map(int, np.flatnonzero(active)):
+                loss, val = float(losses[e, m]), float(vals[e, m])
+                train_curves[m].append(loss)
+                val_curves[m].append(val)
+                if not math.isfinite(loss):
+                    # The program froze this member at the end of this epoch too.
+                    status[m], diverged[m], active[m] = "diverged", epoch, False
+                elif monitor(group.members[m], epoch, loss, val):
+                    status[m], active[m] = "pruned", False
+                    stopped_early[m] = e < n - 1
+        done += n
+    # Every member's weights where it stopped (frozen members kept theirs), on the whole
+    # training set; a forward pass, so it runs eagerly rather than compile for it.
+    full = np.concatenate([mean_loss(key, s.theta, x, y).numpy() for s in tiles])
+    share = (time.perf_counter() - start) / n_members
+    results = []
+    for m, c in enumerate(configs):
+        # Diverged weights have no loss; a member pruned mid-chunk trained on past the
+        # epoch it was pruned at, so its final weights are not the pruned ones.
+        unknown = status[m] == "diverged" or stopped_early[m]
+        full_loss = float("nan") if unknown else float(full[m])
+        steps = len(train_curves[m]) * math.ceil(data.n_train / c.batch_size)
+        results.append(TrialResult(
+            status=status[m], train_curve=train_curves[m], val_curve=val_curves[m],
+            full_train_loss=full_loss, steps=steps, seconds=share, diverged_epoch=diverged[m]))
+    return results
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_threads(), thread_name_prefix="study-tile")
+    return _executor
+
+
+@dataclass
+class _TileState:
+    """One tile's members: their training state, and what is fixed per member."""
+
+    theta: Tensor
+    slots: tuple[Tensor, ...]
+    steps: Tensor
+    lr: Tensor
+    batch: Tensor
+    seeds: Tensor
+
+
+# --------------------------------------------------------------------------- the program
+
+
+@dataclass(frozen=True)
+class _ProgramKey:
+    """What a compiled program is specialized on, besides its tensors' shapes."""
+
+    layout: Layout
+    activation: str
+    loss: str
+    optimizer: str
+    micro: int
+    chunk_epochs: int
+    shuffle: bool
+
+
+_programs: dict[_ProgramKey, Callable[..., Any]] = {}
+
+
+def _program(key: _ProgramKey) -> Callable[..., Any]:
+    # tf.function keeps one trace (and XLA one executable) per input shape signature,
+    # so a second claim of the same shape reuses the compiled program.
+    if key not in _programs:
+        _programs[key] = _build_program(key)
+    return _programs[key]
+
+
+def _activation(tf: Any, name: str) -> tuple[Callable[[Tensor], Tensor],
+                                              Callable[[Tensor, Tensor], Tensor]]:
+    """The activation and its derivative, the latter from pre-activation z and output a."""
+    if name == "relu":
+        return tf.nn.relu, lambda z, a: tf.cast(z > 0, z.dtype)
+    if name == "tanh":
+        return tf.tanh, lambda z, a: 1.0 - a * a
+    return (lambda z: z), (lambda z, a: tf.ones_like(z))
+
+
+def _forward(tf: Any, key: _ProgramKey, theta: Tensor, x: Tensor) -> Tensor:
+    """Predictions of every member, (members, rows, 1); x is (rows, features) or per member."""
+    act, _ = _activation(tf, key.activation)
+    views = key.layout.views(tf, theta)
+    h = x
+    for j in range(0, len(views), 2):
+        if j:
+            h = act(h)
+        h = (tf.einsum("nf,mfo->mno", h, views[j]) if len(h.shape) == 2
+             else tf.matmul(h, views[j])) + views[j + 1][:, None, :]
+    return h
+
+
+def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Mean loss of every member on all of (x, y), (members,), in blocks that bound memory."""
+    tf = tensorflow()
+    n = int(x.shape[0])
+    members = int(theta.shape[0])
+    block = max(1, min(n, EVAL_BUDGET // (members * max(key.layout.sizes))))
+    loss_fn = LOSSES[key.loss]
+    if block == n:
+        row_loss, _ = loss_fn(_forward(tf, key, theta, x), y[None])
+        return tf.reduce_sum(row_loss, axis=[1, 2]) / float(n)
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    xp, yp = tf.pad(x, [[0, pad], [0, 0]]), tf.pad(y, [[0, pad], [0, 0]])
+    weight = tf.pad(tf.ones([n], tf.float32), [[0, pad]])
+
+    def body(i: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+        xb = tf.slice(xp, [i * block, 0], [block, x.shape[1]])
+        yb = tf.slice(yp, [i * block, 0], [block, 1])
+        row_loss, _ = loss_fn(_forward(tf, key, theta, xb), yb[None])
+        w = tf.slice(weight, [i * block], [block])
+        return i + 1, total + tf.reduce_sum(row_loss[:, :, 0] * w[None, :], axis=1)
+
+    _, total = tf.while_loop(lambda i, _: i < blocks, body,
+                             (tf.constant(0), tf.zeros([members], tf.float32)))
+    return total / float(n)
+
+
+def _mix(tf: Any, x: Tensor) -> Tensor:
+    """A 32-bit integer hash (lowbias32): counter-based randomness, the same on any device."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = x * tf.constant(0x7FEB352D, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = x * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def _build_program(key: _ProgramKey) -> Callable[..., Any]:
+    tf = tensorflow()
+    optimizer = OPTIMIZERS[key.optimizer]
+    loss_fn = LOSSES[key.loss]
+    act, act_grad = _activation(tf, key.activation)
+    b0 = key.micro
+    f32 = tf.float32
+
+    def permutation(seeds: Tensor, epoch: Tensor, n: int) -> Tensor:
+        """Each member's order of the n rows in `epoch`, from its seed and the epoch alone."""
+        members = seeds.shape[0]
+        if not key.shuffle:
+            return tf.broadcast_to(tf.range(n)[None, :], [members, n])
+        golden = tf.constant(0x9E3779B9, tf.uint32)
+        base = _mix(tf, _mix(tf, tf.cast(seeds, tf.uint32)) + tf.cast(epoch, tf.uint32) * golden)
+        rows = _mix(tf, tf.cast(tf.range(n), tf.uint32))
+        keys = _mix(tf, tf.bitwise.bitwise_xor(base[:, None], rows[None, :]))
+        return tf.argsort(keys, axis=1, stable=True)
+
+    def gradients(theta: Tensor, xb: Tensor, yb: Tensor, valid: Tensor, scale: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+        """Per member: the sum of its valid rows' losses, and the flat gradient of
+        `scale` x that sum (scale = 1/batch rows: the gradient of the batch mean loss)."""
+        views = key.layout.views(tf, theta)
+        members = theta.shape[0]
+        inputs, pre = [xb], []
+        h = xb
+        for j in range(0, len(views), 2):
+            z = tf.matmul(h, views[j]) + views[j + 1][:, None, :]
+            pre.append(z)
+            h = act(z) if j + 2 < len(views) else z
+            inputs.append(h)
+        row_loss, d_pred = loss_fn(h, yb)
+        delta = d_pred * (valid[None, :, None] * scale[:, None, None])
+        grads: list[Tensor] = [None] * len(views)
+        for j in range(len(views) - 2, -1, -2):
+            grads[j] = tf.reshape(tf.matmul(inputs[j // 2], delta, transpose_a=True), [members, -1])
+            grads[j + 1] = tf.reduce_sum(delta, axis=1)
+            if j:
+                delta = tf.matmul(delta, views[j], transpose_b=True) \
+                    * act_grad(pre[j // 2 - 1], inputs[j // 2])
+        return tf.reduce_sum(row_loss * valid[None, :, None], axis=[1, 2]), tf.concat(grads, axis=1)
+
+    def epoch(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
+              batch: Tensor, active: Tensor, order: Tensor, x: Tensor, y: Tensor
+              ) -> tuple[Any, ...]:
+        """One pass over the data for every member."""
+        n = x.shape[0]
+        members = order.shape[0]
+        micro_steps = -(-n // b0)
+        order = tf.pad(order, [[0, 0], [0, micro_steps * b0 - n]])
+
+        # Per micro-step and member: whether the member's batch ends there (at a
+        # multiple of its batch size, or at the end of the epoch: the last, partial
+        # batch is trained, not dropped), and 1 / the rows of its current batch. Tables,
+        # so the per-parameter updates below read one value instead of redoing integer
+        # arithmetic for every parameter.
+        k_all = tf.range(micro_steps)[:, None]
+        ends_table = tf.logical_or(tf.equal((k_all + 1) * b0 % batch[None, :], 0),
+                                   tf.equal(k_all, micro_steps - 1))
+        rows = tf.minimum(batch[None, :], n - (k_all * b0 // batch[None, :]) * batch[None, :])
+        scale_table = 1.0 / tf.cast(rows, f32)
+
+        def step(k: Tensor, theta: Tensor, slots: tuple[Tensor, ...], acc: Tensor,
+                 steps_taken: Tensor, sse: Tensor) -> tuple[Any, ...]:
+            idx = tf.slice(order, [0, k * b0], [members, b0])
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
+            valid = tf.cast(k * b0 + tf.range(b0) < n, f32)  # the last micro-batch may be short
+            loss_sum, grad = gradients(theta, xb, yb, valid, tf.gather(scale_table, k))
+            acc = acc + grad
+            # Every member's update is computed; only those whose batch ends here (and
+            # that are not frozen) keep it. Skipping the arithmetic for the others with a
+            # tf.cond measured no faster on a CPU: XLA then copies the carried state.
+            ends = tf.gather(ends_table, k)
+            apply = tf.logical_and(active, ends)
+            stepped = steps_taken + 1.0
+            new_theta, new_slots = optimizer.update(theta, acc, slots, lr[:, None],
+                                                    stepped[:, None])
+            theta = tf.where(apply[:, None], new_theta, theta)
+            slots = tuple(tf.where(apply[:, None], b, a)
+                          for a, b in zip(slots, new_slots, strict=True))
+            acc = tf.where(ends[:, None], tf.zeros_like(acc), acc)
+            steps_taken = tf.where(apply, stepped, steps_taken)
+            return k + 1, theta, slots, acc, steps_taken, sse + loss_sum
+
+        _, theta, slots, _, steps_taken, sse = tf.while_loop(
+            lambda k, *_: k < micro_steps, step,
+            (tf.constant(0), theta, slots, tf.zeros_like(theta), steps_taken,
+             tf.zeros([members], f32)))
+        return theta, slots, steps_taken, sse / float(n)
+
+    def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
+            batch: Tensor, seeds: Tensor, active: Tensor, first_epoch: Tensor, n_epochs: Tensor,
+            x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[Any, ...]:
+        members = theta.shape[0]
+        n = x.shape[0]
+
+        def body(e: Tensor, theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor,
+                 active: Tensor, losses: Tensor, vals: Tensor) -> tuple[Any, ...]:
+            order = permutation(seeds, first_epoch + e, n)
+            theta, slots, steps_taken, loss = epoch(theta, slots, steps_taken, lr, batch, active,
+                                                    order, x, y)
+            losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
+            vals = tf.tensor_scatter_nd_update(vals, [[e]], mean_loss(key, theta, xv, yv)[None])
+            # Diverged: frozen from the end of this epoch on, as model.fit stops there.
+            active = tf.logical_and(active, tf.math.is_finite(loss))
+            return e + 1, theta, slots, steps_taken, active, losses, vals
+
+        # Per-epoch outputs in fixed-size buffers: XLA needs static shapes, and the
+        # last chunk of a study may be shorter than the others.
+        buffer = tf.zeros([key.chunk_epochs, members], f32)
+        _, theta, slots, steps_taken, _, losses, vals = tf.while_loop(
+            lambda e, *_: e < n_epochs, body,
+            (tf.constant(0), theta, slots, steps_taken, active, buffer, buffer))
+        return theta, slots, steps_taken, losses, vals
+
+    # No autograph: the loops are explicit tf.while_loops, and converting Python source
+    # took longer than XLA's compile of the result.
+    return tf.function(run, jit_compile=True, autograph=False)  # type: ignore[no-any-return]
