@@ -44,6 +44,7 @@ from study.storage import (
     mask,
     package_versions,
     stored_study_attr,
+    write_trial_facts,
 )
 
 if TYPE_CHECKING:
@@ -279,6 +280,7 @@ class Claim:
     config: TrialConfig
     told: bool = False
     val_curve: list[float] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)  # epochs already reported to Optuna
 
 
 def _fail(ctx: StudyContext, number: int, status: str, **attrs: Any) -> None:
@@ -391,8 +393,12 @@ def record(ctx: StudyContext, c: Claim, result: TrialResult, trainer: str) -> st
         # Training loss stayed finite but the objective (e.g. validation) did not.
         result.status = "diverged"
         result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
-    for key, value in result_attrs(result, trainer).items():
-        c.trial.set_user_attr(key, value)
+    # The learning curve and every attribute in one transaction (the pruner, if any,
+    # already has the epochs it asked about), then Optuna's own tell.
+    curve = result.val_curve if ctx.spec.train.objective == "val_loss" else result.train_curve
+    intermediate = {epoch: v for epoch, v in enumerate(curve, start=1)
+                    if math.isfinite(v) and epoch not in c.reported}
+    write_trial_facts(ctx.storage, c.trial._trial_id, intermediate, result_attrs(result, trainer))
     if result.status == "complete":
         ctx.study.tell(c.trial, objective)
     else:
@@ -558,13 +564,17 @@ def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | No
     def monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
         check_stop()  # a requested stop takes effect between epochs
         c = claims[index]
-        value = val_loss if report_val else train_loss
-        if math.isfinite(value):
-            c.trial.report(value, epoch)
         if progress is not None:
             cfg = c.config
             progress.detail(f"bs={cfg.batch_size} lr={cfg.learning_rate:g} seed={cfg.seed} "
                             f"epoch {epoch}/{epochs}")
-        return prune and c.trial.should_prune()
+        if not prune:
+            # Nothing reads the curve before the trial ends: `record` writes it whole.
+            return False
+        value = val_loss if report_val else train_loss
+        if math.isfinite(value):
+            c.trial.report(value, epoch)
+            c.reported.add(epoch)
+        return c.trial.should_prune()
 
     return monitor

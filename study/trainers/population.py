@@ -167,12 +167,14 @@ def train_population(
     chunk_epochs: int = CHUNK_EPOCHS,
     initial_weights: Sequence[Weights] | None = None,
     shuffle: bool = True,
+    final_weights: list[Weights] | None = None,
 ) -> list[TrialResult]:
     """Train `configs` group by group; one result per config, in order.
 
-    `initial_weights` (one list of kernels and biases per config) and `shuffle=False`
-    (rows in the order given, every epoch) exist so tests can replay a Keras run step
-    for step.
+    For tests that replay a Keras run step for step: `initial_weights` (one list of
+    kernels and biases per config, as `model.get_weights()` gives them) replaces the
+    Glorot draw, `shuffle=False` trains the rows in the order given every epoch, and
+    `final_weights`, if given, receives each config's weights after training.
     """
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
@@ -180,13 +182,15 @@ def train_population(
         raise ValueError(f"initial_weights: {len(initial_weights)} weight lists for "
                          f"{len(configs)} configs")
     results: list[TrialResult | None] = [None] * len(configs)
+    finals: list[Weights | None] = [None] * len(configs)
     for group in plan_groups(configs):
         weights = None if initial_weights is None else [initial_weights[i] for i in group.members]
-        out = _train_group(group, [configs[i] for i in group.members], data, monitor,
-                           chunk_epochs, weights, shuffle)
-        for i, r in zip(group.members, out, strict=True):
-            results[i] = r
-    assert all(r is not None for r in results)
+        out, trained = _train_group(group, [configs[i] for i in group.members], data, monitor,
+                                    chunk_epochs, weights, shuffle)
+        for i, r, w in zip(group.members, out, trained, strict=True):
+            results[i], finals[i] = r, w
+    if final_weights is not None:
+        final_weights[:] = [w for w in finals if w is not None]
     return [r for r in results if r is not None]
 
 
@@ -332,7 +336,7 @@ def _train_group(
     chunk_epochs: int,
     initial: Sequence[Weights] | None,
     shuffle: bool,
-) -> list[TrialResult]:
+) -> tuple[list[TrialResult], list[Weights]]:
     tf = tensorflow()
     start = time.perf_counter()
     n_members = len(configs)
@@ -420,7 +424,8 @@ def _train_group(
         results.append(TrialResult(
             status=status[m], train_curve=train_curves[m], val_curve=val_curves[m],
             full_train_loss=full_loss, steps=steps, seconds=share, diverged_epoch=diverged[m]))
-    return results
+    trained = np.concatenate([s.theta.numpy() for s in tiles])
+    return results, [layout.unflatten(trained[m]) for m in range(n_members)]
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

@@ -1,0 +1,222 @@
+"""The population trainer against the keras reference: step for step, then in distribution."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from study.data import Dataset, make_dataset
+from study.spec import Spec, load_spec
+from study.trainers import TrialConfig, get_trainer
+from study.trainers._tf import tensorflow
+from study.trainers.keras import KerasTrainer, build_model
+from study.trainers.population import (
+    PopulationTrainer,
+    Weights,
+    glorot_weights,
+    plan_groups,
+    tile_size,
+    train_population,
+    unsupported,
+)
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["data.n_train=200", "data.n_val=100", "search.batch_size=[16]"]
+SPEC = load_spec("article", [*SMALL, "train.epochs=2"])
+DATA = make_dataset(SPEC.data)
+
+
+def config(spec: Spec, bs: int, lr: float, seed: int = 0) -> TrialConfig:
+    return TrialConfig.of(spec, bs, lr, seed)
+
+
+def permuted(data: Dataset, seed: int) -> Dataset:
+    """The training rows in a fixed random order, so both trainers see the same batches."""
+    order = np.random.default_rng(seed).permutation(data.n_train)
+    return dataclasses.replace(data, x_train=data.x_train[order], y_train=data.y_train[order])
+
+
+@dataclasses.dataclass
+class KerasRun:
+    initial: Weights
+    final: Weights
+    loss: list[float]
+    val_loss: list[float]
+    full_loss: float
+
+
+def keras_run(c: TrialConfig, data: Dataset) -> KerasRun:
+    """`model.fit` as the reference trainer runs it, but on rows in the order given."""
+    tensorflow()  # quietly, before Keras imports it
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(c.seed)
+    model = build_model(c.model, data.x_train.shape[1])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=c.learning_rate),
+                  loss="mean_squared_error")
+    initial = [np.array(w) for w in model.get_weights()]
+    history = model.fit(data.x_train, data.y_train, epochs=c.train.epochs, batch_size=c.batch_size,
+                        shuffle=False, validation_data=(data.x_val, data.y_val),
+                        validation_batch_size=len(data.x_val), verbose=0)
+    full = float(model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0))
+    return KerasRun(initial, [np.array(w) for w in model.get_weights()],
+                    [float(v) for v in history.history["loss"]],
+                    [float(v) for v in history.history["val_loss"]], full)
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_same_weights_same_batches_same_numbers_as_keras(activation: str) -> None:
+    # One call, one group: batch sizes 16, 48 and 64 share micro-batches of 16, so the
+    # 48 and 64 runs accumulate gradients over micro-batches. 200 rows leave a last,
+    # partial batch of 8 for every batch size, and lr 0.1 takes large steps.
+    spec = load_spec("article", [*SMALL, "train.epochs=2", f"model.activation={activation!r}"])
+    data = permuted(make_dataset(spec.data), seed=7)
+    configs = [config(spec, 16, 0.01, 1), config(spec, 48, 0.1, 2), config(spec, 64, 0.001, 3)]
+    assert len(plan_groups(configs)) == 1
+    runs = [keras_run(c, data) for c in configs]
+    final: list[Weights] = []
+    results = train_population(configs, data, initial_weights=[r.initial for r in runs],
+                               shuffle=False, final_weights=final)
+    worst = 0.0
+    for c, k, p, w in zip(configs, runs, results, final, strict=True):
+        errors = [rel(a, b) for a, b in zip(p.train_curve, k.loss, strict=True)]
+        errors += [rel(a, b) for a, b in zip(p.val_curve, k.val_loss, strict=True)]
+        errors.append(rel(p.full_train_loss, k.full_loss))
+        errors += [float(np.linalg.norm(a - b) / np.linalg.norm(b))
+                   for a, b in zip(w, k.final, strict=True)]
+        worst = max(worst, *errors)
+        assert max(errors) < 1e-5, (c, errors)
+        assert p.steps == 2 * math.ceil(200 / c.batch_size)
+    print(f"\nexactness ({activation}): max relative error {worst:.2e} over losses, "
+          "validation losses, full-set loss and weights")
+
+
+def test_glorot_weights_have_keras_shapes_and_spread() -> None:
+    w = glorot_weights(0, [10, 64, 32, 1])
+    assert [a.shape for a in w] == [(10, 64), (64,), (64, 32), (32,), (32, 1), (1,)]
+    limit = math.sqrt(6 / (10 + 64))
+    assert np.abs(w[0]).max() <= limit and np.abs(w[0]).max() > 0.9 * limit
+    assert not w[1].any() and not w[3].any()
+    assert not np.array_equal(w[0], glorot_weights(1, [10, 64, 32, 1])[0])
+    np.testing.assert_array_equal(w[0], glorot_weights(0, [10, 64, 32, 1])[0])
+
+
+def test_groups_share_micro_batches() -> None:
+    configs = [config(SPEC, bs, 0.01) for bs in (64, 16, 37, 32, 74, 256)]
+    groups = plan_groups(configs)
+    assert [(g.micro, [configs[i].batch_size for i in g.members]) for g in groups] == \
+        [(16, [16, 32, 64, 256]), (37, [37, 74])]
+    other = dataclasses.replace(SPEC.model, hidden=(8,))
+    configs.append(dataclasses.replace(configs[0], model=other))
+    assert len(plan_groups(configs)) == 3
+
+
+def test_tiles_are_balanced() -> None:
+    for members in (1, 3, 20, 100, 400):
+        tile = tile_size(members)
+        tiles = -(-members // tile)
+        assert tiles * tile - members < tiles  # at most one padding member per tile
+
+
+def test_results_come_back_in_config_order_and_repeat_by_seed() -> None:
+    configs = [config(SPEC, 64, 0.01, 1), config(SPEC, 16, 0.01, 1), config(SPEC, 64, 0.01, 2),
+               config(SPEC, 64, 0.01, 1)]
+    a, b, c, d = PopulationTrainer().train(configs, DATA)
+    assert [r.steps for r in (a, b, c)] == [2 * 4, 2 * 13, 2 * 4]
+    assert a.train_curve == d.train_curve and a.train_curve != c.train_curve
+    # The same trial trained alone gives the same numbers as in company.
+    (alone,) = PopulationTrainer().train([configs[0]], DATA)
+    np.testing.assert_allclose(alone.train_curve, a.train_curve, rtol=1e-5)
+    assert all(r.status == "complete" and r.seconds > 0 for r in (a, b, c, d))
+
+
+def test_divergence_is_masked_and_dated() -> None:
+    configs = [config(SPEC, 16, 1e12), config(SPEC, 16, 0.01)]
+    bad, good = train_population(configs, DATA)
+    assert bad.status == "diverged" and bad.diverged_epoch == 1
+    assert len(bad.train_curve) == 1 and not math.isfinite(bad.train_curve[0])
+    assert math.isnan(bad.full_train_loss)
+    assert good.status == "complete" and len(good.train_curve) == 2
+    (alone,) = train_population([configs[1]], DATA)
+    np.testing.assert_allclose(alone.train_curve, good.train_curve, rtol=1e-5)
+
+
+def test_monitor_sees_every_epoch_in_order_and_prunes() -> None:
+    spec = load_spec("article", [*SMALL, "train.epochs=5"])
+    configs = [config(spec, 16, 0.01, 0), config(spec, 32, 0.01, 1)]
+    seen: list[tuple[int, int]] = []
+
+    def monitor(i: int, epoch: int, loss: float, val: float) -> bool:
+        seen.append((i, epoch))
+        return i == 1 and epoch == 3
+
+    kept, pruned = train_population(configs, make_dataset(spec.data), monitor, chunk_epochs=2)
+    assert [s for s in seen if s[0] == 0] == [(0, e) for e in range(1, 6)]
+    assert [s for s in seen if s[0] == 1] == [(1, 1), (1, 2), (1, 3)]
+    assert pruned.status == "pruned" and len(pruned.train_curve) == 3
+    # Pruned at the first epoch of a chunk of two: it trained on, so its weights are not
+    # those of epoch 3 and its full-set loss is unknown rather than wrong.
+    assert math.isnan(pruned.full_train_loss)
+    assert kept.status == "complete" and len(kept.train_curve) == 5
+    assert math.isfinite(kept.full_train_loss)
+
+
+def test_pruned_at_a_chunk_end_keeps_its_weights() -> None:
+    spec = load_spec("article", [*SMALL, "train.epochs=4", "search.pruner=median"])
+    trainer = get_trainer("auto", spec)
+    assert isinstance(trainer, PopulationTrainer) and trainer.chunk_epochs == 1
+    data = make_dataset(spec.data)
+    c = config(spec, 32, 0.01)
+    (pruned,) = trainer.train([c], data, lambda i, epoch, loss, val: epoch == 2)
+    short = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=2))
+    (two,) = trainer.train([short], data)
+    assert pruned.status == "pruned" and pruned.train_curve == pytest.approx(two.train_curve)
+    assert pruned.full_train_loss == pytest.approx(two.full_train_loss, rel=1e-5)
+
+
+def test_trainer_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    assert get_trainer("auto", SPEC).name == "population"
+    assert get_trainer("population", SPEC).name == "population"
+    assert get_trainer("keras", SPEC).name == "keras"
+    assert capsys.readouterr().err == ""
+    odd = dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, activation="selu"))
+    assert unsupported(odd) == "model.activation = 'selu'"
+    assert isinstance(get_trainer("population", odd), KerasTrainer)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.activation = 'selu'" in err and "keras" in err
+
+
+# (batch size, learning rate) cells where seeds disagree but not wildly (coefficient of
+# variation of the final loss ~5-20%), so 8 seeds can tell the trainers apart.
+STAT_CELLS = [(16, 0.01), (64, 0.01), (128, 0.001)]
+
+
+def test_final_losses_are_distributed_as_keras_s() -> None:
+    spec = load_spec("article", ["data.n_train=256", "data.n_val=100", "train.epochs=5",
+                                 "search.batch_size=[16]"])
+    data = make_dataset(spec.data)
+    configs = [config(spec, bs, lr, seed) for bs, lr in STAT_CELLS for seed in range(8)]
+    keras_losses = np.array([r.train_loss for r in KerasTrainer().train(configs, data)])
+    ours = np.array([r.train_loss for r in train_population(configs, data)])
+    lines, failures = [], []
+    for i, (bs, lr) in enumerate(STAT_CELLS):
+        k, p = keras_losses[i * 8:(i + 1) * 8], ours[i * 8:(i + 1) * 8]
+        pvalue = float(stats.ttest_ind(k, p, equal_var=False).pvalue)
+        gap = abs(p.mean() - k.mean()) / k.mean()
+        lines.append(f"bs={bs} lr={lr:g}: keras {k.mean():.4f}±{k.std(ddof=1):.4f}, "
+                     f"population {p.mean():.4f}±{p.std(ddof=1):.4f}, "
+                     f"Welch p={pvalue:.3f}, means {gap:.1%} apart")
+        if not (pvalue > 0.01 and gap < 0.10):
+            failures.append(lines[-1])
+    print("\nfinal training loss over 8 seeds, 5 epochs, 256 rows:\n" + "\n".join(lines))
+    assert not failures, "\n".join(lines)
