@@ -7,7 +7,9 @@ distributions with the seed as a third axis (repeats of every cell).
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,7 +97,7 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
             LEARNING_RATE: [float(lr) for lr in s.learning_rate],  # type: ignore[union-attr]
             SEED: list(s.seeds),
         }
-        return optuna.samplers.GridSampler(grid, seed=s.sampler_seed)
+        return _cell_grid_sampler()(grid, seed=s.sampler_seed)
     if s.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=s.sampler_seed)
     if s.sampler == "random":
@@ -103,6 +105,27 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     if s.sampler == "qmc":
         return optuna.samplers.QMCSampler(seed=s.sampler_seed, warn_independent_sampling=False)
     raise ValueError(f"search.sampler: unknown sampler {s.sampler!r}")  # validate() stops this
+
+
+@functools.cache
+def _cell_grid_sampler() -> type[optuna.samplers.GridSampler]:
+    import optuna
+
+    class CellGridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler over the spec's values, with cells assigned by the runner.
+
+        The runner enqueues each cell's params itself (see runner.py), so trials carry
+        no `grid_id`. GridSampler.after_trial reads that id to stop an `optimize` loop
+        when one cell is left, and scans every trial on every tell to find out; the
+        runner already knows when a grid is done, so that step is skipped.
+        """
+
+        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        state: optuna.trial.TrialState, values: Sequence[float] | None
+                        ) -> None:
+            return None
+
+    return CellGridSampler
 
 
 def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:

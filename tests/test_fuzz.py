@@ -1,0 +1,173 @@
+"""Generated specs and `--set` overrides: each runs, or fails with one line and exit 2.
+
+Never a traceback, never exit 1, and an invalid spec never creates or changes a
+database. Valid examples are kept tiny (a few samples, an epoch or two) so they run.
+`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows how many examples ran
+and how many were refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from study import cli
+from tests.helpers import sql
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = 60
+
+small_int = st.integers(min_value=-3, max_value=40)
+weird = st.one_of(
+    st.text(max_size=6), st.booleans(), st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(-2, 3), max_size=3), st.dictionaries(st.sampled_from(["low", "high", "x"]),
+                                                            st.integers(-2, 64), max_size=3),
+)
+# Known fields with values near their edges, plus anything at all.
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "data.kind": st.sampled_from(["linear", "spiral", ""]),
+    "data.n_train": st.integers(-1, 48),
+    "data.n_val": st.integers(-1, 16),
+    "data.n_features": st.integers(-1, 4),
+    "data.seed": small_int,
+    "model.hidden": st.lists(st.integers(-1, 6), max_size=2),
+    "model.activation": st.sampled_from(["relu", "tanh", "linear", "gelu"]),
+    "train.epochs": st.integers(-1, 2),
+    "train.objective": st.sampled_from(["train_loss", "val_loss", "accuracy"]),
+    "train.optimizer": st.sampled_from(["adam", "lion"]),
+    "search.sampler": st.sampled_from(["grid", "random", "anneal"]),
+    "search.batch_size": st.one_of(st.lists(st.integers(-1, 60), max_size=2),
+                                   st.fixed_dictionaries({"low": st.integers(-1, 8),
+                                                          "high": st.integers(1, 60)})),
+    "search.learning_rate": st.one_of(
+        st.lists(st.one_of(st.floats(-0.1, 0.5), st.just(math.nan)), max_size=2),
+        st.fixed_dictionaries({"low": st.floats(1e-4, 1e-2), "high": st.floats(1e-3, 1.0)})),
+    "search.seeds": st.lists(st.integers(-1, 2), max_size=2),
+    "search.n_trials": st.integers(-1, 2),
+    "search.pruner": st.sampled_from(["none", "median", "always"]),
+    "run.max_failures": st.integers(-1, 3),
+    "nonsense.key": st.integers(),
+    "train.nonsense": st.integers(),
+}
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(v)
+
+
+def assignment(draw: st.DrawFn) -> tuple[str, Any]:
+    key = draw(st.sampled_from(sorted(FIELDS)))
+    value = draw(st.one_of(FIELDS[key], weird) if draw(st.booleans()) else FIELDS[key])
+    return key, value
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A spec file's text and a list of --set overrides."""
+    # The base keeps valid examples cheap; generated assignments may override it.
+    base = {"data.n_train": 32, "data.n_val": 8, "train.epochs": 1,
+            "search.batch_size": [16], "search.learning_rate": [0.01]}
+    file_fields = dict(base)
+    for _ in range(draw(st.integers(0, 3))):
+        key, value = assignment(draw)
+        file_fields[key] = value
+    sections: dict[str, list[str]] = {}
+    for key, value in file_fields.items():
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f"{name} = {toml_value(value)}")
+    text = "\n".join(f"[{s}]\n" + "\n".join(lines) for s, lines in sections.items()) + "\n"
+    sets = []
+    if draw(st.integers(0, 9)) == 0:
+        # Sometimes not our TOML at all; if it parses, the base still keeps a run small.
+        text = draw(st.text(max_size=30))
+        sets += [f"{key}={toml_value(value)}" for key, value in base.items()]
+    for _ in range(draw(st.integers(0, 2))):
+        if draw(st.integers(0, 4)) == 0:
+            sets.append(draw(st.sampled_from(["train.epochs", "=1", "a..b=1", ".x=1", "x.=2",
+                                              "train.epochs=[", "model=3"])))
+        else:
+            key, value = assignment(draw)
+            sets.append(f"{key}={toml_value(value)}")
+    return text, sets
+
+
+@pytest.fixture(scope="module")
+def existing_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real study that invalid specs are also thrown at: it must not change."""
+    path = tmp_path_factory.mktemp("existing") / "s.db"
+    spec = path.parent / "spec.toml"
+    spec.write_text("[data]\nn_train = 32\nn_val = 8\n[train]\nepochs = 1\n"
+                    "[search]\nbatch_size = [16]\nlearning_rate = [0.01]\n")
+    rc = cli.main(["run", "--spec", str(spec), "--trainer", "keras", "--storage",
+                   f"sqlite:///{path}"])
+    assert rc == 0
+    return path
+
+
+def run_main(args: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(args)
+    return rc, err.getvalue()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=cases())
+def test_generated_specs_run_or_fail_cleanly(existing_db: Path, case: tuple[str, list[str]]
+                                            ) -> None:
+    text, sets = case
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "spec.toml"
+        spec.write_text(text)
+        db = Path(tmp) / "new.db"
+        args = ["run", "--spec", str(spec), "--trainer", "keras"]
+        for s in sets:
+            args += ["--set", s]
+        rc, err = run_main([*args, "--storage", f"sqlite:///{db}"])
+        assert "Traceback" not in err
+        assert rc in (0, 2), err
+        if rc == 2:
+            event("refused with exit 2")
+            assert len(err.strip().splitlines()) == 1, err
+            assert not db.exists(), "an invalid spec created a database"
+            # And it leaves an existing study's file alone, byte for byte.
+            copy = Path(tmp) / "existing.db"
+            shutil.copy(existing_db, copy)
+            before = hashlib.sha256(copy.read_bytes()).hexdigest()
+            rc2, err2 = run_main([*args, "--storage", f"sqlite:///{copy}",
+                                  "--study-name", "article"])
+            assert rc2 == 2 and "Traceback" not in err2
+            assert hashlib.sha256(copy.read_bytes()).hexdigest() == before
+        else:
+            event("ran")
+            states = {s for (s,) in sql(db, "SELECT state FROM trials")}
+            assert states and states <= {"COMPLETE", "FAIL", "PRUNED"}
+
