@@ -277,7 +277,15 @@ def test_password_is_never_stored(pg_url: str, tmp_path: Path) -> None:
     out = run_cli(["run", "--epochs", "1", "--set", "data.n_train=256", "--workers", "2",
                    "--storage", pg_url], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
+    report = run_cli(["report", "--storage", pg_url, "--out", str(tmp_path / "dash")],
+                     cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert PASSWORD not in report.stdout + report.stderr
+    written = list((tmp_path / "dash").iterdir())
+    assert any(p.suffix == ".html" for p in written)
+    assert not [p.name for p in written if PASSWORD.encode() in p.read_bytes()]
+    # The report's note and figures stored on the study for optuna-dashboard included.
     for table in ("study_user_attributes", "study_system_attributes", "trial_user_attributes",
                   "trial_system_attributes"):
         assert not rows(pg_url, f"SELECT 1 FROM {table} WHERE value_json LIKE '%{PASSWORD}%'")
-    assert PASSWORD not in out.stdout + out.stderr
