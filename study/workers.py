@@ -14,6 +14,7 @@ the cell.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -70,7 +71,10 @@ def run_pool(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         cmd = worker_command(ctx.url, ctx.name, extra_args)
-        procs = [subprocess.Popen(cmd, stdin=subprocess.DEVNULL) for _ in range(n)]
+        # Workers learn the pool's size, so the first to claim leaves the others their
+        # share before their heartbeats are in (see runner._fair_share).
+        env = {**os.environ, runner.POOL_SIZE_ENV: str(n)}
+        procs = [subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env) for _ in range(n)]
         failed: int | None = None
         stopping = False
         last_poll = 0.0
