@@ -196,13 +196,19 @@ def test_trainer_choice(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.count("\n") == 1 and "model.activation = 'selu'" in err and "keras" in err
 
 
-# (batch size, learning rate) cells where seeds disagree but not wildly (coefficient of
-# variation of the final loss ~5-20%), so 8 seeds can tell the trainers apart.
-STAT_CELLS = [(16, 0.01), (64, 0.01), (128, 0.001)]
+# (batch size, learning rate) cells whose final losses vary over seeds by 5-15%, so that
+# 8 seeds can tell two trainers apart, after 10 epochs on 256 rows (cheap for Keras).
+#
+# The keras reference seeds TensorFlow per trial (`keras.utils.set_random_seed`), and
+# model.fit then draws the same shuffle order in every epoch (its tf.data pipeline
+# re-creates the seeded shuffle op each epoch). The population trainer reshuffles every
+# epoch as specified. Over 160 seeds that lowers the final loss of converged cells
+# like (16, 0.01) by ~2% for a fixed order; with 8 seeds it is well inside the noise.
+STAT_CELLS = [(16, 0.01), (64, 0.01), (32, 0.003)]
 
 
 def test_final_losses_are_distributed_as_keras_s() -> None:
-    spec = load_spec("article", ["data.n_train=256", "data.n_val=100", "train.epochs=5",
+    spec = load_spec("article", ["data.n_train=256", "data.n_val=100", "train.epochs=10",
                                  "search.batch_size=[16]"])
     data = make_dataset(spec.data)
     configs = [config(spec, bs, lr, seed) for bs, lr in STAT_CELLS for seed in range(8)]
@@ -218,5 +224,5 @@ def test_final_losses_are_distributed_as_keras_s() -> None:
                      f"Welch p={pvalue:.3f}, means {gap:.1%} apart")
         if not (pvalue > 0.01 and gap < 0.10):
             failures.append(lines[-1])
-    print("\nfinal training loss over 8 seeds, 5 epochs, 256 rows:\n" + "\n".join(lines))
+    print("\nfinal training loss over 8 seeds, 10 epochs, 256 rows:\n" + "\n".join(lines))
     assert not failures, "\n".join(lines)
