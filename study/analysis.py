@@ -3,6 +3,11 @@
 The runner, the report and the query commands all turn Optuna's trials into
 `TrialRecord`s first (see `records.py`), so everything here is tested on hand-made
 inputs.
+
+Repeats: every mean over seeds comes with a 95% percentile bootstrap interval over
+those seeds (`bootstrap_interval`; Efron & Tibshirani 1993, ch. 13), seeded so the same
+study always gives the same interval. Student's t interval (`mean_interval`) is kept for
+comparison; every table and chart says which one it shows.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,23 @@ class GridCell:
     @property
     def mean(self) -> float | None:
         return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def runs(self) -> int:
+        """Runs with an outcome: completed or diverged (pruned runs are not outcomes)."""
+        return len(self.values) + self.diverged
+
+    @property
+    def score(self) -> float | None:
+        """What choosing this cell costs: the mean, or inf when any run diverged.
+
+        A learning rate that diverges for some seeds has an unbounded expected loss, so
+        it is never the best cell nor a batch size's optimal learning rate, however good
+        its other runs were. None: the cell has no outcome at all.
+        """
+        if self.diverged:
+            return math.inf
+        return self.mean
 
 
 @dataclass(frozen=True)
@@ -111,12 +136,19 @@ def format_value(v: float | None) -> str:
     return f"{v:.4g}"
 
 
-def cell_text(cell: GridCell | None) -> str:
-    """A cell as a table shows it: the mean, or why there is none."""
+def cell_text(cell: GridCell | None, intervals: bool = False) -> str:
+    """A cell as a table shows it: the mean, or why there is none.
+
+    With `intervals` (a study with repeats), the mean carries its 95% bootstrap interval
+    over seeds, "0.0771 [0.0752, 0.079]", or says "(1 run)" where only one run finished.
+    """
     if cell is None:
         return "-"
     if cell.mean is not None:
         text = format_value(cell.mean)
+        if intervals:
+            i = bootstrap_interval(cell.values)
+            text = interval_text(i) if i is not None and not i.single else text + " (1 run)"
         if cell.diverged:
             text += f" ({cell.diverged} div)"
         return text
@@ -127,24 +159,36 @@ def cell_text(cell: GridCell | None) -> str:
     return "-"
 
 
-def grid_rows(g: Grid) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per batch size, one column per learning rate."""
+def repeats(g: Grid) -> bool:
+    """Some cell has more than one completed run: intervals over seeds can be shown."""
+    return any(len(c.values) > 1 for c in g.cells.values())
+
+
+def grid_rows(g: Grid, intervals: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per batch size, one column per learning rate.
+
+    `intervals`: each mean with its 95% bootstrap interval over seeds (see `cell_text`).
+    """
     header = ["batch_size"] + [f"lr={lr:g}" for lr in g.learning_rates]
     rows = [
-        [str(b)] + [cell_text(g.cell(b, lr)) for lr in g.learning_rates] for b in g.batch_sizes
+        [str(b)] + [cell_text(g.cell(b, lr), intervals) for lr in g.learning_rates]
+        for b in g.batch_sizes
     ]
     return header, rows
 
 
-def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain fixed-width text table (first column left-aligned, the rest right)."""
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                 left: Iterable[int] = ()) -> str:
+    """A plain fixed-width text table (first column and those in `left` left-aligned, the
+    rest right)."""
+    lefts = {0, *left}
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cells[0].ljust(widths[0])]
-        parts += [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        parts = [c.ljust(w) if k in lefts else c.rjust(w)
+                 for k, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -152,9 +196,9 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def best(records: Iterable[TrialRecord]) -> GridCell | None:
-    """The cell with the lowest mean objective."""
+    """The cell with the lowest mean objective; a cell where any run diverged never is."""
     g = grid(records)
-    scored = [c for c in g.cells.values() if c.mean is not None]
+    scored = [c for c in g.cells.values() if c.score is not None and math.isfinite(c.score)]
     return min(scored, key=lambda c: c.mean or 0.0) if scored else None
 
 
@@ -184,12 +228,22 @@ def t975(df: int) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """The mean of repeated runs and its 95% t-interval (None with a single run)."""
+    """The mean of repeated runs and its 95% interval (None with a single run).
+
+    `method` says which interval: "bootstrap" (percentile bootstrap over seeds) or "t"
+    (Student's t).
+    """
 
     mean: float
     low: float | None
     high: float | None
     n: int
+    method: str = "t"
+
+    @property
+    def single(self) -> bool:
+        """One run: a mean with no interval, shown as "single seed"."""
+        return self.low is None
 
 
 def mean_interval(values: Sequence[float]) -> Interval | None:
@@ -203,12 +257,82 @@ def mean_interval(values: Sequence[float]) -> Interval | None:
     return Interval(mean, mean - half, mean + half, len(values))
 
 
+# --------------------------------------------------------------------------- bootstrap
+
+# Resamples per bootstrap and the generator's seed: fixed, so a report is reproducible
+# (the same study gives the same intervals, to the last digit).
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_WORDS = "95% percentile bootstrap over seeds"
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def resample_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+                     ) -> npt.NDArray[np.intp]:
+    """`resamples` x `n` indices drawn with replacement from range(n), deterministically."""
+    if n < 1:
+        raise ValueError(f"resample_indices: need at least one value to resample, got n={n}")
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def bootstrap_means(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> FloatArray:
+    """The mean of each of `resamples` resamples of `values` (with replacement)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.asarray(v[resample_indices(len(v), resamples, seed)].mean(axis=1), dtype=np.float64)
+
+
+def percentile_interval(samples: FloatArray, level: float = 0.95) -> tuple[float, float] | None:
+    """The central `level` percentile interval of bootstrap replicates (NaN replicates,
+    ones that could not be computed, are left out; None when none is left).
+
+    Order statistics, not interpolation (numpy's `inverted_cdf`), so a replicate that is
+    infinite stays an honest open end instead of turning into NaN.
+    """
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[~np.isnan(s)]
+    if s.size == 0:
+        return None
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(s, [tail, 1.0 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def bootstrap_interval(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> Interval | None:
+    """Mean over seeds and its 95% percentile bootstrap interval; None with no values.
+
+    With one value there is nothing to resample: the interval is None ("single seed").
+    Percentile intervals are somewhat narrow for very few seeds (with 2 they span the
+    two runs); they make no normality assumption, which losses across seeds rarely meet.
+    """
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, None, None, 1, "bootstrap")
+    bounds = percentile_interval(bootstrap_means(values, resamples, seed))
+    assert bounds is not None
+    return Interval(mean, bounds[0], bounds[1], len(values), "bootstrap")
+
+
+def interval_text(i: Interval | None, digits: int = 4) -> str:
+    """"0.0771 [0.0752, 0.0790]", "0.0771 (single seed)", or "-"."""
+    if i is None:
+        return "-"
+    if i.low is None or i.high is None:
+        return f"{i.mean:.{digits}g} (single seed)"
+    return f"{i.mean:.{digits}g} [{i.low:.{digits}g}, {i.high:.{digits}g}]"
+
+
 def best_per_batch_size(g: Grid) -> list[GridCell]:
-    """For each batch size, the learning rate with the lowest mean; sizes with none are left out."""
+    """For each batch size, the learning rate with the lowest mean over cells where no run
+    diverged (see `GridCell.score`); sizes with no such cell are left out."""
     out = []
     for b in g.batch_sizes:
         scored = [c for lr in g.learning_rates if (c := g.cell(b, lr)) is not None
-                  and c.mean is not None]
+                  and c.score is not None and math.isfinite(c.score)]
         if scored:
             out.append(min(scored, key=lambda c: c.mean or 0.0))
     return out

@@ -15,7 +15,19 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from study.analysis import GridCell, Interval, TrialRecord, format_value, grid, mean_interval
+import numpy as np
+
+from study import scaling as S
+from study.analysis import (
+    BOOTSTRAP_WORDS,
+    GridCell,
+    Interval,
+    TrialRecord,
+    bootstrap_interval,
+    format_value,
+    grid,
+    metric_of,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -23,7 +35,9 @@ if TYPE_CHECKING:
 # Short names for axes and colour bars; page captions say more.
 OBJECTIVE_LABELS = {"train_loss": "final training loss", "val_loss": "validation loss"}
 METRIC_LABELS = {"objective": "objective", "train_loss": "final training loss",
-                 "val_loss": "validation loss", "full_train_loss": "full training-set loss"}
+                 "val_loss": "validation loss", "full_train_loss": "full training-set loss",
+                 "gap": "generalization gap (validation - training)",
+                 S.SHARPNESS: "sharpness (top Hessian eigenvalue)"}
 
 # Plotly's default qualitative palette, fixed here so a learning rate keeps its colour
 # between the line, its band and its single runs.
@@ -60,9 +74,13 @@ class ArticleInfo(NamedTuple):
     partly: tuple[tuple[float, int, int, int], ...]  # (lr, batch size, diverged, runs) of the rest
 
 
-def article_info(records: Iterable[TrialRecord], y_label: str) -> ArticleInfo:
-    """The article's chart as data: final loss against batch size, one line per learning rate."""
-    g = grid(records)
+def article_info(records: Iterable[TrialRecord], y_label: str, metric: str = "objective"
+                 ) -> ArticleInfo:
+    """The article's chart as data: final loss against batch size, one line per learning rate.
+
+    With repeats, each point is the mean over seeds with its 95% bootstrap interval.
+    """
+    g = grid(records, metric)
     lines = []
     diverged = []
     partly = []
@@ -74,7 +92,7 @@ def article_info(records: Iterable[TrialRecord], y_label: str) -> ArticleInfo:
             cell = g.cell(b, lr)
             values = cell.values if cell is not None else ()
             n_div = cell.diverged if cell is not None else 0
-            interval = mean_interval(values)
+            interval = bootstrap_interval(values)
             points.append(ArticlePoint(b, interval, tuple(values), n_div))
             repeats = repeats or len(values) > 1
             positives += [v for v in values if v > 0]
@@ -112,7 +130,9 @@ def _mean_hover(lr: float, p: ArticlePoint) -> str:
     i = p.interval
     text = f"{head}<br>mean {i.mean:.4g} over {i.n} run(s)"
     if i.low is not None and i.high is not None:
-        text += f"<br>95% interval {i.low:.4g} .. {i.high:.4g}"
+        text += f"<br>95% bootstrap interval {i.low:.4g} .. {i.high:.4g}"
+    else:
+        text += " (single seed: no interval)"
     if p.diverged:
         text += f"<br>{p.diverged} run(s) diverged"
     return text
@@ -154,8 +174,8 @@ def article_figure(info: ArticleInfo) -> go.Figure:
             hovertext=[_mean_hover(line.learning_rate, p) for p in line.points],
             hoverinfo="text",
         ))
-    what = "mean over seeds, 95% interval band, faint dots: single runs" if info.repeats \
-        else "one run per cell"
+    what = f"mean over seeds, band: {BOOTSTRAP_WORDS}, faint dots: single runs" \
+        if info.repeats else "single seed: one run per cell, no interval"
     notes = [what]
     if info.diverged:
         by_lr: dict[float, list[str]] = {}
@@ -207,6 +227,7 @@ def heatmap_info(records: Iterable[TrialRecord], metric: str, label: str) -> Hea
     """The batch size x learning rate grid of `metric` (mean over seeds) as data."""
     g = grid(records, metric)
     lrs = tuple(sorted(g.learning_rates))
+    repeated = any(len(c.values) > 1 for c in g.cells.values())
     means, text, hover = [], [], []
     diverged, empty = [], []
     for r, b in enumerate(g.batch_sizes):
@@ -219,8 +240,18 @@ def heatmap_info(records: Iterable[TrialRecord], metric: str, label: str) -> Hea
                 n = len(cell.values)
                 words = format_value(mean)
                 more = f" ({cell.diverged}/{n + cell.diverged} div)" if cell.diverged else ""
-                row_t.append(words + more)
-                row_h.append(f"{head}<br>{label}: {mean:.4g} (mean of {n})"
+                interval = bootstrap_interval(cell.values)
+                spread = ""
+                words += more
+                if interval is not None and interval.low is not None and interval.high is not None:
+                    words += f"<br>[{interval.low:.3g}, {interval.high:.3g}]"
+                    spread = (f"<br>{BOOTSTRAP_WORDS}: {interval.low:.4g} .. "
+                              f"{interval.high:.4g}")
+                elif repeated and not cell.diverged:
+                    words += " (1 run)"
+                row_t.append(words)
+                row_h.append(f"{head}<br>{label}: {mean:.4g} (mean of {n}"
+                             + (", single seed)" if n == 1 else ")") + spread
                              + (f"<br>{cell.diverged} run(s) diverged" if cell.diverged else ""))
             elif cell is not None and cell.diverged:
                 diverged.append((r, c))
@@ -236,6 +267,8 @@ def heatmap_info(records: Iterable[TrialRecord], metric: str, label: str) -> Hea
         text.append(tuple(row_t))
         hover.append(tuple(row_h))
     title = f"{label[:1].upper()}{label[1:]} over the batch size x learning rate grid"
+    title += (f"<br><sup>mean over seeds [{BOOTSTRAP_WORDS}]</sup>" if repeated
+              else "<br><sup>single seed: one run per cell, no interval</sup>")
     return HeatmapInfo(title, label, g.batch_sizes, lrs, tuple(means), tuple(text), tuple(hover),
                        tuple(diverged), tuple(empty))
 
@@ -269,10 +302,13 @@ def heatmap_figure(info: HeatmapInfo) -> go.Figure:
         colorbar.update(tickvals=[math.log10(t) for t in ticks], ticktext=[f"{t:g}" for t in ticks])
     numeric_text = [[t if v is not None else "" for t, v in zip(trow, mrow, strict=True)]
                     for trow, mrow in zip(info.text, info.means, strict=True)]
+    # A quantity with both signs (the generalization gap) gets a diverging scale about 0.
+    signed = bool(numbers) and min(numbers) < 0 < max(numbers)
     fig = go.Figure(go.Heatmap(
         x=list(range(len(info.learning_rates))), y=list(range(len(info.batch_sizes))), z=z,
         text=numeric_text, texttemplate="%{text}", hovertext=[list(h) for h in info.hover],
-        hoverinfo="text", colorscale="Viridis", colorbar=colorbar, xgap=2, ygap=2,
+        hoverinfo="text", colorscale="RdBu_r" if signed else "Viridis",
+        zmid=0 if signed else None, colorbar=colorbar, xgap=2, ygap=2,
     ))
     for k, (r, c) in enumerate(info.diverged):
         fig.add_trace(go.Scatter(
@@ -302,5 +338,470 @@ def heatmap_figure(info: HeatmapInfo) -> go.Figure:
         annotations=annotations,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1.0, "xanchor": "right"},
         template="plotly_white",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- lines with intervals
+
+
+class SeriesPoint(NamedTuple):
+    x: float
+    interval: Interval | None  # mean over seeds and its 95% bootstrap interval; None: no value
+    runs: tuple[float, ...]
+
+
+class Series(NamedTuple):
+    name: str  # legend entry: "lr=0.01" or "B=64"
+    points: tuple[SeriesPoint, ...]
+
+
+class Reference(NamedTuple):
+    """A dashed reference line (or curve) drawn beside the data."""
+
+    name: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    colour: str = "#444"
+    dash: str = "dash"
+
+
+class Panel(NamedTuple):
+    title: str
+    x_label: str
+    y_label: str
+    y_log: bool
+    series: tuple[Series, ...]
+    x_ticks: tuple[float, ...]
+    references: tuple[Reference, ...] = ()
+
+
+class PanelsInfo(NamedTuple):
+    """One or more side-by-side panels of lines with interval bands."""
+
+    title: str
+    notes: tuple[str, ...]  # subtitle lines: what the bands are, single seed, ...
+    panels: tuple[Panel, ...]
+    repeats: bool
+
+
+def _seed_note(repeats: bool) -> str:
+    return (f"lines: mean over seeds; bands and bars: {BOOTSTRAP_WORDS}" if repeats
+            else "single seed: one run per cell, no interval")
+
+
+def series_panel(records: Sequence[TrialRecord], metric: str, by: str, title: str,
+                 y_label: str, references: Sequence[Reference] = ()) -> Panel:
+    """`metric` per cell as lines: one per learning rate over batch size (`by` =
+    "learning_rate"), or one per batch size over learning rate (`by` = "batch_size")."""
+    g = grid(records, metric)
+    keys: Sequence[float] = g.learning_rates if by == "learning_rate" else g.batch_sizes
+    xs: Sequence[float] = g.batch_sizes if by == "learning_rate" else sorted(g.learning_rates)
+    series = []
+    for key in keys:
+        points = []
+        for x in xs:
+            cell = g.cell(int(key), float(x)) if by == "batch_size" else g.cell(int(x), float(key))
+            values = cell.values if cell is not None else ()
+            points.append(SeriesPoint(float(x), bootstrap_interval(values), tuple(values)))
+        if any(p.interval is not None for p in points):
+            name = f"lr={key:g}" if by == "learning_rate" else f"B={int(key)}"
+            series.append(Series(name, tuple(points)))
+    drawn = [v for s in series for p in s.points for v in p.runs]
+    x_label = "batch size" if by == "learning_rate" else "learning rate"
+    return Panel(title, x_label, y_label, bool(drawn) and min(drawn) > 0, tuple(series),
+                 tuple(float(x) for x in xs), tuple(references))
+
+
+def _has(records: Sequence[TrialRecord], metric: str) -> bool:
+    return any(r.status == "complete" and metric_of(r, metric) is not None for r in records)
+
+
+def generalization_info(records: Sequence[TrialRecord], objective_label: str) -> PanelsInfo:
+    """Validation loss and the generalization gap (validation - training) per cell."""
+    recs = list(records)
+    val = series_panel(recs, "val_loss", "learning_rate", "Validation loss",
+                       METRIC_LABELS["val_loss"])
+    gap = series_panel(recs, "gap", "learning_rate", "Gap: validation - training loss",
+                       "validation - final training loss")
+    repeats = any(len(p.runs) > 1 for pn in (val, gap) for s in pn.series for p in s.points)
+    notes = (_seed_note(repeats), f"the study's objective: {objective_label}")
+    return PanelsInfo("Generalization: validation loss and gap against batch size, one line per "
+                      "learning rate", notes, (val, gap), repeats)
+
+
+def sharpness_info(records: Sequence[TrialRecord]) -> PanelsInfo | None:
+    """Sharpness (top Hessian eigenvalue after training) against batch size and learning
+    rate, with 2/lr: the stability limit of gradient descent, which full-batch GD's
+    sharpness rises to (Cohen et al. 2021, "edge of stability"). Keskar et al. 2017 found
+    larger batches reach sharper minima; Dinh et al. 2017 caution that sharpness depends
+    on the parametrization. None when no trial recorded `sharpness`."""
+    recs = list(records)
+    if not _has(recs, S.SHARPNESS):
+        return None
+    label = METRIC_LABELS[S.SHARPNESS]
+    by_b = series_panel(recs, S.SHARPNESS, "learning_rate", "Against batch size", label)
+    lrs = sorted({r.learning_rate for r in recs if r.learning_rate is not None})
+    ref = Reference("2 / lr (GD stability limit)", tuple(lrs), tuple(2.0 / lr for lr in lrs))
+    by_lr = series_panel(recs, S.SHARPNESS, "batch_size", "Against learning rate", label, [ref])
+    repeats = any(len(p.runs) > 1 for s in by_b.series for p in s.points)
+    notes = (_seed_note(repeats), "dashed: 2/lr, where gradient descent becomes unstable "
+             "(Cohen et al. 2021); for Adam the preconditioned sharpness is what meets it")
+    return PanelsInfo("Sharpness: top Hessian eigenvalue of the training loss after training",
+                      notes, (by_b, by_lr), repeats)
+
+
+def noise_info(s: S.Scaling) -> PanelsInfo | None:
+    """B_simple per cell (McCandlish et al. 2018) against batch size, one line per learning
+    rate; with the predicted critical batch size (B_simple pooled at the optima), the
+    B_noise fitted to lr*(B), and B = B_simple (above that line, a batch is past its noise
+    scale: more examples per step buy little). None when no trial recorded it."""
+    n = s.noise
+    if n is None:
+        return None
+    lrs = sorted({c.learning_rate for c in n.cells}, reverse=True)
+    bs = sorted({c.batch_size for c in n.cells})
+    series = []
+    for lr in lrs:
+        by_b = {c.batch_size: c for c in n.cells if c.learning_rate == lr}
+        series.append(Series(f"lr={lr:g}", tuple(
+            SeriesPoint(float(b), by_b[b].interval if b in by_b else None, ()) for b in bs)))
+    lo, hi = bs[0] / 1.5, bs[-1] * 1.5
+    refs = [Reference("B_simple = B", (lo, hi), (lo, hi), "#999", "dot")]
+    c = n.critical
+    refs.append(Reference(f"predicted critical batch size {c.mean:.3g}", (lo, hi),
+                          (c.mean, c.mean), "#b00020", "dash"))
+    m = s.mccandlish
+    if m is not None and m.bound is None:
+        refs.append(Reference(f"B_noise fitted to lr*(B): {m.b_noise:.3g}", (lo, hi),
+                              (m.b_noise, m.b_noise), "#00a070", "dashdot"))
+    finite = [p.interval.mean for sr in series for p in sr.points
+              if p.interval is not None and math.isfinite(p.interval.mean)]
+    repeats = any(p.interval is not None and not p.interval.single
+                  for sr in series for p in sr.points)
+    how = "tr(Sigma) and |G|^2 averaged over seeds, then divided" if n.pooled else \
+        "mean of each run's B_simple"
+    panel = Panel("", "batch size", "B_simple = tr(Sigma) / |G|^2", bool(finite) and
+                  min(finite) > 0, tuple(series), tuple(float(b) for b in bs), tuple(refs))
+    return PanelsInfo("Gradient noise scale B_simple per cell (McCandlish et al. 2018)",
+                      (_seed_note(repeats), how), (panel,), repeats)
+
+
+def _band_traces(fig: go.Figure, s: Series, colour: str, group: str, row: int, col: int,
+                 y_log: bool, show: bool) -> None:
+    import plotly.graph_objects as go
+
+    segment: list[SeriesPoint] = []
+    segments = []
+    for p in s.points:
+        if p.interval is not None and p.interval.low is not None:
+            segment.append(p)
+        elif segment:
+            segments.append(segment)
+            segment = []
+    if segment:
+        segments.append(segment)
+    for seg in segments:
+        xs = [p.x for p in seg]
+        highs = [p.interval.high for p in seg if p.interval is not None]
+        lows = [p.interval.low for p in seg if p.interval is not None]
+        if y_log and any(v is None or v <= 0 or not math.isfinite(v) for v in highs + lows):
+            continue
+        fig.add_trace(go.Scatter(
+            x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor=colour, opacity=0.18,
+            line={"width": 0}, mode="lines", hoverinfo="skip", legendgroup=group,
+            showlegend=False, name=f"{group} 95% interval"), row=row, col=col)
+    ys = [p.interval.mean if p.interval is not None and math.isfinite(p.interval.mean) else None
+          for p in s.points]
+    hover = []
+    for p in s.points:
+        i = p.interval
+        if i is None:
+            hover.append(f"{s.name}, x={p.x:g}: no value")
+        elif i.low is None or i.high is None:
+            hover.append(f"{s.name}, x={p.x:g}: {i.mean:.4g} (single seed)")
+        else:
+            hover.append(f"{s.name}, x={p.x:g}: {i.mean:.4g} (mean of {i.n})<br>95% bootstrap "
+                         f"interval {i.low:.4g} .. {i.high:.4g}")
+    fig.add_trace(go.Scatter(
+        x=[p.x for p in s.points], y=ys, mode="lines+markers", connectgaps=False, name=s.name,
+        legendgroup=group, showlegend=show, line={"color": colour, "width": 2},
+        marker={"color": colour, "size": 7}, hovertext=hover, hoverinfo="text"),
+        row=row, col=col)
+
+
+def panels_figure(info: PanelsInfo) -> go.Figure:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(info.panels),
+                        subplot_titles=[p.title for p in info.panels],
+                        horizontal_spacing=0.12)
+    colours: dict[str, str] = {}
+    shown: set[str] = set()
+    for k, panel in enumerate(info.panels, start=1):
+        for s in panel.series:
+            colour = colours.setdefault(s.name, PALETTE[len(colours) % len(PALETTE)])
+            _band_traces(fig, s, colour, s.name, 1, k, panel.y_log, s.name not in shown)
+            shown.add(s.name)
+        for ref in panel.references:
+            fig.add_trace(go.Scatter(
+                x=list(ref.xs), y=list(ref.ys), mode="lines", name=ref.name,
+                line={"color": ref.colour, "dash": ref.dash, "width": 1.5},
+                hovertemplate=f"{ref.name}<br>%{{x:.4g}}, %{{y:.4g}}<extra></extra>"),
+                row=1, col=k)
+        fig.update_xaxes(type="log", title_text=panel.x_label, tickvals=list(panel.x_ticks),
+                         ticktext=[f"{x:g}" for x in panel.x_ticks], row=1, col=k)
+        fig.update_yaxes(type="log" if panel.y_log else "linear", title_text=panel.y_label,
+                         row=1, col=k)
+    fig.update_layout(
+        title={"text": info.title + "".join(f"<br><sup>{n}</sup>" for n in info.notes)},
+        margin={"t": 90 + 18 * len(info.notes)}, template="plotly_white",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- scaling chart
+
+
+class ScalingPoint(NamedTuple):
+    batch_size: int
+    lr: float  # refined optimum
+    low: float | None  # 95% bootstrap interval (None: single seed)
+    high: float | None
+    grid_lr: float
+    edge: str | None
+    refined: bool
+
+
+class ScalingInfo(NamedTuple):
+    title: str
+    notes: tuple[str, ...]
+    points: tuple[ScalingPoint, ...]
+    fit: Reference | None  # the fitted power law over the fitted batch sizes
+    references: tuple[Reference, ...]  # the four rules, through the fit's centre
+    mccandlish: Reference | None
+    verticals: tuple[tuple[str, float, float | None, float | None, str], ...]  # (name, B, low, high, colour)
+    x_range: tuple[float, float]
+
+
+_RULE_COLOURS = {"inverse": "#7f7f7f", "constant": "#bcbd22", "square-root": "#17becf",
+                 "linear": "#9467bd"}
+
+
+def scaling_info(s: S.Scaling, optimizer: str | None = None) -> ScalingInfo:
+    """lr*(B) with intervals, the fitted power law, the four rules and McCandlish's form."""
+    pts = tuple(ScalingPoint(p.batch_size, p.lr, p.low, p.high, p.grid_lr, p.edge, p.refined)
+                for p in s.optima.points)
+    bs = [p.batch_size for p in pts] or [1]
+    lo, hi = min(bs) / 1.4, max(bs) * 1.4
+    xs = tuple(float(x) for x in np.geomspace(lo, hi, 60))
+    f = s.fit
+    fit_ref = None
+    refs: list[Reference] = []
+    if f is not None:
+        ci = f" [{f.low:.2f}, {f.high:.2f}]" if f.low is not None and f.high is not None else ""
+        fit_ref = Reference(f"fit: lr* ~ B^{f.alpha:.2f}{ci}", xs,
+                            tuple(f.predict(x) for x in xs), "#d62728", "solid")
+        centre = math.exp(float(np.mean(np.log(f.batch_sizes))))
+        y_c = f.predict(centre)
+        for v in s.verdicts:
+            h = v.hypothesis
+            refs.append(Reference(
+                f"{h.name} (alpha={h.alpha:g}): {v.word}", xs,
+                tuple(y_c * (x / centre) ** h.alpha for x in xs), _RULE_COLOURS[h.name], "dot"))
+    m = s.mccandlish
+    mc_ref = None
+    if m is not None:
+        words = f"B_noise={m.b_noise:.3g}" if m.bound is None else \
+            f"B_noise {'>' if m.bound == 'high' else '<'} {m.b_noise:.3g} (not identified)"
+        mc_ref = Reference(f"McCandlish: {m.lr_max:.3g} / (1 + B_noise/B), {words}", xs,
+                           tuple(m.predict(x) for x in xs), "#2ca02c", "dashdot")
+    verticals: list[tuple[str, float, float | None, float | None, str]] = []
+    if s.noise is not None:
+        c = s.noise.critical
+        if math.isfinite(c.mean) and c.mean > 0:
+            verticals.append((f"measured B_simple {c.mean:.3g} (predicted critical batch)",
+                              c.mean, c.low, c.high, "#b00020"))
+    if m is not None and m.bound is None:
+        verticals.append((f"B_noise from the fit {m.b_noise:.3g}", m.b_noise, None, None,
+                          "#2ca02c"))
+    repeats = any(p.low is not None for p in pts)
+    notes = [f"points: lr* refined by a parabola in log(lr); bars: {BOOTSTRAP_WORDS}"
+             if repeats else "single seed: lr* without interval"]
+    if any(p.edge for p in pts):
+        notes.append("hollow: best on the grid's edge (a bound; widen the grid)")
+    if s.why:
+        notes.append(s.why)
+    head = S.headline(s, optimizer)
+    return ScalingInfo(f"Optimal learning rate against batch size<br><sup>{head}</sup>",
+                       tuple(notes), pts, fit_ref, tuple(refs), mc_ref, tuple(verticals),
+                       (lo, hi))
+
+
+def scaling_figure(info: ScalingInfo) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for ref in (*info.references, info.mccandlish, info.fit):
+        if ref is None:
+            continue
+        fig.add_trace(go.Scatter(x=list(ref.xs), y=list(ref.ys), mode="lines", name=ref.name,
+                                 line={"color": ref.colour, "dash": ref.dash,
+                                       "width": 2.5 if ref.dash == "solid" else 1.5},
+                                 hoverinfo="name"))
+    ys = [p.lr for p in info.points]
+    ys += [v for p in info.points for v in (p.low, p.high) if v is not None]
+    ys += [y for ref in (info.fit,) if ref is not None for y in ref.ys]
+    y_lo, y_hi = (min(ys) / 2, max(ys) * 2) if ys else (1e-4, 1.0)
+    for name, x, low, high, colour in info.verticals:
+        if low is not None and high is not None and math.isfinite(high):
+            fig.add_trace(go.Scatter(x=[low, high, high, low, low],
+                                     y=[y_lo, y_lo, y_hi, y_hi, y_lo], fill="toself",
+                                     fillcolor=colour, opacity=0.08, line={"width": 0},
+                                     mode="lines", hoverinfo="skip", showlegend=False,
+                                     legendgroup=name, name=f"{name} interval"))
+        fig.add_trace(go.Scatter(x=[x, x], y=[y_lo, y_hi], mode="lines", name=name,
+                                 legendgroup=name, line={"color": colour, "dash": "dash",
+                                                         "width": 1.5}, hoverinfo="name"))
+    pts = info.points
+    fig.add_trace(go.Scatter(
+        x=[p.batch_size for p in pts], y=[p.lr for p in pts], mode="markers", name="lr* (refined)",
+        marker={"color": "#222", "size": 11,
+                "symbol": ["circle-open" if p.edge else "circle" for p in pts]},
+        error_y={"type": "data", "symmetric": False,
+                 "array": [(p.high - p.lr) if p.high is not None else 0 for p in pts],
+                 "arrayminus": [(p.lr - p.low) if p.low is not None else 0 for p in pts],
+                 "color": "#222", "thickness": 1.5, "width": 6},
+        hovertext=[f"B={p.batch_size}: lr* {p.lr:.3g}"
+                   + (f" [{p.low:.3g}, {p.high:.3g}]" if p.low is not None and p.high is not None
+                      else " (single seed)")
+                   + f"<br>best grid lr {p.grid_lr:g}"
+                   + (f"<br>on the grid's {p.edge} edge: a bound" if p.edge else "")
+                   for p in pts], hoverinfo="text"))
+    fig.add_trace(go.Scatter(
+        x=[p.batch_size for p in pts], y=[p.grid_lr for p in pts], mode="markers",
+        name="best grid lr", marker={"color": "#888", "size": 7, "symbol": "x"},
+        hovertemplate="B=%{x}: best grid lr %{y:g}<extra></extra>"))
+    fig.update_layout(
+        title={"text": info.title + "".join(f"<br><sup>{n}</sup>" for n in info.notes)},
+        margin={"t": 110 + 18 * len(info.notes)},
+        xaxis={"type": "log", "title": {"text": "batch size B"},
+               "tickvals": [p.batch_size for p in pts],
+               "ticktext": [str(p.batch_size) for p in pts]},
+        yaxis={"type": "log", "title": {"text": "optimal learning rate lr*"},
+               "range": [math.log10(y_lo), math.log10(y_hi)]},
+        template="plotly_white",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- optimum per batch size
+
+
+class OptimumCurve(NamedTuple):
+    batch_size: int
+    lrs: tuple[float, ...]
+    means: tuple[float | None, ...]  # None: no finite mean (a run diverged, or none)
+    intervals: tuple[Interval | None, ...]
+    diverged: tuple[float, ...]  # learning rates where a run diverged
+    fit_xs: tuple[float, ...]  # the refining parabola, over its three grid points
+    fit_ys: tuple[float, ...]
+    lr: float
+    star_y: float | None  # where lr* sits on the line of means (log-log interpolation)
+    edge: str | None
+
+
+class OptimumInfo(NamedTuple):
+    title: str
+    notes: tuple[str, ...]
+    y_label: str
+    curves: tuple[OptimumCurve, ...]
+    y_range: tuple[float, float] | None  # the data's span: a parabola dipping below is cut off
+
+
+def _on_line(xs: Sequence[float], ys: Sequence[float | None], x: float) -> float | None:
+    """y at x on the polyline through (xs, ys), interpolated in log-log."""
+    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False):
+        if x0 <= x <= x1 and y0 is not None and y1 is not None and y0 > 0 and y1 > 0:
+            t = math.log(x / x0) / math.log(x1 / x0)
+            return math.exp(math.log(y0) + t * (math.log(y1) - math.log(y0)))
+    return None
+
+
+def optimum_info(records: Sequence[TrialRecord], s: S.Scaling, y_label: str) -> OptimumInfo:
+    """Mean objective against learning rate, one line per batch size, with the parabola that
+    refines each optimum and the optimum itself."""
+    g = grid(records)
+    curves = []
+    for p in s.optima.points:
+        intervals = []
+        for lr in p.learning_rates:
+            cell = g.cell(p.batch_size, lr)
+            intervals.append(bootstrap_interval(cell.values) if cell is not None
+                             and not cell.diverged else None)
+        fit_xs: tuple[float, ...] = ()
+        fit_ys: tuple[float, ...] = ()
+        if p.parabola is not None:
+            k = p.learning_rates.index(p.grid_lr)
+            xs = np.linspace(math.log(p.learning_rates[k - 1]), math.log(p.learning_rates[k + 1]),
+                             25)
+            c0, c1, c2 = p.parabola
+            fit_xs = tuple(float(x) for x in np.exp(xs))
+            fit_ys = tuple(float(c0 + c1 * x + c2 * x * x) for x in xs)
+        means = tuple(m if math.isfinite(m) else None for m in p.means)
+        curves.append(OptimumCurve(
+            p.batch_size, p.learning_rates, means, tuple(intervals),
+            tuple(lr for lr, m in zip(p.learning_rates, p.means, strict=True) if m == math.inf),
+            fit_xs, fit_ys, p.lr, _on_line(p.learning_rates, means, p.lr), p.edge))
+    repeats = any(i is not None and not i.single for c in curves for i in c.intervals)
+    notes = [_seed_note(repeats), "dashed: the parabola in log(lr) through the best grid lr "
+             "and its neighbours; star: its vertex lr*, placed on the line"]
+    if any(c.diverged for c in curves):
+        notes.append("learning rates where a run diverged are left out (never the optimum)")
+    span = [v for c in curves for i in c.intervals if i is not None
+            for v in (i.mean, i.low, i.high) if v is not None and v > 0]
+    y_range = (min(span) / 1.5, max(span) * 1.5) if span else None
+    return OptimumInfo("Mean objective against learning rate, one line per batch size",
+                       tuple(notes), y_label, tuple(curves), y_range)
+
+
+def optimum_figure(info: OptimumInfo) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, c in enumerate(info.curves):
+        colour = PALETTE[k % len(PALETTE)]
+        group = f"B={c.batch_size}"
+        fig.add_trace(go.Scatter(
+            x=list(c.lrs), y=list(c.means), mode="lines+markers", name=group, legendgroup=group,
+            connectgaps=False, line={"color": colour, "width": 2}, marker={"color": colour},
+            error_y={"type": "data", "symmetric": False,
+                     "array": [(i.high - i.mean) if i is not None and i.high is not None else 0
+                               for i in c.intervals],
+                     "arrayminus": [(i.mean - i.low) if i is not None and i.low is not None
+                                    else 0 for i in c.intervals],
+                     "color": colour, "thickness": 1},
+            hovertext=[f"{group}, lr={lr:g}: " + ("a run diverged" if m is None else
+                                                  f"{m:.4g}") for lr, m in
+                       zip(c.lrs, c.means, strict=True)], hoverinfo="text"))
+        if c.fit_xs:
+            fig.add_trace(go.Scatter(
+                x=list(c.fit_xs), y=list(c.fit_ys), mode="lines", legendgroup=group,
+                showlegend=False, name=f"{group} parabola",
+                line={"color": colour, "dash": "dash", "width": 1}, hoverinfo="skip"))
+        if c.star_y is not None:
+            fig.add_trace(go.Scatter(
+                x=[c.lr], y=[c.star_y], mode="markers", legendgroup=group, showlegend=False,
+                name=f"{group} lr*", marker={"color": colour, "symbol": "star", "size": 13},
+                hovertemplate=f"{group}: lr* %{{x:.3g}}<extra></extra>"))
+    fig.update_layout(
+        title={"text": info.title + "".join(f"<br><sup>{n}</sup>" for n in info.notes)},
+        margin={"t": 80 + 18 * len(info.notes)},
+        xaxis={"type": "log", "title": {"text": "learning rate"}},
+        yaxis={"type": "log", "title": {"text": info.y_label},
+               **({"range": [math.log10(info.y_range[0]), math.log10(info.y_range[1])]}
+                  if info.y_range else {})},
+        legend={"title": {"text": "batch size"}}, template="plotly_white",
     )
     return fig

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from study import analysis
 from study import records as R
+from study import scaling as S
 from study.analysis import TrialRecord
 from study.errors import StorageUsageError, UsageError
 from study.space import BATCH_SIZE, LEARNING_RATE, SEED
@@ -35,7 +36,7 @@ from study.storage import mask, read_only
 if TYPE_CHECKING:
     import sqlalchemy
 
-NAMED = ("trials", "grid", "best-lr", "curves", "studies")
+NAMED = ("trials", "grid", "best-lr", "scaling", "curves", "studies")
 FORMATS = ("table", "csv", "json")
 DEFAULT_STUDY = "article"
 
@@ -44,11 +45,15 @@ Value = str | int | float | None
 
 @dataclass(frozen=True)
 class Table:
-    """A query's answer. `display`, when given, is how the text table shows each row."""
+    """A query's answer. `display`, when given, is how the text table shows each row (under
+    `display_columns`, when given); `notes` are lines printed below the text table only."""
 
     columns: tuple[str, ...]
     rows: tuple[tuple[Value, ...], ...]
     display: tuple[tuple[str, ...], ...] | None = None
+    display_columns: tuple[str, ...] | None = None
+    notes: tuple[str, ...] = ()
+    left: tuple[int, ...] = ()  # text-table columns aligned left (besides the first)
 
 
 # --------------------------------------------------------------------------- formats
@@ -78,9 +83,10 @@ def render(table: Table, fmt: str) -> str:
     if fmt == "table":
         rows = table.display if table.display is not None else \
             tuple(tuple(_text(v) for v in row) for row in table.rows)
-        if not table.columns:
+        columns = table.display_columns or table.columns
+        if not columns:
             return ""
-        return analysis.render_table(table.columns, rows)
+        return "\n".join([analysis.render_table(columns, rows, table.left), *table.notes])
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -245,6 +251,8 @@ FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id
 WHERE t.study_id = :study_id ORDER BY t.number, i.step"""
 
 _ROW_ATTRS = (R.STATUS, R.SEED_ATTR, R.TRAIN_LOSS, R.VAL_LOSS, R.FULL_TRAIN_LOSS, R.SECONDS)
+# Measurements some specs ask the trainers for; they land in `TrialRecord.extras`.
+_EXTRA_ATTRS = (S.NOISE_SCALE, S.NOISE_GRAD_SQ, S.NOISE_TRACE_SIGMA, S.SHARPNESS)
 
 
 def _float(value: object, value_type: object) -> float | None:
@@ -315,6 +323,8 @@ def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int,
             status=str(a.get(R.STATUS, default_status)),
             train_loss=_num(a.get(R.TRAIN_LOSS)), val_loss=_num(a.get(R.VAL_LOSS)),
             full_train_loss=_num(a.get(R.FULL_TRAIN_LOSS)), seconds=_num(a.get(R.SECONDS)),
+            extras={k: v for k in extra_attrs if k not in R.CORE_ATTRS
+                    and (v := _num(a.get(k))) is not None},
         )
         duration = (ended - began).total_seconds() if began and ended else None
         out.append(TrialRow(int(tid), record, duration, a))
@@ -336,12 +346,25 @@ def _trials(rows: Sequence[TrialRow]) -> Table:
     return Table(columns, tuple(out))
 
 
+def _seed_note(g: analysis.Grid) -> str:
+    if analysis.repeats(g):
+        return f"Each cell: the mean over seeds [{analysis.BOOTSTRAP_WORDS}]."
+    return "Single seed: one run per cell, no interval."
+
+
 def _grid(rows: Sequence[TrialRow]) -> Table:
+    """The mean objective per cell; with repeats, each mean's 95% bootstrap interval too
+    (as `lr=X low` / `lr=X high` columns in CSV and JSON, beside the mean in the table)."""
     g = analysis.grid(row.record for row in rows)
-    header, display = analysis.grid_rows(g)
+    intervals = analysis.repeats(g)
+    header, display = analysis.grid_rows(g, intervals)
+    columns = list(header)
+    if intervals:
+        columns += [f"lr={lr:g} {end}" for lr in g.learning_rates for end in ("low", "high")]
     out = []
     for b in g.batch_sizes:
         cells: list[Value] = [b]
+        bounds: list[Value] = []
         for lr in g.learning_rates:
             cell = g.cell(b, lr)
             mean = cell.mean if cell is not None else None
@@ -350,20 +373,96 @@ def _grid(rows: Sequence[TrialRow]) -> Table:
                 cells.append("diverged" if cell.diverged else "pruned" if cell.pruned else None)
             else:
                 cells.append(mean)
-        out.append(tuple(cells))
-    return Table(tuple(header), tuple(out), tuple(tuple(r) for r in display))
+            i = analysis.bootstrap_interval(cell.values) if cell is not None else None
+            bounds += [i.low, i.high] if i is not None else [None, None]
+        out.append(tuple(cells + (bounds if intervals else [])))
+    return Table(tuple(columns), tuple(out), tuple(tuple(r) for r in display), tuple(header),
+                 (_seed_note(g),))
 
 
 def _best_lr(rows: Sequence[TrialRow]) -> Table:
-    g = analysis.grid(row.record for row in rows)
-    columns = ("batch_size", "learning_rate", "objective", "runs", "diverged_lrs")
+    """Per batch size: the best grid learning rate and its mean objective (with interval),
+    the refined optimum with its bootstrap interval, and whether it sits on the grid's edge."""
+    records = [row.record for row in rows]
+    g = analysis.grid(records)
+    o = S.optima(records)
+    columns = ("batch_size", "learning_rate", "objective", "objective_low", "objective_high",
+               "runs", "lr_refined", "lr_low", "lr_high", "note", "diverged_lrs")
     out = []
-    for cell in analysis.best_per_batch_size(g):
+    display = []
+    for p in o.points:
+        cell = g.cell(p.batch_size, p.grid_lr)
+        assert cell is not None
+        i = analysis.bootstrap_interval(cell.values)
+        assert i is not None
         diverged = [lr for lr in g.learning_rates
-                    if (c := g.cell(cell.batch_size, lr)) is not None and c.diverged]
-        out.append((cell.batch_size, cell.learning_rate, cell.mean, len(cell.values),
-                    ",".join(f"{lr:g}" for lr in diverged) or None))
-    return Table(columns, tuple(out))
+                    if (c := g.cell(p.batch_size, lr)) is not None and c.diverged]
+        note = p.note + ("; single seed" if p.single_seed else "")
+        div = ",".join(f"{lr:g}" for lr in diverged) or None
+        out.append((p.batch_size, p.grid_lr, i.mean, i.low, i.high, len(cell.values), p.lr,
+                    p.low, p.high, note, div))
+        lr_text = f"{p.lr:.3g}" + (f" [{p.low:.3g}, {p.high:.3g}]" if p.low is not None
+                                    and p.high is not None else "")
+        edge = f"{p.edge} edge: widen the grid" if p.edge else \
+            ("refined" if p.refined else "not refined (diverged neighbour)")
+        display.append((str(p.batch_size), f"{p.grid_lr:g}", analysis.interval_text(i),
+                        str(len(cell.values)), lr_text, edge, div or "-"))
+    notes = [_seed_note(g)]
+    if any(not p.single_seed for p in o.points):
+        notes.append("lr*: the best grid learning rate refined by a parabola in log(lr) through "
+                     "it and its neighbours; [95% interval: seeds resampled within each cell].")
+    notes.append("A learning rate where any run diverged is never the best.")
+    return Table(columns, tuple(out), tuple(display),
+                 ("batch_size", "best_lr", "objective", "runs", "lr*", "where", "diverged_lrs"),
+                 tuple(notes), left=(5,))
+
+
+def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Table:
+    """The scaling analysis as rows of (quantity, value, low, high, note)."""
+    columns = ("quantity", "value", "low", "high", "note")
+    out: list[tuple[Value, ...]] = []
+    for p in s.optima.points:
+        note = f"best grid lr {p.grid_lr:g}; {p.note}" + ("; single seed" if p.single_seed else "")
+        out.append((f"lr* at B={p.batch_size}", p.lr, p.low, p.high, note))
+    f = s.fit
+    if f is not None:
+        used = ", ".join(str(b) for b in f.batch_sizes)
+        out.append(("alpha", f.alpha, f.low, f.high,
+                    f"log lr* = a + alpha log B over B = {used}; 95% interval: union of "
+                    f"{f.interval_words}" + (f"; left out (grid edge): "
+                                             f"{', '.join(map(str, f.excluded))}"
+                                             if f.excluded else "")))
+        if f.boot is not None:
+            out.append(("alpha, seed bootstrap", f.alpha, f.boot[0], f.boot[1],
+                        "percentile; seeds resampled within each cell, optima and fit redone"))
+        if f.regression is not None:
+            out.append(("alpha, regression t", f.alpha, f.regression[0], f.regression[1],
+                        f"OLS slope, Student t with {len(f.batch_sizes) - 2} df"))
+        out.append(("a (intercept, ln lr)", f.intercept, None, None, "natural logs"))
+    for v in s.verdicts:
+        out.append((f"{v.hypothesis.name} rule", v.hypothesis.alpha, None, None,
+                    f"{v.word} ({v.hypothesis.source})"))
+    m = s.mccandlish
+    if m is not None:
+        bound = {"high": "at the top of the search range: lr* still linear in B, not identified",
+                 "low": "at the bottom of the search range: lr* does not grow with B"}
+        out.append(("McCandlish B_noise", m.b_noise, *(m.interval or (None, None)),
+                    bound.get(m.bound or "", "lr*(B) = lr_max / (1 + B_noise / B); "
+                              "seed bootstrap interval")))
+        out.append(("McCandlish lr_max", m.lr_max, None, None, "least squares in log(lr)"))
+    if s.noise is not None:
+        n = s.noise
+        how = "tr(Sigma) and |G|^2 averaged, then divided" if n.pooled else \
+            "mean of the trials' noise_scale"
+        for c in n.at_optimum:
+            out.append((f"B_simple at B={c.batch_size}, lr={c.learning_rate:g}", c.interval.mean,
+                        c.interval.low, c.interval.high,
+                        f"{c.interval.n} run(s); {how}" + ("; single seed" if c.interval.single
+                                                          else "")))
+        out.append(("B_simple, predicted critical batch size", n.critical.mean, n.critical.low,
+                    n.critical.high, f"pooled over each batch size's best cell; {how}"))
+    return Table(columns, tuple(out), notes=("", S.conclusion(s, optimizer, budget)),
+                 left=(4,))
 
 
 def _curves(conn: sqlalchemy.engine.Connection, study_id: int, name: str,
@@ -444,5 +543,22 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
         if name == "curves":
             rows = trial_rows(conn, study_id, (R.TRAIN_CURVE, R.VAL_CURVE))
             return _curves(conn, study_id, resolved, rows, trial)
+        if name == "scaling":
+            spec = _study_spec(conn, study_id)
+            rows = trial_rows(conn, study_id, _EXTRA_ATTRS)
+            train = spec.get("train", {}) if isinstance(spec.get("train"), dict) else {}
+            return scaling_table(S.scaling([row.record for row in rows]),
+                                 S.optimizer_name(spec), train.get("budget"))
         rows = trial_rows(conn, study_id)
         return {"trials": _trials, "grid": _grid, "best-lr": _best_lr}[name](rows)
+
+
+def _study_spec(conn: sqlalchemy.engine.Connection, study_id: int) -> dict[str, Any]:
+    """The spec `study run` stored on the study; {} when there is none."""
+    import sqlalchemy
+
+    row = conn.execute(sqlalchemy.text(
+        "SELECT value_json FROM study_user_attributes WHERE study_id = :sid AND key = 'spec'"),
+        {"sid": study_id}).first()
+    spec = json.loads(row[0]) if row is not None else None
+    return spec if isinstance(spec, dict) else {}

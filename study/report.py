@@ -10,8 +10,10 @@ relative path, so the pages open from `file://` with the network off.
 from __future__ import annotations
 
 import datetime
+import functools
 import html
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from study import analysis, figures
+from study import scaling as S
 from study.analysis import TrialRecord
 
 if TYPE_CHECKING:
@@ -28,7 +31,10 @@ if TYPE_CHECKING:
 PLOTLY_JS = "plotly.min.js"
 INDEX = "index.html"
 # Graph object ids in optuna-dashboard: stable, so a new report replaces the old figure.
-DASHBOARD_FIGURES = {"article": "article-chart", "heatmap_objective": "heatmap-objective"}
+DASHBOARD_FIGURES = {"article": "article-chart", "heatmap_objective": "heatmap-objective",
+                     "scaling": "scaling-chart"}
+# Figures the index shows inline, in this order (each also has its own page).
+EMBEDDED = ("scaling.html", "article.html", "heatmap_objective.html")
 NOTE_END = "*(End of the summary written by `study report`; it replaces everything above this " \
     "line each time. Write your own notes below.)*"
 # Display options for every figure: no plotly logo; resize with the window.
@@ -66,6 +72,28 @@ class StudyView:
     @property
     def objective_label(self) -> str:
         return figures.objective_label(self.objective)
+
+    @property
+    def optimizer(self) -> str | None:
+        return S.optimizer_name(self.spec)
+
+    @property
+    def budget(self) -> str | None:
+        budget = (self.spec or {}).get("train", {}).get("budget")
+        return str(budget) if budget is not None else None
+
+    @functools.cached_property
+    def scaling(self) -> S.Scaling:
+        """The scaling analysis (optimum per batch size, fits, noise scale), computed once."""
+        return S.scaling(self.records, self.objective)
+
+    def conclusion(self) -> tuple[str, str | None, list[str]]:
+        """(headline, noise sentence, caveats): what the study found, generated."""
+        if not self.is_grid:
+            return (f"The {self.sampler} sampler searched ranges, not a grid: there is no "
+                    "optimum per batch size to fit a scaling law to.", None, [])
+        s = self.scaling
+        return (S.headline(s, self.optimizer), S.noise_sentence(s), S.caveats(s, self.budget))
 
 
 class Page(NamedTuple):
@@ -108,33 +136,84 @@ _OBJECTIVE_MEANS = {"train_loss": "the last epoch's mean training loss, the arti
                     "val_loss": "the held-out loss after training"}
 
 
+_ANALYSIS_HINT = "turn it on in the spec's [analysis] section"
+
+
 def our_pages(view: StudyView) -> list[Page]:
-    """The article's chart and the two heat maps (pure: records in, figures out)."""
+    """Our figures (pure: records in, figures out): the article's chart, the scaling chart,
+    the optimum per batch size, heat maps, generalization, noise scale, sharpness."""
     label = view.objective_label
     val = figures.METRIC_LABELS["val_loss"]
+    gap = figures.METRIC_LABELS["gap"]
     if not view.is_grid:
         # Every trial of a continuous search is its own (batch size, learning rate): there
         # is no grid to average seeds over, and one line per learning rate would be one
         # line per trial. Optuna's contour and slice plots show such studies.
         why = f"the study searches with the {view.sampler} sampler, not a grid; see the contour"
-        return [Page("article.html", "The article's chart", "", None, why),
-                Page("heatmap_objective.html", "Heat map of the objective", "", None, why),
-                Page("heatmap_val_loss.html", "Heat map of the validation loss", "", None, why)]
+        return [Page(file, title, "", None, why) for file, title in (
+            ("article.html", "The article's chart"),
+            ("scaling.html", "Optimal learning rate against batch size"),
+            ("optimum.html", "Objective against learning rate, per batch size"),
+            ("heatmap_objective.html", "Heat map of the objective"),
+            ("heatmap_val_loss.html", "Heat map of the validation loss"),
+            ("generalization.html", "Generalization: validation loss and gap"),
+            ("heatmap_gap.html", "Heat map of the generalization gap"),
+            ("noise.html", "Gradient noise scale"),
+            ("sharpness.html", "Sharpness"))]
+    s = view.scaling
+    records = view.records
+    noise = figures.noise_info(s)
+    sharp = figures.sharpness_info(records)
     return [
         Page("article.html", "The article's chart",
              f"Final loss ({label}: {_OBJECTIVE_MEANS.get(view.objective, view.objective)}) "
              "against batch size, one line per learning rate, both axes "
-             "log-scaled. With repeats: the mean over seeds, its 95% t-interval as a band, and "
-             "each single run as a faint dot. Diverged cells have no loss and are not drawn.",
-             figures.article_figure(figures.article_info(view.records, label))),
+             f"log-scaled. With repeats: the mean over seeds, its {analysis.BOOTSTRAP_WORDS} "
+             "as a band, and each single run as a faint dot. Diverged cells have no loss and "
+             "are not drawn.",
+             figures.article_figure(figures.article_info(records, label))),
+        Page("scaling.html", "Optimal learning rate against batch size",
+             "lr*(B), the best grid learning rate refined by a parabola in log(lr), with its "
+             "95% interval (seeds resampled within each cell); the fitted power law "
+             "lr* ~ B^alpha; the inverse, constant, square-root and linear rules drawn through "
+             "the fit's centre; McCandlish et al.'s lr_max / (1 + B_noise / B); and the "
+             "measured noise scale where the study recorded it.",
+             figures.scaling_figure(figures.scaling_info(s, view.optimizer))),
+        Page("optimum.html", "Objective against learning rate, per batch size",
+             f"Mean {label} over seeds against learning rate, one line per batch size, with "
+             "the parabola that refines each optimum and its vertex.",
+             figures.optimum_figure(figures.optimum_info(records, s, label))),
         Page("heatmap_objective.html", "Heat map of the objective",
              f"Mean {label} over seeds for each batch size x learning rate cell (colour on a "
-             "log scale). Diverged cells are hatched and labelled, never coloured.",
-             figures.heatmap_figure(figures.heatmap_info(view.records, "objective", label))),
+             f"log scale), with its {analysis.BOOTSTRAP_WORDS}. Diverged cells are hatched and "
+             "labelled, never coloured.",
+             figures.heatmap_figure(figures.heatmap_info(records, "objective", label))),
         Page("heatmap_val_loss.html", "Heat map of the validation loss",
-             "Mean held-out validation loss after training, per cell; diverged cells hatched "
-             "and labelled.",
-             figures.heatmap_figure(figures.heatmap_info(view.records, "val_loss", val))),
+             "Mean held-out validation loss after training, per cell, with its interval; "
+             "diverged cells hatched and labelled.",
+             figures.heatmap_figure(figures.heatmap_info(records, "val_loss", val))),
+        Page("generalization.html", "Generalization: validation loss and gap",
+             "Validation loss and the gap (validation - final training loss) against batch "
+             "size, one line per learning rate, means over seeds with interval bands.",
+             figures.panels_figure(figures.generalization_info(records, label))),
+        Page("heatmap_gap.html", "Heat map of the generalization gap",
+             "Mean validation - training loss per cell, with its interval; a positive gap is "
+             "overfitting.",
+             figures.heatmap_figure(figures.heatmap_info(records, "gap", gap))),
+        Page("noise.html", "Gradient noise scale",
+             "B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) per cell against batch "
+             "size, one line per learning rate, with the predicted critical batch size and the "
+             "B_noise fitted to lr*(B).",
+             figures.panels_figure(noise) if noise is not None else None,
+             None if noise is not None else f"no trial recorded a noise scale "
+             f"({S.NOISE_SCALE}); {_ANALYSIS_HINT}"),
+        Page("sharpness.html", "Sharpness",
+             "The top Hessian eigenvalue of the training loss after training against batch "
+             "size and learning rate, with 2/lr, the stability limit of gradient descent "
+             "(Cohen et al. 2021; Keskar et al. 2017 on large batches and sharp minima, Dinh et "
+             "al. 2017 on why sharpness alone is not generalization).",
+             figures.panels_figure(sharp) if sharp is not None else None,
+             None if sharp is not None else f"no trial recorded {S.SHARPNESS}; {_ANALYSIS_HINT}"),
     ]
 
 
@@ -216,6 +295,8 @@ td.diverged { color: #b00020; font-weight: bold;
   background: repeating-linear-gradient(45deg, #eee, #eee 4px, #fff 4px, #fff 8px); }
 td.best { outline: 2px solid #00a070; font-weight: bold; }
 table.facts td { text-align: left; }
+p.conclusion { font-size: 1.1em; background: #f3f8f5; border-left: 4px solid #00a070;
+  padding: 0.6em 0.9em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .muted { color: #666; } .skipped { color: #8a5a00; }
 .plot { height: 560px; }
@@ -281,12 +362,63 @@ def best_text(view: StudyView) -> str:
         return "No completed trial yet."
     text = (f"batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
             f"{view.objective_label} {best.mean:.4g}")
-    interval = analysis.mean_interval(best.values)
+    interval = analysis.bootstrap_interval(best.values)
     if interval is not None and interval.low is not None and interval.high is not None:
-        text += f" (mean of {interval.n}; 95% interval {interval.low:.4g} .. {interval.high:.4g})"
+        text += (f" (mean of {interval.n}; {analysis.BOOTSTRAP_WORDS} {interval.low:.4g} .. "
+                 f"{interval.high:.4g})")
     else:
-        text += f" (mean of {len(best.values)})"
+        text += f" (mean of {len(best.values)}; single seed)" if len(best.values) == 1 else \
+            f" (mean of {len(best.values)})"
     return text
+
+
+def _fmt_interval(value: float, low: float | None, high: float | None, digits: int = 3) -> str:
+    if low is None or high is None:
+        return f"{value:.{digits}g} (single seed)"
+    hi = f"{high:.{digits}g}" if math.isfinite(high) else "unbounded"
+    return f"{value:.{digits}g} [{low:.{digits}g}, {hi}]"
+
+
+def optimum_rows(s: S.Scaling) -> tuple[list[str], list[list[str]]]:
+    """The optimum per batch size as a table."""
+    header = ["batch size", "best grid lr", "lr* [95% interval]", "how", "runs at best"]
+    rows = [[str(p.batch_size), f"{p.grid_lr:g}", _fmt_interval(p.lr, p.low, p.high),
+             p.note, str(p.best_runs)] for p in s.optima.points]
+    return header, rows
+
+
+def fit_rows(s: S.Scaling) -> tuple[list[str], list[list[str]]]:
+    """alpha with its intervals, then each rule's verdict."""
+    header = ["", "alpha", "95% interval", "verdict"]
+    rows = []
+    f = s.fit
+    if f is not None:
+        def iv(x: tuple[float, float] | None) -> str:
+            return f"[{x[0]:.3f}, {x[1]:.3f}]" if x is not None else "-"
+        both = (f.low, f.high) if f.low is not None and f.high is not None else None
+        rows.append([f"fit: log lr* = a + alpha log B (B = "
+                     f"{', '.join(map(str, f.batch_sizes))})", f"{f.alpha:.3f}", iv(both),
+                     f"union of {f.interval_words}"])
+        rows.append(["  seed bootstrap", "", iv(f.boot), ""])
+        rows.append(["  regression t", "", iv(f.regression), ""])
+    for v in s.verdicts:
+        rows.append([f"{v.hypothesis.name} rule ({v.hypothesis.source})",
+                     f"{v.hypothesis.alpha:g}", "", v.word])
+    return header, rows
+
+
+def noise_rows(s: S.Scaling) -> tuple[list[str], list[list[str]]] | None:
+    n = s.noise
+    if n is None:
+        return None
+    header = ["batch size", "lr (its best)", "B_simple [95% interval]", "runs"]
+    rows = [[str(c.batch_size), f"{c.learning_rate:g}",
+             _fmt_interval(c.interval.mean, c.interval.low, c.interval.high),
+             str(c.interval.n)] for c in n.at_optimum]
+    rows.append(["pooled: predicted critical batch size", "",
+                 _fmt_interval(n.critical.mean, n.critical.low, n.critical.high),
+                 str(n.critical.n)])
+    return header, rows
 
 
 def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
@@ -295,7 +427,8 @@ def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
     e = html.escape
     attrs = view.user_attrs
     g = analysis.grid(view.records)
-    header, rows = analysis.grid_rows(g)
+    intervals = analysis.repeats(g)
+    header, rows = analysis.grid_rows(g, intervals)
     best = analysis.best(view.records)
     classes = []
     for b in g.batch_sizes:
@@ -323,17 +456,60 @@ def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
             ("report written", generated)]
     prov += [(k, str(v)) for k, v in (versions or {}).items()]
     spec = view.spec
+    seeds_words = (f"Each cell: the mean over seeds [{analysis.BOOTSTRAP_WORDS}]; \"(1 run)\": "
+                   "only one run finished." if intervals
+                   else "Single seed: one run per cell, no interval.")
+    headline, noise, caveats = view.conclusion()
+    found = f"""<h2>What this study found</h2>
+<p class="conclusion"><b>{e(headline)}</b>{(" " + e(noise)) if noise else ""}</p>
+{"<p><b>Caveats:</b></p><ul class='caveats'>" + "".join(f"<li>{e(c)}</li>" for c in caveats)
+ + "</ul>" if caveats else ""}"""
+    scaling_section = ""
+    if view.is_grid:
+        sc = view.scaling
+        oh, orows = optimum_rows(sc)
+        fh, frows = fit_rows(sc)
+        nrows = noise_rows(sc)
+        m = sc.mccandlish
+        mc = ""
+        if m is not None:
+            iv = _fmt_interval(m.b_noise, *m.interval) if m.interval is not None else \
+                f"{m.b_noise:.3g}"
+            mc = (f"<p>McCandlish et al. 2018: lr*(B) = lr_max / (1 + B_noise / B) fits with "
+                  f"lr_max = {m.lr_max:.3g}, B_noise = {e(iv)} (95% seed bootstrap)"
+                  + (f" &mdash; at the {m.bound} end of the searched range "
+                     f"{m.search[0]:.3g}..{m.search[1]:.3g}: not identified" if m.bound else "")
+                  + ".</p>")
+        noise_section = ""
+        if nrows is not None:
+            noise_section = ("<h3>Gradient noise scale B_simple at each batch size's best "
+                             "learning rate</h3>\n" + _table(*nrows, css="facts"))
+        scaling_section = f"""<h2>Optimal learning rate per batch size</h2>
+<p class="muted">The best grid learning rate (lowest mean {e(view.objective_label)}; a learning
+rate where any run diverged never is), refined by a parabola in log(lr) through it and its two
+neighbours when it is interior; the interval resamples the seeds within every cell and redoes
+the refinement ({e(analysis.BOOTSTRAP_WORDS)}).</p>
+{_table(oh, orows, css="facts")}
+<h2>Scaling law</h2>
+{_table(fh, frows, css="facts")}
+{mc}
+{noise_section}"""
     if view.is_grid:
         grid_section = f"""<h2>Grid: mean {e(view.objective_label)} over seeds</h2>
-<p class="muted">Rows: batch size; columns: learning rate. "diverged": every run of the cell
-diverged (no loss); "(n div)": n runs of the cell diverged, the mean is over the others.</p>
+<p class="muted">Rows: batch size; columns: learning rate. {e(seeds_words)} "diverged": every
+run of the cell diverged (no loss); "(n div)": n runs of the cell diverged, the mean is over the
+others.</p>
 {_table(header, rows, classes)}"""
     else:
         grid_section = (f"<h2>Trials, not a grid</h2>\n<p>The {e(view.sampler)} sampler picks "
                         "batch size and learning rate from ranges: see the contour and slice "
                         "plots, or <code>study query trials</code>.</p>")
+    first, rest = (embeds[0], embeds[1:]) if view.is_grid and embeds else ("", embeds)
     body = f"""<h1>Study {e(view.name)}</h1>
 <p class="muted">{e((spec or {}).get("description", ""))}</p>
+{found}
+{f'<div class="embed">{first}</div>' if first else ""}
+{scaling_section}
 <h2>Best cell</h2>
 <p><b>{e(best_text(view))}</b></p>
 {grid_section}
@@ -344,7 +520,7 @@ By outcome: {e(", ".join(f"{n} {s}" for s, n in statuses.items()))}.</p>
 <ul>
 {chr(10).join(links)}
 </ul>
-{"".join(f'<div class="embed">{d}</div>' for d in embeds)}
+{"".join(f'<div class="embed">{d}</div>' for d in rest)}
 <h2>Spec</h2>
 <pre>{e(spec_text(spec)) if spec else "No spec stored: this study was not made by study run."}</pre>
 <h2>Provenance</h2>
@@ -355,14 +531,28 @@ By outcome: {e(", ".join(f"{n} {s}" for s, n in statuses.items()))}.</p>
 
 def summary_markdown(view: StudyView, index: Path | None) -> str:
     """The note shown on the study in optuna-dashboard."""
-    header, rows = analysis.grid_rows(analysis.grid(view.records))
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
-    grid_lines = [f"Mean {view.objective_label} over seeds (rows: batch size):", "", *table] \
+    g = analysis.grid(view.records)
+    intervals = analysis.repeats(g)
+    header, rows = analysis.grid_rows(g, intervals)
+    seeds = f"[{analysis.BOOTSTRAP_WORDS}]" if intervals else "(single seed: no interval)"
+    grid_lines = [f"Mean {view.objective_label} over seeds {seeds} (rows: batch size):", "",
+                  *_markdown(header, rows)] \
         if view.is_grid else [f"The {view.sampler} sampler searched ranges, not a grid."]
     states = analysis.count_by(view.records, "status")
+    headline, noise, caveats = view.conclusion()
+    found = [f"**{headline}**" + (f" {noise}" if noise else "")]
+    if caveats:
+        found += ["", "Caveats:", *(f"- {c}" for c in caveats)]
+    if view.is_grid:
+        found += ["", "Optimal learning rate per batch size:", "",
+                  *_markdown(*optimum_rows(view.scaling)), "", *_markdown(*fit_rows(view.scaling))]
+        nrows = noise_rows(view.scaling)
+        if nrows is not None:
+            found += ["", *_markdown(*nrows)]
     lines = [
         f"## {view.name}: summary by `study report`",
+        "",
+        *found,
         "",
         f"**Best cell:** {best_text(view)}",
         "",
@@ -378,6 +568,14 @@ def summary_markdown(view: StudyView, index: Path | None) -> str:
         NOTE_END,
     ]
     return "\n".join(lines)
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").strip() or " "
+
+    return ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(cell(c) for c in r) + " |" for r in rows)]
 
 
 def merged_note(ours: str, existing: str) -> str:
@@ -441,8 +639,8 @@ def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool
             continue
         files.append(_write(target, figure_html(view, page)))
     by_file = {p.file: p for p in pages}
-    embeds = [figure_div(by_file[f].figure, f"embed-{f.removesuffix('.html')}")
-              for f in ("article.html", "heatmap_objective.html") if by_file[f].figure is not None]
+    embeds = [figure_div(fig, f"embed-{f.removesuffix('.html')}")
+              for f in EMBEDDED if (fig := by_file[f].figure) is not None]
     generated = datetime.datetime.now().isoformat(timespec="seconds")
     index = _write(out / INDEX, index_html(view, pages, embeds, generated))
     files.append(index)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 import pytest
 
-from study import figures
-from study.analysis import TrialRecord, t975
+from study import analysis, figures
+from study.analysis import TrialRecord
 
 
 def rec(n: int, bs: int, lr: float, seed: int, value: float | None, status: str = "complete",
@@ -42,14 +41,14 @@ def test_article_info_lines_means_intervals_and_divergence() -> None:
     p = by_lr[0.1][64]
     assert p.interval is not None and p.interval.mean == 0.5 and p.interval.low is None
     assert info.partly == ((0.1, 64, 1, 2),)
-    # Two runs: mean and Student-t interval, by hand.
+    # Two runs: the mean and its percentile bootstrap interval over seeds; resampling two
+    # runs gives means 0.2, 0.3 and 0.4, so the 95% interval spans the two runs.
     q = by_lr[0.01][16]
-    assert q.runs == (0.2, 0.4) and q.interval is not None
-    half = t975(1) * statistics.stdev([0.2, 0.4]) / math.sqrt(2)
+    assert q.runs == (0.2, 0.4) and q.interval is not None and q.interval.method == "bootstrap"
     assert q.interval.mean == pytest.approx(0.3)
-    assert (q.interval.low, q.interval.high) == pytest.approx((0.3 - half, 0.3 + half))
-    # The floor sits below every positive value drawn, for bands that reach <= 0.
-    assert by_lr[0.01][64].interval.low < 0  # type: ignore[union-attr,operator]
+    assert (q.interval.low, q.interval.high) == pytest.approx((0.2, 0.4))
+    assert q.interval == analysis.bootstrap_interval([0.2, 0.4])
+    # The floor sits below every positive value drawn, for bands that would reach <= 0.
     assert info.floor is not None and 0 < info.floor < 0.01
 
 
