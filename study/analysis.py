@@ -148,7 +148,10 @@ def cell_text(cell: GridCell | None, intervals: bool = False) -> str:
         text = format_value(cell.mean)
         if intervals:
             i = bootstrap_interval(cell.values)
-            text = interval_text(i) if i is not None and not i.single else text + " (1 run)"
+            if i is not None and not i.single:
+                text = interval_text(i)
+            elif not cell.diverged:  # "(n div)" below already says how many runs are left
+                text += " (1 run)"
         if cell.diverged:
             text += f" ({cell.diverged} div)"
         return text

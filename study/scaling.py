@@ -218,6 +218,9 @@ def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
             way = "down" if edge == "low" else "up"
             note = (f"the grid's {side} learning rate is best: a bound, not an estimate; "
                     f"widen the grid {way}ward")
+            inner = k + 1 if edge == "low" else k - 1
+            if 0 <= inner < len(lrs) and means[inner] == math.inf:
+                note += f" (and refine it toward lr={lrs[inner]:g}, where a run diverged)"
         elif not refined[0]:
             note = "not refined: a neighbouring learning rate diverged"
         else:
@@ -546,7 +549,7 @@ def headline(s: Scaling, optimizer: str | None) -> str:
     if s.fit is None:
         return f"No scaling law {context}: {s.why}."
     f = s.fit
-    trend = "grows" if f.alpha > 0 else "falls" if f.alpha < 0 else "stays flat"
+    trend = "grows" if f.alpha >= 0.005 else "falls" if f.alpha <= -0.005 else "stays flat"
     ci = f" [{f.low:.2f}, {f.high:.2f}]" if f.low is not None and f.high is not None else \
         " (no interval)"
     text = f"Best LR {trend} as B^{f.alpha:.2f}{ci} {context}"

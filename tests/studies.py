@@ -24,9 +24,20 @@ DIVERGED_LR = 0.1  # every run at this learning rate diverges
 PARTLY = (64, 0.01, 1)  # (batch size, learning rate, seed): the one run of its cell that diverges
 
 
+def measured(c: TrialConfig) -> dict[str, float]:
+    """The noise scale and sharpness attributes a completed scripted run records: closed
+    forms, so tests know the pooled B_simple (tr(Sigma) and |G|^2 averaged over seeds, then
+    divided) and that the sharpness sits below 2/lr."""
+    grad_sq = 0.01 * (1 + c.seed)
+    trace = c.batch_size * c.learning_rate * 100 * (2 + c.seed)
+    return {"noise_grad_sq": grad_sq, "noise_trace_sigma": trace, "noise_scale": trace / grad_sq,
+            "sharpness": 1.5 / c.learning_rate * (1 + 0.1 * c.seed)}
+
+
 @dataclass
 class DivergingTrainer(ScriptedTrainer):
-    """The scripted trainer, diverging at `DIVERGED_LR` and in the `PARTLY` run."""
+    """The scripted trainer, diverging at `DIVERGED_LR` and in the `PARTLY` run; its
+    completed runs record `measured(config)` as the real trainers' [analysis] options do."""
 
     def train(self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
               ) -> list[TrialResult]:
@@ -37,7 +48,10 @@ class DivergingTrainer(ScriptedTrainer):
                 out.append(TrialResult("diverged", [2.0, math.nan], [2.1, math.nan], math.nan,
                                        20, 0.01, diverged_epoch=2))
             else:
-                out.extend(super().train([c], data, monitor))
+                (result,) = super().train([c], data, monitor)
+                if result.status == "complete":
+                    result.extras.update(measured(c))
+                out.append(result)
         return out
 
 

@@ -85,7 +85,7 @@ def test_every_report_page_draws_offline(browser: Any, study_db: Path, tmp_path:
     out = tmp_path / "dashboards"
     write_report(f"sqlite:///{study_db}", None, out, dashboard=False)
     pages = sorted(out.glob("*.html"))
-    assert len(pages) == 11
+    assert len(pages) == 17
     watch = Watch(browser, "file://")
     try:
         for page in pages:
@@ -105,7 +105,9 @@ def test_every_report_page_draws_offline(browser: Any, study_db: Path, tmp_path:
         index = (out / "index.html").as_uri()
         watch.page.goto(index)
         embedded = watch.plots()
-        assert len(embedded) == 2 and all(embedded)  # the article's chart and the heat map
+        # The scaling chart, the article's chart and the heat map.
+        assert len(embedded) == 3 and all(embedded)
+        assert watch.page.locator("p.conclusion").inner_text().startswith("Best LR ")
         watch.page.click("text=Heat map of the objective")
         watch.page.wait_for_url(re.compile(r".*/heatmap_objective\.html$"))
         assert watch.page.locator("text=diverged").count() >= 3

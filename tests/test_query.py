@@ -70,28 +70,88 @@ def test_trials_one_row_per_trial(study_db: Path) -> None:
 
 def test_grid_is_the_mean_over_seeds_with_divergence_as_a_word(study_db: Path) -> None:
     table = query.run_named(url(study_db), "grid")
-    assert table.columns == ("batch_size", "lr=0.1", "lr=0.01", "lr=0.001")
+    lrs = ("lr=0.1", "lr=0.01", "lr=0.001")
+    assert table.columns == ("batch_size", *lrs,
+                             *(f"{lr} {end}" for lr in lrs for end in ("low", "high")))
     for row in table.rows:
         bs = row[0]
-        assert row[1] == "diverged"
-        for lr, got in zip((0.01, 0.001), row[2:], strict=True):
+        assert row[1] == "diverged" and row[4:6] == (None, None)
+        for k, lr in enumerate((0.01, 0.001)):
             runs = [v for s in SEEDS if (v := expected_loss(bs, lr, s)) is not None]  # type: ignore[arg-type]
-            assert got == pytest.approx(sum(runs) / len(runs))
+            assert row[2 + k] == pytest.approx(sum(runs) / len(runs))
+            # Two runs: the bootstrap interval spans them; one run: no interval.
+            low, high = row[6 + 2 * k: 8 + 2 * k]
+            assert (low, high) == (pytest.approx(min(runs)), pytest.approx(max(runs))) \
+                if len(runs) == 2 else (low, high) == (None, None)
     text = query.render(table, "table")
-    assert "0.9412 (1 div)" in text and text.splitlines()[0].startswith("batch_size")
+    lines = text.splitlines()
+    assert lines[0].split() == ["batch_size", *lrs]  # the table shows intervals beside means
+    assert "0.9412 (1 div)" in text and "0.8005 [0.8, 0.801]" in text
+    assert lines[-1] == "Each cell: the mean over seeds [95% percentile bootstrap over seeds]."
+    assert "Each cell" not in query.render(table, "csv")
+    single = query._grid([r for r in query_rows(study_db) if r.record.seed == 0])
+    assert single.columns == ("batch_size", *lrs)
+    assert query.render(single, "table").splitlines()[-1] == \
+        "Single seed: one run per cell, no interval."
+
+
+def query_rows(db: Path) -> list[query.TrialRow]:
+    from study.storage import read_only
+
+    with read_only(url(db)) as conn:
+        return query.trial_rows(conn, 1, query._EXTRA_ATTRS)
 
 
 def test_best_lr_per_batch_size(study_db: Path) -> None:
     table = query.run_named(url(study_db), "best-lr")
-    assert table.columns[:4] == ("batch_size", "learning_rate", "objective", "runs")
-    for bs, lr, objective, runs, _ in table.rows:
+    assert table.columns == ("batch_size", "learning_rate", "objective", "objective_low",
+                             "objective_high", "runs", "lr_refined", "lr_low", "lr_high", "note",
+                             "diverged_lrs")
+    for bs, lr, objective, low, high, runs, *_ in table.rows:
         means = {}
         for cand in (0.01, 0.001):
-            vals = [v for s in SEEDS if (v := expected_loss(bs, cand, s)) is not None]  # type: ignore[arg-type]
-            means[cand] = sum(vals) / len(vals)
+            vals = [expected_loss(bs, cand, s) for s in SEEDS]  # type: ignore[arg-type]
+            if None not in vals:  # a learning rate where a run diverged is never the best
+                means[cand] = sum(vals) / len(vals)  # type: ignore[arg-type]
         best = min(means, key=means.__getitem__)
         assert (lr, objective) == (best, pytest.approx(means[best]))
-        assert runs == (1 if (bs, lr) == PARTLY[:2] else 2)
+        assert runs == 2 and low is not None and high is not None and low < objective < high
+    by_b = {r[0]: r for r in table.rows}
+    # At 64, 0.01 has a diverged run: 0.001, the grid's smallest, is best (a bound).
+    assert by_b[64][1] == 0.001 and "widen the grid downward" in str(by_b[64][9])
+    assert by_b[64][10] == "0.1,0.01"
+    assert "not refined: a neighbouring learning rate diverged" in str(by_b[16][9])
+    text = query.render(table, "table")
+    assert text.splitlines()[0].split() == ["batch_size", "best_lr", "objective", "runs", "lr*",
+                                            "where", "diverged_lrs"]
+    assert "A learning rate where any run diverged is never the best." in text
+
+
+def test_scaling_query_fits_verdicts_noise_and_a_conclusion(study_db: Path) -> None:
+    from study import scaling
+    from tests.studies import measured
+
+    table = query.run_named(url(study_db), "scaling")
+    assert table.columns == ("quantity", "value", "low", "high", "note")
+    rows = {r[0]: r for r in table.rows}
+    assert [q for q in rows if str(q).startswith("lr* at")] == ["lr* at B=16", "lr* at B=64",
+                                                                "lr* at B=256"]
+    assert {q: rows[f"{q} rule"][4].split()[0] for q in ("inverse", "constant", "square-root",
+                                                           "linear")} == \
+        dict.fromkeys(("inverse", "constant", "square-root", "linear"), "consistent")
+    # Pooled noise scale at B=16's best cell (lr=0.01): tr(Sigma) and |G|^2 averaged, then divided.
+    configs = [TrialConfig.of(spec(), 16, 0.01, s) for s in SEEDS]
+    want = sum(measured(c)["noise_trace_sigma"] for c in configs) / \
+        sum(measured(c)["noise_grad_sq"] for c in configs)
+    assert rows["B_simple at B=16, lr=0.01"][1] == pytest.approx(want)
+    # The same numbers as the report's, from the same records and the stored spec.
+    records = [r.record for r in query_rows(study_db)]
+    s = scaling.scaling(records)
+    assert rows["alpha"][1:4] == (s.fit.alpha, s.fit.low, s.fit.high)  # type: ignore[union-attr]
+    text = query.render(table, "table")
+    assert text.splitlines()[-1] == scaling.conclusion(s, "adam")
+    assert text.splitlines()[-1].startswith("Best LR stays flat as B^0.00")
+    assert json.loads(query.render(table, "json"))[0]["quantity"] == "lr* at B=16"
 
 
 def test_curves_of_one_trial_and_of_all(study_db: Path) -> None:
@@ -208,8 +268,8 @@ def test_cli_query_exit_codes_and_file_unchanged(tmp_path: Path, study_db: Path)
         "study query: error: --sql: refused, the database is open read-only")
     out = run_cli(["query", "grid", "--storage", url(db), "--format", "csv"])
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == "batch_size,lr=0.1,lr=0.01,lr=0.001"
-    for args, message in [([], "give a query name (trials, grid, best-lr, curves, studies) or "
+    assert out.stdout.splitlines()[0].startswith("batch_size,lr=0.1,lr=0.01,lr=0.001,lr=0.1 low,")
+    for args, message in [([], "give a query name (trials, grid, best-lr, scaling, curves, studies) or "
                                 "--sql"),
                           (["nope"], "argument NAME: invalid choice: 'nope'"),
                           (["trials", "--sql", "SELECT 1"], "or --sql \"SELECT ...\", not both")]:
@@ -253,5 +313,5 @@ def test_postgres_is_read_only_too(pg_url: str, study_db: Path) -> None:
                                  "'status' AND value_json::json #>> '{}' = 'diverged'"
                          ).rows == ((7,),)
     # The same scripted study gives the same answers from either engine.
-    for name in ("grid", "best-lr", "curves"):
+    for name in ("grid", "best-lr", "scaling", "curves"):
         assert query.run_named(pg_url, name) == query.run_named(url(study_db), name), name

@@ -11,12 +11,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study import analysis, report
+from study import analysis, report, scaling
 from study.errors import StorageUsageError
 from tests.helpers import ROOT, run_cli, sql
 from tests.studies import make_study, spec
 
-FIGURES = {"article.html", "heatmap_objective.html", "heatmap_val_loss.html", "contour.html",
+OURS = {"article.html", "scaling.html", "optimum.html", "heatmap_objective.html",
+        "heatmap_val_loss.html", "generalization.html", "heatmap_gap.html", "noise.html",
+        "sharpness.html"}
+FIGURES = {*OURS, "contour.html",
            "slice.html", "history.html", "importances.html", "intermediate.html", "parallel.html",
            "rank.html"}
 
@@ -70,8 +73,11 @@ def test_index_says_what_the_study_is(written: tuple[str, Path, report.Report]) 
     best = analysis.best(records)
     assert best is not None and best.mean is not None
     assert (f"batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
-            f"final training loss {best.mean:.4g}") in text
-    assert f'<td class="best">{best.mean:.4g}</td>' in text
+            f"final training loss {best.mean:.4g} (mean of 2; 95% percentile bootstrap over "
+            "seeds") in text
+    interval = analysis.bootstrap_interval(best.values)
+    assert f'<td class="best">{analysis.interval_text(interval)}</td>' in text
+    assert "Each cell: the mean over seeds [95% percentile bootstrap over seeds]" in text
     links = set(re.findall(r'<a href="([^"]+)">', text))
     assert links == FIGURES
     assert 'class="skipped"' not in text
@@ -101,7 +107,7 @@ def test_our_figures_and_note_are_stored_for_optuna_dashboard(
     url = written[0]
     study = _study(url)
     stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
-    assert set(stored) == {"article-chart", "heatmap-objective"}
+    assert set(stored) == {"article-chart", "heatmap-objective", "scaling-chart"}
     article = json.loads(stored["article-chart"])
     assert article["layout"]["title"]["text"].startswith("Final loss against batch size")
     heat = json.loads(stored["heatmap-objective"])
@@ -110,12 +116,18 @@ def test_our_figures_and_note_are_stored_for_optuna_dashboard(
     assert note.startswith("## article: summary by `study report`")
     assert "| 16 | diverged |" in note and report.NOTE_END in note
     # A user's own words below the summary survive the next report; the summary is replaced.
+    # The note opens with what the study found, as the index does.
+    s = scaling.scaling(report.load_view(study, url).records)
+    assert note.splitlines()[2] == f"**{scaling.headline(s, 'adam')}** {scaling.noise_sentence(s)}"
+    assert "| 64 | 0.001 | 0.001 [0.001, 0.01] | the grid's smallest learning rate is best" in note
+    assert "| square-root rule (Krizhevsky 2014; Malladi et al. 2022 (Adam, RMSprop)) | 0.5 |" \
+        in note
     save_note(study, note + "\nMy own words.\n")
     report.write_report(url, None, written[1])
     again = get_note(_study(url))
     assert again.count("My own words.") == 1 and again.count(report.NOTE_END) == 1
     stored = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
-    assert set(stored) == {"article-chart", "heatmap-objective"}  # replaced, not added
+    assert set(stored) == {"article-chart", "heatmap-objective", "scaling-chart"}  # replaced, not added
 
 
 def test_a_study_without_results_says_why_figures_are_missing(tmp_path: Path) -> None:
@@ -134,15 +146,23 @@ def test_a_study_without_results_says_why_figures_are_missing(tmp_path: Path) ->
     result = report.write_report(url, "all-diverged", out, dashboard=False)
     assert set(result.skipped) == {"contour.html", "slice.html", "history.html",
                                    "importances.html", "intermediate.html", "parallel.html",
-                                   "rank.html"}
+                                   "rank.html", "noise.html", "sharpness.html"}
     assert result.skipped["contour.html"] == "needs 2 completed trial(s), the study has 0"
+    assert result.skipped["noise.html"] == ("no trial recorded a noise scale (noise_scale); turn "
+                                            "it on in the spec's [analysis] section")
     # The previous study's Optuna pages are gone, so none can pass for this study's.
-    assert {p.name for p in out.iterdir()} == {"index.html", "plotly.min.js", "article.html",
-                                               "heatmap_objective.html", "heatmap_val_loss.html"}
+    assert {p.name for p in out.iterdir()} == {
+        "index.html", "plotly.min.js", "article.html", "scaling.html", "optimum.html",
+        "heatmap_objective.html", "heatmap_val_loss.html", "generalization.html",
+        "heatmap_gap.html"}
     index = (out / "index.html").read_text()
     assert "Contour: batch size x learning rate: not drawn (needs 2 completed trial(s)" in index
     assert "No completed trial yet." in index
-    heat = report.our_pages(report.load_view(_study(url, "all-diverged"), url))[1].figure
+    assert ("No scaling law (Adam, 0 seeds): a scaling fit needs optima at two or more batch "
+            "sizes; this study has 0.") in index
+    pages = {p.file: p for p in report.our_pages(report.load_view(_study(url, "all-diverged"),
+                                                                   url))}
+    heat = pages["heatmap_objective.html"].figure
     assert heat is not None and all(v is None for row in heat.data[0].z for v in row)
     # --no-dashboard (dashboard=False) stored nothing on that study.
     study = _study(url, "all-diverged")
@@ -171,7 +191,7 @@ def test_cli_report_without_tensorflow(tmp_path: Path) -> None:
         "print(rc, 'tensorflow' in sys.modules, file=sys.stderr)")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert probe.stderr.strip().splitlines()[-1] == "0 False", probe.stderr
-    assert "Study 'article' (18 trials): wrote 12 files" in probe.stdout
+    assert "Study 'article' (18 trials): wrote 18 files" in probe.stdout
     assert f"Open {(tmp_path / 'd' / 'index.html').as_uri()}" in probe.stdout
     out = run_cli(["report", "--help"])
     assert out.returncode == 0 and "Example: study report" in out.stdout
@@ -196,8 +216,7 @@ def test_a_search_that_is_not_a_grid(tmp_path: Path) -> None:
     runner.work(ctx, ScriptedTrainer, lambda: make_dataset(tpe.data))
     result = report.write_report(url, None, tmp_path / "out")
     # Our grid figures do not pretend six single trials are a grid; Optuna's are drawn.
-    assert set(result.skipped) == {"article.html", "heatmap_objective.html",
-                                   "heatmap_val_loss.html"}
+    assert set(result.skipped) == OURS
     assert all("the tpe sampler, not a grid" in why for why in result.skipped.values())
     assert {"contour.html", "slice.html", "importances.html"} <= {p.name for p in result.files}
     index = (tmp_path / "out" / "index.html").read_text()

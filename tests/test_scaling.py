@@ -63,7 +63,9 @@ def test_grid_rows_with_intervals_mark_single_runs() -> None:
     g = analysis.grid(rs)
     assert analysis.repeats(g)
     _, rows = analysis.grid_rows(g, intervals=True)
-    assert rows == [["16", "2 [1, 3]", "0.5 (1 run) (1 div)"]]
+    assert rows == [["16", "2 [1, 3]", "0.5 (1 div)"]]
+    _, rows = analysis.grid_rows(analysis.grid([*rs[:3], rec(4, 32, 0.1, 0, 0.7)]), True)
+    assert rows[1] == ["32", "0.7 (1 run)", "-"]
     assert analysis.grid_rows(g)[1] == [["16", "2", "0.5 (1 div)"]]
     # A learning rate where a run diverged is never the best, however good the others.
     best = analysis.best(rs)
