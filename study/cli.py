@@ -216,13 +216,21 @@ def _print_summary(ctx: object) -> None:
     what = {"train_loss": "final training loss (last epoch's mean, the article's metric)",
             "val_loss": "validation loss after training"}[spec.train.objective]
     print()
-    print(f"Objective: {what}; mean over {len(seeds)} seed(s). Rows: batch size.")
-    header, rows = analysis.grid_rows(analysis.grid(records))
+    g = analysis.grid(records)
+    intervals = analysis.repeats(g)
+    spread = f" [{analysis.BOOTSTRAP_WORDS}]" if intervals else ""
+    print(f"Objective: {what}; mean over {len(seeds)} seed(s){spread}. Rows: batch size.")
+    header, rows = analysis.grid_rows(g, intervals)
     print(analysis.render_table(header, rows))
     best = analysis.best(records)
     if best is not None and best.mean is not None:
         print(f"\nBest cell: batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
               f"{best.mean:.4g} (mean of {len(best.values)})")
+    if spec.is_grid and len(g.batch_sizes) > 1:
+        from study import scaling
+
+        s = scaling.scaling(records)
+        print(f"Scaling (more: study query scaling): {scaling.headline(s, spec.train.optimizer)}")
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -245,7 +253,8 @@ def _add_study_storage(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the study's figures and an index page to dashboards/ (offline HTML), and store
-    the article's chart, the heat map and a summary note on the study for optuna-dashboard.
+    the article's chart, the heat map, the scaling chart and a summary note (opening with
+    what the study found) on the study for optuna-dashboard.
 
     Example: study report --storage sqlite:///storage/study.db --out dashboards
     """
@@ -264,8 +273,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for file, why in report.skipped.items():
         print(f"  not drawn: {file}: {why}")
     if report.dashboard:
-        print("Stored the article's chart, the heat map and a summary note on the study "
-              "(see them with: make dashboard).")
+        print("Stored the article's chart, the heat map, the scaling chart and a summary note "
+              "on the study (see them with: make dashboard).")
     print(f"Open {(report.out / 'index.html').resolve().as_uri()}")
     return 0
 
@@ -274,8 +283,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     """Ask the study database a question, read-only: a named query or your own SELECT.
 
     Named queries: trials (one row per trial), grid (mean objective per batch size x
-    learning rate), best-lr (best learning rate per batch size), curves (per-epoch
-    losses; one trial with --trial N), studies (every study in the storage).
+    learning rate, with 95% bootstrap intervals over seeds), best-lr (best learning rate
+    per batch size, refined, with its interval), scaling (lr* ~ B^alpha with its interval,
+    verdicts on the inverse, constant, square-root and linear rules, McCandlish's fit, the
+    noise scale, and the conclusion), curves (per-epoch losses; one trial with --trial N),
+    studies (every study in the storage).
     The database is opened read-only; a statement that would write is refused (exit 2).
 
     Example: study query grid --format csv
@@ -364,8 +376,8 @@ def _add_result_commands(sub: Any) -> None:
                    "unless --study-name says otherwise")
     p.add_argument("--no-dashboard", action="store_true",
                    help="only write the files; store nothing on the study")
-    p = sub.add_parser("query", help="read-only queries: trials, grid, best-lr, curves, studies, "
-                       "or --sql", description=cmd_query.__doc__, formatter_class=raw)
+    p = sub.add_parser("query", help="read-only queries: trials, grid, best-lr, scaling, curves, "
+                       "studies, or --sql", description=cmd_query.__doc__, formatter_class=raw)
     p.add_argument("name", nargs="?", choices=NAMED, metavar="NAME",
                    help=f"a named query: {', '.join(NAMED)}")
     p.add_argument("--sql", help="your own read-only statement, e.g. \"SELECT COUNT(*) FROM trials\"")
