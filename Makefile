@@ -42,5 +42,10 @@ unit: $(STAMP)
 
 test: lint unit
 
+# The keras reference and the population trainer side by side on real `study run`s
+# (~15 min on 2 cores; ARGS=--quick skips the slowest); rewrites BENCHMARKS.md's table.
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py --write BENCHMARKS.md $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

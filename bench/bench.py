@@ -197,7 +197,12 @@ class Run:
         return max(0.0, self.report.first_call_seconds - statistics.median(later))
 
 
-def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int) -> Run:
+def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
+              cache: str | None = None) -> Run:
+    """One `study run` in a child process; `cache` is a STUDY_XLA_CACHE directory."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
+    if cache:
+        env["STUDY_XLA_CACHE"] = cache
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         argv = ["run", "--storage", f"sqlite:///{tmp}/study.db", "--trainer", trainer,
                 "--epochs", str(epochs), "--seeds", ",".join(map(str, range(seeds))),
@@ -206,7 +211,7 @@ def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int) -
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv],
-                              cwd=tmp, capture_output=True, text=True)
+                              cwd=tmp, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
         if proc.returncode != 0 or not out.exists():
             raise SystemExit(f"bench: {label} ({trainer}) failed:\n{proc.stderr[-3000:]}")
@@ -273,6 +278,28 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int) -> 
         share = " / ".join(fmt(r.storage_share if r else None, ".1%", "") for r in (k, p))
         lines.append(f"| {label} | {trials} | {fmt(k.wall if k else None)} | "
                      f"{fmt(p.wall if p else None)} | {ratio} | {share} |")
+    k20, p20 = by.get(("article", "keras")), by.get(("article", "population"))
+    k100, p100 = by.get(("article x 5 seeds", "keras")), by.get(("article x 5 seeds", "population"))
+
+    def check(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "missed")
+
+    r20 = k20.wall / p20.wall if k20 and p20 else None
+    r100 = k100.wall / p100.wall if k100 and p100 else None
+    lines += [
+        "",
+        "| target | measured | |",
+        "|---|---:|---|",
+        f"| (a) article: population >= 20x faster than keras | {fmt(r20, '.1f', 'x')} | "
+        f"{check(None if r20 is None else r20 >= 20)} |",
+        f"| (a) article: whole `study run` < 20 s | {fmt(p20.wall if p20 else None)} | "
+        f"{check(None if p20 is None else p20.wall < 20)} |",
+        f"| (b) 100 trials: population >= 50x faster than keras | {fmt(r100, '.1f', 'x')} | "
+        f"{check(None if r100 is None else r100 >= 50)} |",
+        f"| 100 trials: storage < 15% of wall | "
+        f"{fmt(p100.storage_share if p100 else None, '.1%', '')} | "
+        f"{check(None if p100 is None else p100.storage_share < 0.15)} |",
+    ]
     lines += [
         "",
         "### Where the population trainer's time goes",
@@ -336,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [study_run("article", "keras", 1, 1000, e),
             study_run("article", "population", 1, 1000, e),
             study_run("article x 5 seeds", "population", 5, 1000, e)]
+    with tempfile.TemporaryDirectory(prefix="study-xla-") as cache:
+        # Opt-in STUDY_XLA_CACHE: the first run fills it, the second loads its program.
+        study_run("article, filling the XLA cache", "population", 1, 1000, e, cache)
+        runs.append(study_run("article, warm XLA cache", "population", 1, 1000, e, cache))
     if not opts.quick:
         runs.append(study_run("article x 5 seeds", "keras", 5, 1000, e))
         runs.append(study_run("article x 20 seeds", "population", 20, 1000, e))

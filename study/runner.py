@@ -38,6 +38,7 @@ from study.errors import SpecError, StorageError, StorageUsageError, TooManyFail
 from study.spec import Spec, identity_diff, to_table
 from study.storage import (
     claim_lock,
+    create_trials,
     describe_error,
     git_revision,
     is_storage_error,
@@ -317,24 +318,28 @@ def recover_abandoned(ctx: StudyContext, me: Worker,
     return n
 
 
-def _start_trial(ctx: StudyContext, params: dict[str, Any],
-                 dists: dict[str, BaseDistribution], user_attrs: dict[str, Any]) -> optuna.Trial:
-    """A RUNNING trial with a grid cell's params and its owner, made in one transaction.
+def _start_trials(ctx: StudyContext, cells: Sequence[space.Cell],
+                  dists: dict[str, BaseDistribution], owner: dict[str, Any]) -> list[optuna.Trial]:
+    """RUNNING trials for grid cells, with their owner and seed, in one transaction.
 
-    It is the trial `enqueue_trial` + `ask` would make (same params, distributions,
-    `fixed_params` system attribute and owner), without the WAITING step: `ask` scans
-    every unfinished trial to pop one, which made claiming 100 cells take seconds.
+    Each is the trial `enqueue_trial` + `ask` would make (same params, distributions,
+    `fixed_params` system attribute, owner), without the WAITING step: `ask` scans every
+    unfinished trial to pop one, and a transaction per trial made claiming 100 cells
+    take seconds.
     """
     import optuna
     from optuna.trial import FrozenTrial, TrialState
 
-    template = FrozenTrial(
-        number=-1, state=TrialState.RUNNING, value=None, values=None,
-        datetime_start=datetime.datetime.now(), datetime_complete=None, params=params,
-        distributions={k: dists[k] for k in params}, user_attrs=user_attrs,
-        system_attrs={"fixed_params": params}, intermediate_values={}, trial_id=-1)
-    trial_id = ctx.storage.create_new_trial(ctx.study_id, template_trial=template)
-    return optuna.trial.Trial(ctx.study, trial_id)
+    now = datetime.datetime.now()
+    templates = [FrozenTrial(
+        number=-1, state=TrialState.RUNNING, value=None, values=None, datetime_start=now,
+        datetime_complete=None, params=cell.params(),
+        distributions={k: dists[k] for k in cell.params()},
+        user_attrs={**owner, R.SEED_ATTR: cell.seed},
+        system_attrs={"fixed_params": cell.params()}, intermediate_values={}, trial_id=-1)
+        for cell in cells]
+    ids = create_trials(ctx.storage, ctx.study_id, templates)
+    return [optuna.trial.Trial(ctx.study, trial_id) for trial_id in ids]
 
 
 def _fair_share(ctx: StudyContext, me: Worker, pending: int) -> int:
@@ -380,8 +385,7 @@ def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
                     claimed.append(trial)
                 else:
                     _fail(ctx, trial.number, "duplicate")
-            for cell in pending[: limit - len(claimed)]:
-                claimed.append(_start_trial(ctx, cell.params(), dists, owner))
+            claimed += _start_trials(ctx, pending[: limit - len(claimed)], dists, owner)
         else:
             finished = count_finished(ctx, trials)
             running = sum(t.state.name in ("RUNNING", "WAITING") for t in trials)
@@ -393,7 +397,8 @@ def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
         params = trial.params
         seed = int(params[space.SEED]) if space.SEED in params \
             else space.seed_for_trial(spec, trial.number)
-        trial.set_user_attr(R.SEED_ATTR, seed)
+        if trial.user_attrs.get(R.SEED_ATTR) != seed:
+            trial.set_user_attr(R.SEED_ATTR, seed)
         config = TrialConfig.of(spec, int(params[space.BATCH_SIZE]),
                                 float(params[space.LEARNING_RATE]), seed)
         claims.append(Claim(trial, config))
@@ -439,11 +444,22 @@ def record(ctx: StudyContext, c: Claim, result: TrialResult, trainer: str) -> st
                     if math.isfinite(v) and epoch not in c.reported}
     write_trial_facts(ctx.storage, c.trial._trial_id, intermediate, result_attrs(result, trainer))
     if result.status == "complete":
-        ctx.study.tell(c.trial, objective)
+        _tell(ctx, c.trial, objective)
     else:
-        ctx.study.tell(c.trial, state=_state("PRUNED" if result.status == "pruned" else "FAIL"))
+        _tell(ctx, c.trial, state=_state("PRUNED" if result.status == "pruned" else "FAIL"))
     c.told = True
     return result.status
+
+
+def _tell(ctx: StudyContext, trial: optuna.Trial, value: float | None = None,
+          state: Any = None) -> None:
+    """`study.tell`, less its last step: a re-read of the trial to return it, unused here."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # pragma: no cover - guarded against an Optuna refactor
+        ctx.study.tell(trial, value, state=state)
+        return
+    _tell_with_warning(ctx.study, trial, value, state)
 
 
 # --------------------------------------------------------------------------- signals
