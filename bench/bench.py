@@ -149,6 +149,9 @@ def _instrument_training(report: ChildReport) -> None:
 
 def child(argv: Sequence[str], out: Path) -> None:
     report = ChildReport()
+    from study.trainers.population import use_compile_cache
+
+    use_compile_cache()  # as the population trainer would, before TensorFlow loads
     start = time.perf_counter()
     from study.trainers._tf import tensorflow
 

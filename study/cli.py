@@ -65,7 +65,8 @@ def _add_spec(p: argparse.ArgumentParser) -> None:
                    help="override a spec field, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--seeds", type=_seeds, help="shortcut for --set search.seeds=[..], e.g. 0,1,2")
-    p.add_argument("--trainer", help="keras (the reference) or auto (default: the spec's)")
+    p.add_argument("--trainer", help="auto (population when it supports the spec), population "
+                   "or keras (the reference) (default: the spec's, auto)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show TensorFlow and Optuna logs, and tracebacks")
 
