@@ -129,8 +129,9 @@ def test_article_grid_end_to_end_then_resume(tmp_path: Path) -> None:
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
 
 
+# The reference trainer, one trial at a time, so that a signal lands mid-trial.
 SLOW_GRID = ["--set", "search.batch_size=[16, 32]", "--set", "search.learning_rate=[0.01, 0.001]",
-             "--epochs", "12"]
+             "--epochs", "12", "--trainer", "keras"]
 
 
 def _wait_for(db: Path, state: str, n: int, proc: subprocess.Popen[str], timeout: float = 120

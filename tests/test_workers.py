@@ -63,9 +63,12 @@ def states(url: str) -> dict[str, int]:
 
 
 def values(url: str) -> dict[int, float]:
-    found = rows(url, """
-        SELECT t.number, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id
-        WHERE t.state = 'COMPLETE'""")
+    try:
+        found = rows(url, """
+            SELECT t.number, v.value FROM trials t JOIN trial_values v
+            ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'""")
+    except sqlalchemy.exc.ProgrammingError:
+        return {}  # killed before the schema was even created
     return {int(str(n)): float(str(v)) for n, v in found}
 
 
