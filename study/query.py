@@ -428,7 +428,7 @@ def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Ta
     if f is not None:
         used = ", ".join(str(b) for b in f.batch_sizes)
         out.append(("alpha", f.alpha, f.low, f.high,
-                    f"log lr* = a + alpha log B over B = {used}; 95% interval: union of "
+                    f"log lr* = a + alpha log B over B = {used}; 95% interval: "
                     f"{f.interval_words}" + (f"; left out (grid edge): "
                                              f"{', '.join(map(str, f.excluded))}"
                                              if f.excluded else "")))
@@ -447,8 +447,8 @@ def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Ta
         bound = {"high": "at the top of the search range: lr* still linear in B, not identified",
                  "low": "at the bottom of the search range: lr* does not grow with B"}
         out.append(("McCandlish B_noise", m.b_noise, *(m.interval or (None, None)),
-                    bound.get(m.bound or "", "lr*(B) = lr_max / (1 + B_noise / B); "
-                              "seed bootstrap interval")))
+                    bound.get(m.bound or "", "lr*(B) = lr_max / (1 + B_noise / B); " + (
+                        "seed bootstrap interval" if m.interval else "no interval (single seed)"))))
         out.append(("McCandlish lr_max", m.lr_max, None, None, "least squares in log(lr)"))
     if s.noise is not None:
         n = s.noise

@@ -398,7 +398,7 @@ def fit_rows(s: S.Scaling) -> tuple[list[str], list[list[str]]]:
         both = (f.low, f.high) if f.low is not None and f.high is not None else None
         rows.append([f"fit: log lr* = a + alpha log B (B = "
                      f"{', '.join(map(str, f.batch_sizes))})", f"{f.alpha:.3f}", iv(both),
-                     f"union of {f.interval_words}"])
+                     f.interval_words])
         rows.append(["  seed bootstrap", "", iv(f.boot), ""])
         rows.append(["  regression t", "", iv(f.regression), ""])
     for v in s.verdicts:

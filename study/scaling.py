@@ -255,12 +255,14 @@ class PowerFit:
 
     @property
     def interval_words(self) -> str:
-        parts = []
+        """Which interval `low`..`high` is, in words."""
+        if self.boot is not None and self.regression is not None:
+            return "the union of the seed bootstrap and the regression t-interval"
         if self.boot is not None:
-            parts.append("seed bootstrap")
+            return "the seed bootstrap (two batch sizes: no regression interval)"
         if self.regression is not None:
-            parts.append("regression t")
-        return " and ".join(parts) if parts else "none"
+            return "the regression t-interval (single seed: no bootstrap)"
+        return "none (two batch sizes and a single seed)"
 
     def predict(self, batch_size: float) -> float:
         return math.exp(self.intercept + self.alpha * math.log(batch_size))
