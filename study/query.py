@@ -545,6 +545,12 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
             return _curves(conn, study_id, resolved, rows, trial)
         if name == "scaling":
             spec = _study_spec(conn, study_id)
+            search = spec.get("search", {}) if isinstance(spec.get("search"), dict) else {}
+            sampler = str(search.get("sampler", "grid"))
+            if sampler != "grid":
+                return Table(("quantity", "value", "low", "high", "note"), (), notes=(
+                    f"The {sampler} sampler searched ranges, not a grid: there is no optimum per "
+                    "batch size to fit a scaling law to (see study query trials).",))
             rows = trial_rows(conn, study_id, _EXTRA_ATTRS)
             train = spec.get("train", {}) if isinstance(spec.get("train"), dict) else {}
             return scaling_table(S.scaling([row.record for row in rows]),

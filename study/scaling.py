@@ -213,7 +213,10 @@ def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
         bounds = percentile_interval(reps) if multi else None
         edge = "low" if k == 0 else "high" if k == len(lrs) - 1 else None
         parabola = None
-        if edge is not None:
+        if len(lrs) == 1:
+            note = ("only one learning rate was run at this batch size: a bound at best; run "
+                    "a grid of learning rates")
+        elif edge is not None:
             side = "smallest" if edge == "low" else "largest"
             way = "down" if edge == "low" else "up"
             note = (f"the grid's {side} learning rate is best: a bound, not an estimate; "

@@ -315,3 +315,20 @@ def test_postgres_is_read_only_too(pg_url: str, study_db: Path) -> None:
     # The same scripted study gives the same answers from either engine.
     for name in ("grid", "best-lr", "scaling", "curves"):
         assert query.run_named(pg_url, name) == query.run_named(url(study_db), name), name
+
+
+def test_scaling_of_a_search_that_is_not_a_grid(tmp_path: Path) -> None:
+    from study import runner
+    from study.data import make_dataset
+    from tests.scripted import ScriptedTrainer
+
+    db = url(tmp_path / "s.db")
+    tpe = spec("[0]", "search.sampler='tpe'", "search.batch_size={low=16, high=256}",
+               "search.learning_rate={low=0.001, high=0.1}", "search.n_trials=4")
+    runner.work(runner.open_study(tpe, db, "tpe", create=True), ScriptedTrainer,
+                lambda: make_dataset(tpe.data))
+    table = query.run_named(db, "scaling")
+    assert table.rows == ()
+    assert query.render(table, "table").splitlines()[-1].startswith(
+        "The tpe sampler searched ranges, not a grid: there is no optimum per batch size")
+    assert query.render(table, "json") == "[]"

@@ -111,6 +111,12 @@ def test_edges_and_diverged_neighbours_are_flagged() -> None:
     assert (points[32].low, points[32].high) == pytest.approx((1e-2, 1e-2))
 
 
+def test_one_learning_rate_is_no_optimum() -> None:
+    (p,) = scaling.optima(records([16], [1e-3], [0, 1], lambda b, lr, s: 0.1 + s)).points
+    assert p.lr == 1e-3 and not p.refined and p.edge is not None
+    assert p.note.startswith("only one learning rate was run at this batch size")
+
+
 def test_a_partly_diverged_learning_rate_is_not_the_optimum_but_resamples_may_pick_it() -> None:
     def loss(b: int, lr: float, s: int) -> float | None:
         if lr == 1e-2 and s == 0:
