@@ -95,8 +95,8 @@ def _instrument_storage(report: ChildReport) -> None:
             if not name.startswith("_") and callable(member):
                 setattr(cls, name, timed(member, name))
     # Our own storage functions: opening (Optuna creates or checks its schema), the
-    # read-only spec check, and the bulk write (the runner imported that one by name).
-    for name in ("open_storage", "stored_study_attr", "write_trial_facts"):
+    # read-only spec check, and the bulk writes (the runner imported those by name).
+    for name in ("open_storage", "stored_study_attr", "write_trial_facts", "create_trials"):
         wrapped = timed(getattr(storage, name), name)
         setattr(storage, name, wrapped)
         if hasattr(runner, name):

@@ -432,34 +432,43 @@ def objective_of(spec: Spec, result: TrialResult) -> float:
 
 def record(ctx: StudyContext, c: Claim, result: TrialResult, trainer: str) -> str:
     """Tell Optuna one result; returns the final status."""
+    from optuna.trial import FrozenTrial
+
     objective = objective_of(ctx.spec, result)
     if result.status == "complete" and not math.isfinite(objective):
         # Training loss stayed finite but the objective (e.g. validation) did not.
         result.status = "diverged"
         result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
-    # The learning curve and every attribute in one transaction (the pruner, if any,
-    # already has the epochs it asked about), then Optuna's own tell.
+    # The learning curve, every attribute and the outcome in one transaction: what
+    # `trial.report` for each epoch (but those the pruner already asked about),
+    # `set_user_attr` for each attribute and `study.tell` would write, one by one.
     curve = result.val_curve if ctx.spec.train.objective == "val_loss" else result.train_curve
-    intermediate = {epoch: v for epoch, v in enumerate(curve, start=1)
-                    if math.isfinite(v) and epoch not in c.reported}
-    write_trial_facts(ctx.storage, c.trial._trial_id, intermediate, result_attrs(result, trainer))
+    reported = {epoch: v for epoch, v in enumerate(curve, start=1) if math.isfinite(v)}
+    attrs = result_attrs(result, trainer)
+    state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
+    values: list[float] | None = None
     if result.status == "complete":
-        _tell(ctx, c.trial, objective)
-    else:
-        _tell(ctx, c.trial, state=_state("PRUNED" if result.status == "pruned" else "FAIL"))
+        values = [objective]
+    elif result.status == "pruned" and reported:
+        # As `study.tell` does: a pruned trial's value is its last reported one.
+        values = [reported[max(reported)]]
+    trial = c.trial
+    frozen = FrozenTrial(
+        number=trial.number, state=_state("RUNNING"), value=None, values=None,
+        datetime_start=trial.datetime_start, datetime_complete=None, params=trial.params,
+        distributions=trial.distributions, user_attrs={**trial.user_attrs, **attrs},
+        # The trial's own copy of what it stored at creation (no public accessor).
+        system_attrs=dict(trial._cached_frozen_trial.system_attrs), intermediate_values=reported,
+        trial_id=trial._trial_id)
+    try:
+        # As `study.tell` does, the sampler hears of the outcome before it is stored.
+        ctx.study.sampler.after_trial(ctx.study, frozen, state, values)
+    finally:
+        write_trial_facts(ctx.storage, trial._trial_id,
+                          {e: v for e, v in reported.items() if e not in c.reported}, attrs,
+                          state=state, values=values)
     c.told = True
     return result.status
-
-
-def _tell(ctx: StudyContext, trial: optuna.Trial, value: float | None = None,
-          state: Any = None) -> None:
-    """`study.tell`, less its last step: a re-read of the trial to return it, unused here."""
-    try:
-        from optuna.study._tell import _tell_with_warning
-    except ImportError:  # pragma: no cover - guarded against an Optuna refactor
-        ctx.study.tell(trial, value, state=state)
-        return
-    _tell_with_warning(ctx.study, trial, value, state)
 
 
 # --------------------------------------------------------------------------- signals

@@ -140,6 +140,20 @@ def test_results_come_back_in_config_order_and_repeat_by_seed() -> None:
     assert all(r.status == "complete" and r.seconds > 0 for r in (a, b, c, d))
 
 
+def test_mixed_shapes_in_one_call() -> None:
+    wide = dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, hidden=(8,),
+                                                              activation="tanh"))
+    longer = dataclasses.replace(SPEC, train=dataclasses.replace(SPEC.train, epochs=3))
+    configs = [config(SPEC, 16, 0.01), config(wide, 16, 0.01), config(longer, 48, 0.01),
+               config(SPEC, 32, 0.01)]
+    assert len(plan_groups(configs)) == 3
+    results = train_population(configs, DATA)
+    assert [len(r.train_curve) for r in results] == [2, 2, 3, 2]
+    for c, r in zip(configs, results, strict=True):
+        (alone,) = train_population([c], DATA)
+        np.testing.assert_allclose(alone.train_curve, r.train_curve, rtol=1e-5)
+
+
 def test_divergence_is_masked_and_dated() -> None:
     configs = [config(SPEC, 16, 1e12), config(SPEC, 16, 0.01)]
     bad, good = train_population(configs, DATA)

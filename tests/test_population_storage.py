@@ -13,10 +13,10 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 
-from study import runner
+from study import runner, space
 from study.data import make_dataset
 from study.spec import Spec, load_spec
-from study.storage import open_storage, write_trial_facts
+from study.storage import create_trials, open_storage, write_trial_facts
 from study.trainers import get_trainer
 from tests.helpers import run_cli, sql, start_cli
 
@@ -43,6 +43,37 @@ def test_one_transaction_reads_back_like_reports(db_url: str) -> None:
     # A finished trial is not updatable, as with Optuna's own calls.
     with pytest.raises(RuntimeError, match="finished"):
         write_trial_facts(open_storage(db_url), trial._trial_id, {4: 1.0}, {})
+
+
+def test_bulk_created_trials_are_the_ones_enqueue_and_ask_make(db_url: str) -> None:
+    import datetime
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    spec = load_spec("article")
+    dists = space.distributions(spec)
+    params = {"batch_size": 32, "learning_rate": 0.01, "seed": 0}
+    storage = open_storage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial(params, user_attrs={"worker": "w"})
+    asked = study.ask(dists)
+    template = FrozenTrial(
+        number=-1, state=TrialState.RUNNING, value=None, values=None,
+        datetime_start=datetime.datetime.now(), datetime_complete=None, params=params,
+        distributions=dists, user_attrs={"worker": "w"}, system_attrs={"fixed_params": params},
+        intermediate_values={}, trial_id=-1)
+    ids = create_trials(storage, study._study_id, [template, template])
+    a, b, c = optuna.load_study(study_name="s", storage=db_url).trials
+    assert [t.number for t in (a, b, c)] == [0, 1, 2] and ids == [b._trial_id, c._trial_id]
+    for t in (b, c):
+        assert t.state == a.state == TrialState.RUNNING
+        assert (t.params, t.distributions, t.user_attrs) == (a.params, a.distributions,
+                                                             a.user_attrs)
+        assert t.system_attrs["fixed_params"] == a.system_attrs["fixed_params"]
+        assert t.datetime_start is not None and asked.datetime_start is not None
+        assert abs((t.datetime_start - asked.datetime_start).total_seconds()) < 60
+    study.tell(c.number, 0.5)
+    assert optuna.load_study(study_name="s", storage=db_url).trials[2].value == 0.5
 
 
 @pytest.mark.slow
@@ -74,6 +105,8 @@ def test_study_run_records_complete_and_diverged(db_path: Path, db_url: str) -> 
     assert outcome.statuses == {"complete": 4, "diverged": 2}
     trials = optuna.load_study(study_name="t", storage=db_url).trials
     for t in trials:
+        assert t.datetime_complete is not None and t.datetime_start is not None
+        assert t.datetime_start <= t.datetime_complete
         if t.params["learning_rate"] == 1e12:
             assert t.state.name == "FAIL" and t.user_attrs["status"] == "diverged"
             assert t.user_attrs["diverged_epoch"] == 1 and t.intermediate_values == {}
@@ -101,6 +134,8 @@ def test_pruner_prunes_members_between_epochs(db_url: str) -> None:
             assert t.user_attrs["status"] == "pruned"
             epochs = len(t.user_attrs["train_curve"])
             assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+            # As study.tell records a pruned trial: its value is the last reported one.
+            assert t.value == t.intermediate_values[epochs]
             # Pruned where the pruner said, so its weights are the pruned epoch's.
             assert math.isfinite(t.user_attrs["full_train_loss"])
         else:

@@ -124,7 +124,6 @@ def _mse(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 # Per-row loss and d(loss)/d(pred): cross-entropy slots in here beside a sigmoid output.
 LOSSES: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {"mse": _mse}
 ACTIVATIONS = ("relu", "tanh", "linear")
-TASKS = ("regression",)
 
 
 def unsupported(spec: Spec) -> str | None:
@@ -346,7 +345,12 @@ def _has_gpu() -> bool:
 
 
 def _threads() -> int:
-    return int(os.environ.get("STUDY_THREADS", 0)) or len(os.sched_getaffinity(0))
+    """Cores this process may use (STUDY_THREADS overrides)."""
+    if os.environ.get("STUDY_THREADS"):
+        return max(1, int(os.environ["STUDY_THREADS"]))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _train_group(
