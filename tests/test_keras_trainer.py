@@ -63,3 +63,17 @@ def test_monitor_sees_every_epoch_and_can_prune() -> None:
     assert [(i, e) for i, e, _, _ in seen] == [(0, 1), (0, 2)]
     np.testing.assert_allclose([s[2] for s in seen], r.train_curve)
     np.testing.assert_allclose([s[3] for s in seen], r.val_curve)
+
+
+def test_every_epoch_draws_a_fresh_shuffle_repeatable_by_seed() -> None:
+    from study.trainers.keras import _shuffled_batches
+
+    def orders(seed: int) -> list[list[float]]:
+        batches = _shuffled_batches(DATA, config(seed=seed, bs=200))
+        return [next(iter(batches))[1].numpy().ravel().tolist() for _ in range(3)]
+
+    first = orders(0)
+    assert first[0] != first[1] != first[2]  # a new order each epoch
+    assert sorted(first[0]) == sorted(DATA.y_train.ravel().tolist())
+    assert orders(0) == first  # and the same orders for the same seed
+    assert orders(1) != first

@@ -212,12 +212,7 @@ def test_trainer_choice(capsys: pytest.CaptureFixture[str]) -> None:
 
 # (batch size, learning rate) cells whose final losses vary over seeds by 5-15%, so that
 # 8 seeds can tell two trainers apart, after 10 epochs on 256 rows (cheap for Keras).
-#
-# The keras reference seeds TensorFlow per trial (`keras.utils.set_random_seed`), and
-# model.fit then draws the same shuffle order in every epoch (its tf.data pipeline
-# re-creates the seeded shuffle op each epoch). The population trainer reshuffles every
-# epoch as specified. Over 160 seeds that lowers the final loss of converged cells
-# like (16, 0.01) by ~2% for a fixed order; with 8 seeds it is well inside the noise.
+# Both trainers draw a fresh shuffle every epoch (see keras._shuffled_batches).
 STAT_CELLS = [(16, 0.01), (64, 0.01), (32, 0.003)]
 
 

@@ -35,6 +35,21 @@ def make_optimizer(config: TrialConfig) -> Any:
     return keras.optimizers.Adam(learning_rate=config.learning_rate)
 
 
+def _shuffled_batches(data: Dataset, config: TrialConfig) -> Any:
+    """The training set, reshuffled every epoch, in batches with the last one partial.
+
+    `model.fit` on numpy arrays shuffles with an op whose seed is fixed once
+    `set_random_seed` has run, so every epoch would replay the first epoch's order; a
+    seeded `shuffle(reshuffle_each_iteration=True)` draws a fresh order each epoch and
+    the same sequence of orders for the same seed.
+    """
+    tf = tensorflow()
+    n = data.n_train
+    return (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+            .shuffle(n, seed=config.seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size))
+
+
 class KerasTrainer:
     name = "keras"
     batch_limit = 1  # one model at a time; the runner tells each result as it lands
@@ -58,10 +73,9 @@ class KerasTrainer:
         watch = _watch_class()(index, monitor)
         start = time.perf_counter()
         history = model.fit(
-            data.x_train,
-            data.y_train,
+            _shuffled_batches(data, config),
+            shuffle=False,  # the dataset reshuffles itself every epoch
             epochs=config.train.epochs,
-            batch_size=config.batch_size,
             validation_data=(data.x_val, data.y_val),
             # One pass over the held-out set per epoch; batching it changes nothing.
             validation_batch_size=len(data.x_val),
