@@ -63,32 +63,36 @@ def run_pool(
     """Start `n` workers on the (already created) study and wait for them all."""
     outcome = PoolOutcome()
     stop_requested: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    signalled: set[int] = set()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Forward at once: a worker stops at its next epoch boundary, and every moment
+        # of delay lets trials finish that the user asked to stop.
         stop_requested.append(signum)
+        _stop(procs, signalled)
 
     saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs: list[subprocess.Popen[bytes]] = []
     try:
         cmd = worker_command(ctx.url, ctx.name, extra_args)
         # Workers learn the pool's size, so the first to claim leaves the others their
         # share before their heartbeats are in (see runner._fair_share).
         env = {**os.environ, runner.POOL_SIZE_ENV: str(n)}
-        procs = [subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env) for _ in range(n)]
+        procs.extend(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env) for _ in range(n))
         failed: int | None = None
         stopping = False
         last_poll = 0.0
         while any(p.poll() is None for p in procs):
             if stop_requested and not stopping:
                 stopping = outcome.interrupted = True
-                _stop(procs)
+                _stop(procs, signalled)  # those started after the signal came
             for i, p in enumerate(procs):
                 rc = p.poll()
                 if rc is not None and rc > 0 and failed is None and not stopping:
                     # An error, not a kill: the study is broken for everyone; stop the rest.
                     failed = i
                     stopping = True
-                    _stop(procs)
+                    _stop(procs, signalled)
             if progress is not None and time.monotonic() - last_poll > 1.0:
                 last_poll = time.monotonic()
                 _update(ctx, progress)
@@ -110,9 +114,11 @@ def run_pool(
             signal.signal(sig, handler)
 
 
-def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
+def _stop(procs: Sequence[subprocess.Popen[bytes]], signalled: set[int]) -> None:
+    """One SIGTERM per worker: a second one tells a worker to stop without cleaning up."""
+    for p in list(procs):
+        if p.pid not in signalled and p.poll() is None:
+            signalled.add(p.pid)
             p.send_signal(signal.SIGTERM)
 
 

@@ -225,7 +225,9 @@ def test_signal_stops_every_worker_cleanly(pg_url: str, tmp_path: Path, sig: int
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     st = states(pg_url)
-    assert "RUNNING" not in st and st["FAIL"] >= 2
+    # A worker between trials when the signal lands stops before claiming; one mid-trial
+    # marks its trial FAIL "interrupted". Nothing is left RUNNING either way.
+    assert "RUNNING" not in st and st.get("FAIL", 0) >= 1, st
     assert set(attr_of_failed(pg_url, "status")) == {"interrupted"}
     out = run_cli(["run", *SLOW, "--workers", "2", "--storage", pg_url], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
