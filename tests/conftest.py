@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import PgServer
+from tests.pg import PgServer, running_server
 
 
 @pytest.fixture
@@ -25,13 +25,8 @@ def db_url(db_path: Path) -> str:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """One real PostgreSQL server for the session, on 127.0.0.1 and a free port."""
-    server = PgServer()
-    server.init()
-    server.start()
-    try:
+    with running_server() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

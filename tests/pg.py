@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 USER = "study"
@@ -98,3 +99,15 @@ class PgServer:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[PgServer]:
+    """A new server, initialised and started; stopped and deleted afterwards."""
+    server = PgServer()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy
 
 from tests.helpers import ROOT, cli_env, run_cli, start_cli
-from tests.pg import PASSWORD, PgServer
+from tests.pg import PASSWORD, PgServer, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -237,13 +237,8 @@ def test_signal_stops_every_worker_cleanly(pg_url: str, tmp_path: Path, sig: int
 @pytest.fixture
 def own_pg() -> Iterator[PgServer]:
     """A server of this test's own, since the test stops it."""
-    server = PgServer()
-    server.init()
-    server.start()
-    try:
+    with running_server() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 def test_storage_disappearing_stops_workers_then_a_rerun_completes(
