@@ -4,6 +4,12 @@
 same order (seed, X, then w, then the noise), so `data.seed = 0` reproduces its X and y
 bit for bit. The validation set reuses the true weights w and draws fresh inputs and
 noise from `val_seed`.
+
+`classification` is a binary set no linear model can fit: standard normal inputs,
+labelled 1 where two random projections x.u and x.v have the same sign (an XOR of two
+half-spaces through the origin), with `LABEL_NOISE` of the labels flipped so that, as
+in the regression set, some loss is irreducible. The validation set shares u and v and
+draws fresh inputs and flips from `val_seed`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from study.spec import DataSpec
 
 Array = npt.NDArray[np.float32]
 
+# Share of `classification` labels flipped at random: the Bayes error of the set.
+LABEL_NOISE = 0.1
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -24,7 +33,7 @@ class Dataset:
     y_train: Array
     x_val: Array
     y_val: Array
-    task: str  # "regression"; the trainers pick the loss from the spec
+    task: str  # "regression" | "classification"; the trainers take the loss from the spec
 
     @property
     def n_train(self) -> int:
@@ -34,6 +43,8 @@ class Dataset:
 def make_dataset(spec: DataSpec) -> Dataset:
     if spec.kind == "linear":
         return _linear(spec)
+    if spec.kind == "classification":
+        return _classification(spec)
     raise ValueError(f"data.kind: unknown data set {spec.kind!r}")  # validate() stops this first
 
 
@@ -55,3 +66,19 @@ def _linear(spec: DataSpec) -> Dataset:
         y_val=y_val.astype(np.float32),
         task="regression",
     )
+
+
+def _classification(spec: DataSpec) -> Dataset:
+    rng = np.random.RandomState(spec.seed)
+    u = rng.standard_normal(spec.n_features)
+    v = rng.standard_normal(spec.n_features)
+
+    def draw(r: np.random.RandomState, n: int) -> tuple[Array, Array]:
+        x = r.standard_normal((n, spec.n_features))
+        label = (x @ u) * (x @ v) > 0
+        flip = r.rand(n) < LABEL_NOISE
+        return x.astype(np.float32), (label ^ flip).astype(np.float32)[:, None]
+
+    x, y = draw(rng, spec.n_train)
+    x_val, y_val = draw(np.random.RandomState(spec.val_seed), spec.n_val)
+    return Dataset(x_train=x, y_train=y, x_val=x_val, y_val=y_val, task="classification")

@@ -23,11 +23,17 @@ from study.errors import SpecError
 SAMPLERS = ("grid", "tpe", "random", "qmc")
 PRUNERS = ("none", "median", "hyperband")
 TRAINERS = ("auto", "keras", "population")
-DATA_KINDS = ("linear",)
+DATA_KINDS = ("linear", "classification")
 ACTIVATIONS = ("relu", "tanh", "linear")
-OPTIMIZERS = ("adam",)
-LOSSES = ("mse",)
+# Keras 3's optimizers with their defaults; "momentum" is keras.optimizers.SGD with
+# `train.momentum` (and `train.nesterov`).
+OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
+LOSSES = ("mse", "cross_entropy")
+# The loss each data set's targets call for: real values, or 0/1 labels.
+TASK_LOSS = {"linear": "mse", "classification": "cross_entropy"}
 OBJECTIVES = ("train_loss", "val_loss")
+BUDGETS = ("epochs", "steps", "examples")
+SCHEDULES = ("constant", "step", "cosine", "warmup")
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,10 @@ class Range:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """The synthetic data set; `linear` is the article's: y = X.w + U[0,1) noise."""
+    """The synthetic data set; `linear` is the article's: y = X.w + U[0,1) noise.
+
+    `classification` is a binary set (see data.py): 0/1 labels, cross-entropy loss.
+    """
 
     kind: str = "linear"
     n_train: int = 1000
@@ -52,19 +61,104 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An MLP: Dense(h, activation) for each h in `hidden`, then Dense(1)."""
+    """An MLP: Dense(h, activation) for each h in `hidden`, then Dense(1).
+
+    `hidden = []` is a linear model, Dense(1) alone (linear or logistic regression).
+    """
 
     hidden: tuple[int, ...] = (64, 32)
     activation: str = "relu"
 
 
 @dataclass(frozen=True)
+class Plan:
+    """How one trial's budget unrolls into epochs (see `TrainSpec.plan`)."""
+
+    epochs: int  # epochs started; only the last may be partial
+    last_rows: int  # rows of the last epoch's shuffled order trained (n_train: a whole epoch)
+    steps_per_epoch: int  # optimizer updates in a whole epoch: ceil(n_train / batch_size)
+    steps: int  # optimizer updates in all
+    examples: int  # training rows seen in all
+
+    def steps_after(self, epochs_done: int) -> int:
+        """Optimizer updates taken by the end of epoch `epochs_done` (a stopped trial's)."""
+        if epochs_done >= self.epochs:
+            return self.steps
+        return epochs_done * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     optimizer: str = "adam"
     loss: str = "mse"
-    epochs: int = 50
-    # The article's metric: the last epoch's mean training loss (history['loss'][-1]).
+    # How long each trial trains: whole epochs (the article's), a number of optimizer
+    # updates, or a number of training rows seen. See `plan`.
+    budget: str = "epochs"
+    epochs: int = 50  # with budget = "epochs"
+    steps: int = 0  # with budget = "steps"
+    examples: int = 0  # with budget = "examples"
+    # Only for optimizer = "momentum": keras.optimizers.SGD(momentum=..., nesterov=...).
+    momentum: float = 0.9
+    nesterov: bool = False
+    # The learning rate per optimizer step; `learning_rate` is its peak. Lengths are
+    # fractions of the trial's own updates (plan().steps), so a schedule means the same
+    # thing at every batch size.
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0  # schedule "warmup" (then constant) or "cosine" (then decay)
+    decay_at: tuple[float, ...] = (0.5, 0.75)  # schedule "step": after these fractions...
+    decay_rate: float = 0.1  # ...the learning rate is multiplied by this
+    # The article's metric: the last epoch's mean training loss (history['loss'][-1]);
+    # with a steps or examples budget the last epoch may be partial, and its mean is
+    # over the rows it trained.
     objective: str = "train_loss"
+
+    def plan(self, batch_size: int, n_train: int) -> Plan:
+        """The epochs a trial of this batch size trains for, on `n_train` rows.
+
+        Every epoch draws a fresh order of the training rows and trains them in batches
+        of `batch_size`, the last batch partial. A budget that ends inside an epoch
+        trains only that epoch's first rows: for `steps`, its first batches (the budget
+        is met exactly); for `examples`, its first rows, the last batch cut short (so
+        exactly `examples` rows are seen). An examples budget is thus the epoch budget
+        measured in rows: every batch size sees the same data, and a larger one takes
+        fewer steps. A steps budget gives every batch size the same number of updates,
+        and a larger one sees more data: the two separate the effect of fewer updates
+        from that of larger batches.
+        """
+        per_epoch = -(-n_train // batch_size)
+        if self.budget == "steps":
+            epochs = -(-self.steps // per_epoch)
+            last_steps = self.steps - (epochs - 1) * per_epoch
+            last_rows = min(n_train, last_steps * batch_size)
+        elif self.budget == "examples":
+            epochs = -(-self.examples // n_train)
+            last_rows = self.examples - (epochs - 1) * n_train
+        else:
+            epochs, last_rows = self.epochs, n_train
+        steps = (epochs - 1) * per_epoch + -(-last_rows // batch_size)
+        return Plan(epochs, last_rows, per_epoch, steps, (epochs - 1) * n_train + last_rows)
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """Measurements taken during or after training, beyond the losses; all opt-in.
+
+    The gradient noise scale (McCandlish et al. 2018): after each epoch in
+    `noise_epochs` (0: before training), `noise_repeats` minibatch gradients at each of
+    the two `noise_batches` sizes, at the trial's current weights. The sharpness (Keskar
+    et al. 2017; Cohen et al. 2021): the top Hessian eigenvalue of the training loss
+    after training, by `sharpness_iterations` Lanczos steps.
+    """
+
+    noise_epochs: tuple[int, ...] = ()
+    noise_batches: tuple[int, ...] = (16, 256)  # B_small, B_big
+    noise_repeats: int = 16
+    sharpness: bool = False
+    sharpness_iterations: int = 20
+
+    @property
+    def noise(self) -> bool:
+        return bool(self.noise_epochs)
 
 
 @dataclass(frozen=True)
@@ -101,6 +195,7 @@ class Spec:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
     run: RunSpec = field(default_factory=RunSpec)
 
     @property
@@ -108,9 +203,9 @@ class Spec:
         return self.search.sampler == "grid"
 
 
-# Sections that change what a study measures; `run` (execution) and `description` do
-# not, so a resumed study may differ in those.
-IDENTITY_SECTIONS = ("data", "model", "train", "search")
+# Sections that change what a study measures (or records: `analysis`); `run`
+# (execution) and `description` do not, so a resumed study may differ in those.
+IDENTITY_SECTIONS = ("data", "model", "train", "search", "analysis")
 
 
 # --------------------------------------------------------------------------- loading
@@ -274,17 +369,37 @@ def validate(spec: Spec) -> None:
     _positive("data.n_features", spec.data.n_features)
     _non_negative("data.seed", spec.data.seed)
     _non_negative("data.val_seed", spec.data.val_seed)
+    if spec.data.kind == "classification" and spec.data.n_features < 2:
+        raise SpecError(f"data.n_features: the classification set needs at least 2 features, "
+                        f"got {spec.data.n_features}")
 
-    if not spec.model.hidden:
-        raise SpecError("model.hidden: expected at least one layer width, got []")
+    # hidden = [] is a linear model.
     for i, width in enumerate(spec.model.hidden):
         _positive(f"model.hidden[{i}]", width)
     _one_of("model.activation", spec.model.activation, ACTIVATIONS)
 
-    _one_of("train.optimizer", spec.train.optimizer, OPTIMIZERS)
-    _one_of("train.loss", spec.train.loss, LOSSES)
-    _positive("train.epochs", spec.train.epochs)
-    _one_of("train.objective", spec.train.objective, OBJECTIVES)
+    _validate_train(spec)
+
+    a = spec.analysis
+    for i, epoch in enumerate(a.noise_epochs):
+        _non_negative(f"analysis.noise_epochs[{i}]", epoch)
+    _unique("analysis.noise_epochs", a.noise_epochs)
+    if spec.train.budget != "steps" and a.noise_epochs:
+        # Under a steps budget the epoch count depends on the batch size; a trial skips
+        # the epochs it does not reach.
+        last = spec.train.plan(1, spec.data.n_train).epochs
+        if max(a.noise_epochs) > last:
+            raise SpecError(f"analysis.noise_epochs: epoch {max(a.noise_epochs)} is after the "
+                            f"last one ({last})")
+    if len(a.noise_batches) != 2:
+        raise SpecError(f"analysis.noise_batches: expected two batch sizes [small, big], "
+                        f"got {list(a.noise_batches)}")
+    _positive("analysis.noise_batches[0]", a.noise_batches[0])
+    if a.noise_batches[1] <= a.noise_batches[0]:
+        raise SpecError(f"analysis.noise_batches: the second size must exceed the first, "
+                        f"got {list(a.noise_batches)}")
+    _positive("analysis.noise_repeats", a.noise_repeats)
+    _positive("analysis.sharpness_iterations", a.sharpness_iterations)
 
     s = spec.search
     _one_of("search.sampler", s.sampler, SAMPLERS)
@@ -322,6 +437,9 @@ def validate(spec: Spec) -> None:
         raise SpecError(f"search.batch_size.low: expected an integer, got {bs.low:g}")
     if isinstance(bs, Range) and bs.high != int(bs.high):
         raise SpecError(f"search.batch_size.high: expected an integer, got {bs.high:g}")
+    if s.pruner != "none" and spec.train.budget != "epochs":
+        raise SpecError(f"search.pruner: {s.pruner!r} compares trials epoch by epoch and needs "
+                        f"train.budget = 'epochs', got {spec.train.budget!r}")
     if spec.is_grid:
         if s.n_trials:
             raise SpecError(
@@ -344,6 +462,46 @@ def validate(spec: Spec) -> None:
     _positive("run.max_failures", spec.run.max_failures)
     if not spec.name.strip():
         raise SpecError("name: expected a non-empty study name")
+
+
+def _validate_train(spec: Spec) -> None:
+    t = spec.train
+    _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+    _one_of("train.loss", t.loss, LOSSES)
+    wanted = TASK_LOSS.get(spec.data.kind)
+    if wanted is not None and t.loss != wanted:
+        raise SpecError(f"train.loss: {t.loss!r} does not fit data.kind = {spec.data.kind!r} "
+                        f"(use {wanted!r})")
+    _one_of("train.budget", t.budget, BUDGETS)
+    _positive("train.epochs", t.epochs)
+    for name in ("steps", "examples"):
+        value = getattr(t, name)
+        if t.budget == name:
+            _positive(f"train.{name}", value)
+        elif value:
+            raise SpecError(f"train.{name}: {value} is only for train.budget = {name!r} "
+                            f"(the budget is {t.budget!r})")
+    if not 0.0 <= t.momentum < 1.0:
+        raise SpecError(f"train.momentum: expected a number in [0, 1), got {t.momentum!r}")
+    _one_of("train.schedule", t.schedule, SCHEDULES)
+    if not 0.0 <= t.warmup_fraction < 1.0:
+        raise SpecError(f"train.warmup_fraction: expected a fraction in [0, 1), "
+                        f"got {t.warmup_fraction!r}")
+    if t.schedule == "warmup" and t.warmup_fraction == 0.0:
+        raise SpecError("train.warmup_fraction: the warmup schedule needs a positive fraction, "
+                        "got 0.0")
+    if t.schedule in ("constant", "step") and t.warmup_fraction:
+        raise SpecError(f"train.warmup_fraction: {t.warmup_fraction!r} is only for the warmup "
+                        f"and cosine schedules (the schedule is {t.schedule!r})")
+    for i, f in enumerate(t.decay_at):
+        if not 0.0 < f < 1.0:
+            raise SpecError(f"train.decay_at[{i}]: expected a fraction in (0, 1), got {f!r}")
+    if list(t.decay_at) != sorted(set(t.decay_at)):
+        raise SpecError(f"train.decay_at: expected increasing fractions, got {list(t.decay_at)}")
+    if t.schedule == "step" and not t.decay_at:
+        raise SpecError("train.decay_at: the step schedule needs at least one fraction, got []")
+    _positive("train.decay_rate", t.decay_rate)
+    _one_of("train.objective", t.objective, OBJECTIVES)
 
 
 def _one_of(where: str, value: str, allowed: Sequence[str]) -> None:
@@ -373,11 +531,15 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
     """The first field (dotted) where two spec tables differ in what a study measures.
 
     `search.seeds` may grow on resume (more repeats of the same cells), so it is not
-    compared; anything else that differs would mix incomparable trials in one study.
+    compared; anything else that differs would mix incomparable trials in one study. A
+    field missing from a table (a study stored before the field existed) has its default
+    value, which is what that study ran with.
     """
+    defaults = to_table(Spec())
     for section in IDENTITY_SECTIONS:
-        a = stored.get(section, {})
-        b = current.get(section, {})
+        base = defaults.get(section, {})
+        a = {**base, **stored.get(section, {})}
+        b = {**base, **current.get(section, {})}
         for key in sorted(set(a) | set(b)):
             if section == "search" and key == "seeds":
                 continue

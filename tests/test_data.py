@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from study.data import make_dataset
+from study.data import LABEL_NOISE, make_dataset
 from study.spec import DataSpec
 
 
@@ -32,3 +32,35 @@ def test_validation_shares_weights_but_not_samples() -> None:
 def test_sizes_follow_the_spec() -> None:
     data = make_dataset(DataSpec(n_train=50, n_val=20, n_features=3))
     assert data.x_train.shape == (50, 3) and data.x_val.shape == (20, 3) and data.n_train == 50
+
+
+def test_classification_is_seeded_balanced_and_noisy_as_documented() -> None:
+    spec = DataSpec(kind="classification", n_train=4000, n_val=3000)
+    data = make_dataset(spec)
+    assert data.task == "classification"
+    assert data.x_train.shape == (4000, 10) and data.y_train.shape == (4000, 1)
+    assert data.x_val.shape == (3000, 10) and data.y_val.shape == (3000, 1)
+    assert set(np.unique(data.y_train)) == {0.0, 1.0}
+    assert 0.4 < data.y_train.mean() < 0.6  # the XOR of two half-spaces splits evenly
+    again = make_dataset(spec)
+    np.testing.assert_array_equal(again.x_train, data.x_train)
+    np.testing.assert_array_equal(again.y_val, data.y_val)
+    assert not np.allclose(data.x_val[:100], data.x_train[:100])
+    other = make_dataset(DataSpec(kind="classification", n_train=4000, n_val=3000, val_seed=7))
+    np.testing.assert_array_equal(other.x_train, data.x_train)  # the training set stays
+    assert not np.array_equal(other.x_val, data.x_val)
+
+
+def test_classification_labels_follow_the_rule_but_for_the_flips() -> None:
+    spec = DataSpec(kind="classification", n_train=5000, n_val=10)
+    data = make_dataset(spec)
+    rng = np.random.RandomState(spec.seed)  # the generator's own draws: u, then v
+    u, v = rng.standard_normal(10), rng.standard_normal(10)
+    x = data.x_train.astype(np.float64)
+    rule = ((x @ u) * (x @ v) > 0).astype(np.float32)
+    flipped = float(np.mean(rule != data.y_train[:, 0]))
+    assert abs(flipped - LABEL_NOISE) < 0.015
+    # No linear model separates it: least squares on the labels explains almost nothing.
+    a = np.c_[x, np.ones(len(x))]
+    fit = a @ np.linalg.lstsq(a, data.y_train[:, 0], rcond=None)[0]
+    assert np.mean((fit > 0.5) == (data.y_train[:, 0] > 0.5)) < 0.6

@@ -98,7 +98,58 @@ BAD = [
     (["search.learning_rate={low = 1e-4, high = 0.1}"],
      r"^search\.learning_rate: the grid sampler needs a list of values"),
     (["model.activation=swish"], r"^model\.activation: unknown value 'swish'"),
-    (["model.hidden=[]"], r"^model\.hidden: expected at least one layer width"),
+    (["model.hidden=[8, 0]"], r"^model\.hidden\[1\]: expected a positive number, got 0"),
+    (["train.optimizer=adagrad"], r"^train\.optimizer: unknown value 'adagrad' \(expected one of: "
+                                  r"adam, sgd, momentum, rmsprop\)"),
+    (["train.loss=cross_entropy"], r"^train\.loss: 'cross_entropy' does not fit data\.kind = "
+                                   r"'linear' \(use 'mse'\)"),
+    (["data.kind=classification"], r"^train\.loss: 'mse' does not fit data\.kind = "
+                                   r"'classification' \(use 'cross_entropy'\)"),
+    (["data.kind=classification", "data.n_features=1", "train.loss=cross_entropy"],
+     r"^data\.n_features: the classification set needs at least 2 features, got 1"),
+    (["train.budget=hours"], r"^train\.budget: unknown value 'hours'"),
+    (["train.budget=steps"], r"^train\.steps: expected a positive number, got 0"),
+    (["train.budget=examples", "train.examples=-3"],
+     r"^train\.examples: expected a positive number, got -3"),
+    (["train.steps=100"], r"^train\.steps: 100 is only for train\.budget = 'steps' "
+                          r"\(the budget is 'epochs'\)"),
+    (["train.budget=steps", "train.steps=10", "train.examples=5"],
+     r"^train\.examples: 5 is only for train\.budget = 'examples'"),
+    (["train.momentum=1.0"], r"^train\.momentum: expected a number in \[0, 1\), got 1\.0"),
+    (["train.schedule=exponential"], r"^train\.schedule: unknown value 'exponential'"),
+    (["train.schedule=warmup"], r"^train\.warmup_fraction: the warmup schedule needs a positive "
+                                r"fraction, got 0\.0"),
+    (["train.warmup_fraction=0.1"], r"^train\.warmup_fraction: 0\.1 is only for the warmup and "
+                                    r"cosine schedules \(the schedule is 'constant'\)"),
+    (["train.schedule=cosine", "train.warmup_fraction=1.0"],
+     r"^train\.warmup_fraction: expected a fraction in \[0, 1\), got 1\.0"),
+    (["train.decay_at=[0.5, 1.5]"], r"^train\.decay_at\[1\]: expected a fraction in \(0, 1\), "
+                                    r"got 1\.5"),
+    (["train.decay_at=[0.75, 0.5]"], r"^train\.decay_at: expected increasing fractions, "
+                                     r"got \[0\.75, 0\.5\]"),
+    (["train.schedule=step", "train.decay_at=[]"],
+     r"^train\.decay_at: the step schedule needs at least one fraction, got \[\]"),
+    (["train.decay_rate=0"], r"^train\.decay_rate: expected a positive number, got 0\.0"),
+    (["train.budget=steps", "train.steps=100", "search.pruner=median"],
+     r"^search\.pruner: 'median' compares trials epoch by epoch and needs train\.budget = "
+     r"'epochs', got 'steps'"),
+    (["analysis.noise_epochs=[1, -1]"],
+     r"^analysis\.noise_epochs\[1\]: expected a non-negative integer, got -1"),
+    (["analysis.noise_epochs=[3, 3]"], r"^analysis\.noise_epochs: value 3 is listed twice"),
+    (["analysis.noise_epochs=[51]"], r"^analysis\.noise_epochs: epoch 51 is after the last one "
+                                     r"\(50\)"),
+    (["train.budget=examples", "train.examples=2500", "analysis.noise_epochs=[4]"],
+     r"^analysis\.noise_epochs: epoch 4 is after the last one \(3\)"),
+    (["analysis.noise_batches=[16]"], r"^analysis\.noise_batches: expected two batch sizes "
+                                      r"\[small, big\], got \[16\]"),
+    (["analysis.noise_batches=[64, 64]"], r"^analysis\.noise_batches: the second size must "
+                                          r"exceed the first, got \[64, 64\]"),
+    (["analysis.noise_batches=[0, 64]"],
+     r"^analysis\.noise_batches\[0\]: expected a positive number, got 0"),
+    (["analysis.noise_repeats=0"], r"^analysis\.noise_repeats: expected a positive number, got 0"),
+    (["analysis.sharpness=1"], r"^analysis\.sharpness: expected true or false, got 1"),
+    (["analysis.sharpness_iterations=0"],
+     r"^analysis\.sharpness_iterations: expected a positive number, got 0"),
     (["train=5"], r"^train: expected a table, got 5"),
     (["train.epochs.x=5"], r"^--set: train\.epochs\.x: 'epochs' is not a section"),
     (["train.epochs"], r"^--set: expected SECTION\.KEY=VALUE, got 'train\.epochs'"),
@@ -117,7 +168,7 @@ def test_bad_input_names_the_field(overrides: list[str], message: str) -> None:
 
 
 def test_unknown_spec_name() -> None:
-    with pytest.raises(SpecError, match=r"^spec: unknown spec 'nope' \(built-in: article"):
+    with pytest.raises(SpecError, match=r"^spec: unknown spec 'nope' \(built-in: adam-vs-sgd, article"):
         load_spec("nope")
 
 
@@ -136,3 +187,51 @@ def test_identity_diff_ignores_seeds_and_run() -> None:
     assert identity_diff(a, to_table(load_spec("article", ["run.trainer=keras"]))) is None
     diff = identity_diff(a, to_table(load_spec("article", ["train.epochs=3"])))
     assert diff == "train.epochs: study has 50, this run asks 3"
+    diff = identity_diff(a, to_table(load_spec("article", ["analysis.sharpness=true"])))
+    assert diff == "analysis.sharpness: study has False, this run asks True"
+
+
+def test_identity_diff_reads_missing_fields_as_their_defaults() -> None:
+    # A study stored before a field existed ran with its default: it resumes.
+    old = to_table(load_spec("article"))
+    del old["analysis"]
+    for key in ("budget", "steps", "schedule", "momentum"):
+        del old["train"][key]
+    assert identity_diff(old, to_table(load_spec("article"))) is None
+    diff = identity_diff(old, to_table(load_spec("article", ["train.optimizer=sgd"])))
+    assert diff == "train.optimizer: study has 'adam', this run asks 'sgd'"
+
+
+@pytest.mark.parametrize(("budget", "batch_size", "expected"), [
+    # (epochs, last_rows, steps_per_epoch, steps, examples) on 1000 rows
+    ("train.epochs=3", 16, (3, 1000, 63, 189, 3000)),
+    ("train.steps=100", 16, (2, 37 * 16, 63, 100, 1000 + 37 * 16)),
+    ("train.steps=126", 16, (2, 1000, 63, 126, 2000)),  # two whole epochs, last batch partial
+    ("train.steps=100", 256, (25, 1000, 4, 100, 25000)),
+    ("train.steps=3", 256, (1, 768, 4, 3, 768)),
+    ("train.examples=2500", 16, (3, 500, 63, 126 + 32, 2500)),  # 500 rows: 31 batches + 4 rows
+    ("train.examples=2500", 256, (3, 500, 4, 8 + 2, 2500)),
+    ("train.examples=1000", 256, (1, 1000, 4, 4, 1000)),
+])
+def test_budget_plans(budget: str, batch_size: int, expected: tuple[int, ...]) -> None:
+    kind = budget.split("=")[0].split(".")[1]
+    sets = [budget] if kind == "epochs" else [f"train.budget={kind}", budget]
+    plan = load_spec("article", sets).train.plan(batch_size, 1000)
+    assert (plan.epochs, plan.last_rows, plan.steps_per_epoch, plan.steps, plan.examples) == expected
+    assert plan.steps_after(plan.epochs) == plan.steps
+    assert plan.steps_after(1) == min(plan.steps, plan.steps_per_epoch)
+
+
+def test_builtin_specs_load_and_differ_as_documented() -> None:
+    names = builtin_names()
+    assert {"article", "article-seeds", "sgd-scaling", "adam-vs-sgd", "fixed-steps",
+            "classification"} <= set(names)
+    for name in names:
+        spec = load_spec(name)
+        assert spec.name == name and spec.description
+    seeds = load_spec("article-seeds")
+    assert len(seeds.search.seeds) == 5 and seeds.train == load_spec("article").train
+    assert load_spec("sgd-scaling").train.optimizer == "sgd"
+    assert load_spec("sgd-scaling").train.budget == "examples"
+    assert load_spec("fixed-steps").train.budget == "steps"
+    assert load_spec("classification").data.kind == "classification"
