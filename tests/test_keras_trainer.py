@@ -77,3 +77,58 @@ def test_every_epoch_draws_a_fresh_shuffle_repeatable_by_seed() -> None:
     assert sorted(first[0]) == sorted(DATA.y_train.ravel().tolist())
     assert orders(0) == first  # and the same orders for the same seed
     assert orders(1) != first
+
+
+def test_a_budget_that_ends_mid_epoch_trains_the_next_orders_first_rows() -> None:
+    import keras
+
+    from study.trainers.keras import _rows
+
+    def orders(partial: bool) -> list[list[float]]:
+        keras.utils.set_random_seed(0)
+        rows = _rows(DATA, config(seed=3), True)
+        out = [np.concatenate([b[1].numpy().ravel() for b in rows.batch(64)]).tolist()
+               for _ in range(2)]
+        last = rows.take(50) if partial else rows
+        out.append(np.concatenate([b[1].numpy().ravel() for b in last.batch(64)]).tolist())
+        return out
+
+    whole, cut = orders(False), orders(True)
+    assert cut[:2] == whole[:2] and cut[2] == whole[2][:50]  # the same sequence of orders
+
+
+def test_steps_and_examples_budgets() -> None:
+    # 200 rows at B=32: 7 steps an epoch. 20 steps: 2 whole epochs and 6 steps.
+    steps = load_spec("article", ["data.n_train=200", "data.n_val=100", "search.batch_size=[32]",
+                                  "train.budget=steps", "train.steps=20"])
+    (r,) = KerasTrainer().train([TrialConfig.of(steps, 32, 0.01, 0)], DATA)
+    assert r.status == "complete" and len(r.train_curve) == len(r.val_curve) == 3 and r.steps == 20
+    # 450 rows: 2 epochs and 50 rows (32 + 18): 7 + 7 + 2 steps.
+    rows = load_spec("article", ["data.n_train=200", "data.n_val=100", "search.batch_size=[32]",
+                                 "train.budget=examples", "train.examples=450"])
+    (r,) = KerasTrainer().train([TrialConfig.of(rows, 32, 0.01, 0)], DATA)
+    assert len(r.train_curve) == 3 and r.steps == 16 and math.isfinite(r.full_train_loss)
+
+
+def test_optimizers_and_schedules_are_keras_own() -> None:
+    import keras
+
+    from study.trainers.keras import make_optimizer
+
+    def built(*sets: str) -> object:
+        spec = load_spec("article", ["search.batch_size=[32]", *sets])
+        return make_optimizer(TrialConfig.of(spec, 32, 0.05, 0), 100)
+
+    assert isinstance(built(), keras.optimizers.Adam)
+    sgd = built("train.optimizer=sgd")
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.0
+    nesterov = built("train.optimizer=momentum", "train.nesterov=true")
+    assert nesterov.momentum == 0.9 and nesterov.nesterov
+    rms = built("train.optimizer=rmsprop")
+    assert isinstance(rms, keras.optimizers.RMSprop) and rms.rho == 0.9 and rms.epsilon == 1e-7
+    step = built("train.schedule=step")
+    assert isinstance(step._learning_rate, keras.optimizers.schedules.PiecewiseConstantDecay)
+    assert step._learning_rate.boundaries == [50, 75]
+    cosine = built("train.schedule=cosine", "train.warmup_fraction=0.1")
+    assert isinstance(cosine._learning_rate, keras.optimizers.schedules.CosineDecay)
+    assert cosine._learning_rate.warmup_steps == 10 and cosine._learning_rate.decay_steps == 90

@@ -12,8 +12,7 @@ from scipy import stats
 from study.data import Dataset, make_dataset
 from study.spec import Spec, load_spec
 from study.trainers import TrialConfig, get_trainer
-from study.trainers._tf import tensorflow
-from study.trainers.keras import KerasTrainer, build_model
+from study.trainers.keras import KerasTrainer, fit_trial
 from study.trainers.population import (
     PopulationTrainer,
     Weights,
@@ -41,63 +40,63 @@ def permuted(data: Dataset, seed: int) -> Dataset:
     return dataclasses.replace(data, x_train=data.x_train[order], y_train=data.y_train[order])
 
 
-@dataclasses.dataclass
-class KerasRun:
-    initial: Weights
-    final: Weights
-    loss: list[float]
-    val_loss: list[float]
-    full_loss: float
-
-
-def keras_run(c: TrialConfig, data: Dataset) -> KerasRun:
-    """`model.fit` as the reference trainer runs it, but on rows in the order given."""
-    tensorflow()  # quietly, before Keras imports it
-    import keras
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(c.seed)
-    model = build_model(c.model, data.x_train.shape[1])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=c.learning_rate),
-                  loss="mean_squared_error")
-    initial = [np.array(w) for w in model.get_weights()]
-    history = model.fit(data.x_train, data.y_train, epochs=c.train.epochs, batch_size=c.batch_size,
-                        shuffle=False, validation_data=(data.x_val, data.y_val),
-                        validation_batch_size=len(data.x_val), verbose=0)
-    full = float(model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0))
-    return KerasRun(initial, [np.array(w) for w in model.get_weights()],
-                    [float(v) for v in history.history["loss"]],
-                    [float(v) for v in history.history["val_loss"]], full)
-
-
 def rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_same_weights_same_batches_same_numbers_as_keras(activation: str) -> None:
-    # One call, one group: batch sizes 16, 48 and 64 share micro-batches of 16, so the
-    # 48 and 64 runs accumulate gradients over micro-batches. 200 rows leave a last,
-    # partial batch of 8 for every batch size, and lr 0.1 takes large steps.
-    spec = load_spec("article", [*SMALL, "train.epochs=2", f"model.activation={activation!r}"])
+# Every optimizer, schedule, budget and loss, against the keras trainer's own code path
+# (fit_trial: Keras's optimizer and schedule classes, a second fit for a partial last
+# epoch), combined so that each appears once at least. 200 rows and batch sizes 16, 48,
+# 64 leave a partial last batch every epoch; 48 and 64 accumulate micro-batches of 16.
+# The learning rates take large steps.
+EXACT_CASES = {
+    "adam, relu": [],
+    # 500 rows: 2 epochs and 100 rows, the last batch of those 100 partial at every size.
+    "adam, tanh, examples budget": ["model.activation='tanh'", "train.budget=examples",
+                                    "train.examples=500"],
+    # 30 steps: 3 epochs at B=16 (the last of 4 steps), 6 whole ones at B=48, 8 at B=64
+    # (the last of 2 steps): three groups, each its own number of epochs.
+    "adam, steps budget": ["train.budget=steps", "train.steps=30"],
+    "sgd, step decay, linear model": ["train.optimizer=sgd", "train.schedule=step",
+                                      "train.decay_at=[0.3, 0.6]", "train.decay_rate=0.2",
+                                      "model.hidden=[]"],
+    "momentum, warm-up": ["train.optimizer=momentum", "train.momentum=0.8",
+                          "train.schedule=warmup", "train.warmup_fraction=0.3"],
+    "nesterov, cosine": ["train.optimizer=momentum", "train.nesterov=true",
+                         "train.schedule=cosine"],
+    "rmsprop, cosine after warm-up": ["train.optimizer=rmsprop", "train.schedule=cosine",
+                                      "train.warmup_fraction=0.2"],
+    "adam, cross-entropy": ["data.kind=classification", "train.loss=cross_entropy"],
+}
+EXACT_LRS = {"sgd": (0.01, 0.03, 0.001), "momentum": (0.01, 0.02, 0.001)}
+
+
+@pytest.mark.parametrize("case", list(EXACT_CASES))
+def test_same_weights_same_batches_same_numbers_as_keras(case: str) -> None:
+    spec = load_spec("article", [*SMALL, "train.epochs=2", *EXACT_CASES[case]])
     data = permuted(make_dataset(spec.data), seed=7)
-    configs = [config(spec, 16, 0.01, 1), config(spec, 48, 0.1, 2), config(spec, 64, 0.001, 3)]
-    assert len(plan_groups(configs)) == 1
-    runs = [keras_run(c, data) for c in configs]
+    lrs = EXACT_LRS.get(spec.train.optimizer, (0.01, 0.1, 0.001))
+    configs = [config(spec, bs, lr, seed) for bs, lr, seed in zip((16, 48, 64), lrs, (1, 2, 3),
+                                                                  strict=True)]
+    if spec.train.budget != "steps":
+        assert len(plan_groups(configs, data.n_train)) == 1
+    runs = [fit_trial(i, c, data, shuffle=False) for i, c in enumerate(configs)]
     final: list[Weights] = []
     results = train_population(configs, data, initial_weights=[r.initial for r in runs],
                                shuffle=False, final_weights=final)
     worst = 0.0
     for c, k, p, w in zip(configs, runs, results, final, strict=True):
-        errors = [rel(a, b) for a, b in zip(p.train_curve, k.loss, strict=True)]
-        errors += [rel(a, b) for a, b in zip(p.val_curve, k.val_loss, strict=True)]
-        errors.append(rel(p.full_train_loss, k.full_loss))
+        assert k.result.status == p.status == "complete"
+        assert len(p.train_curve) == len(k.result.train_curve) == c.plan(data.n_train).epochs
+        errors = [rel(a, b) for a, b in zip(p.train_curve, k.result.train_curve, strict=True)]
+        errors += [rel(a, b) for a, b in zip(p.val_curve, k.result.val_curve, strict=True)]
+        errors.append(rel(p.full_train_loss, k.result.full_train_loss))
         errors += [float(np.linalg.norm(a - b) / np.linalg.norm(b))
                    for a, b in zip(w, k.final, strict=True)]
         worst = max(worst, *errors)
-        assert max(errors) < 1e-5, (c, errors)
-        assert p.steps == 2 * math.ceil(200 / c.batch_size)
-    print(f"\nexactness ({activation}): max relative error {worst:.2e} over losses, "
+        assert max(errors) < 1e-5, (case, c.batch_size, errors)
+        assert p.steps == k.result.steps == c.plan(data.n_train).steps
+    print(f"\nexactness ({case}): max relative error {worst:.2e} over losses, "
           "validation losses, full-set loss and weights")
 
 
@@ -113,12 +112,17 @@ def test_glorot_weights_have_keras_shapes_and_spread() -> None:
 
 def test_groups_share_micro_batches() -> None:
     configs = [config(SPEC, bs, 0.01) for bs in (64, 16, 37, 32, 74, 256)]
-    groups = plan_groups(configs)
+    groups = plan_groups(configs, DATA.n_train)
     assert [(g.micro, [configs[i].batch_size for i in g.members]) for g in groups] == \
         [(16, [16, 32, 64, 256]), (37, [37, 74])]
     other = dataclasses.replace(SPEC.model, hidden=(8,))
     configs.append(dataclasses.replace(configs[0], model=other))
-    assert len(plan_groups(configs)) == 3
+    assert len(plan_groups(configs, DATA.n_train)) == 3
+    # Under a steps budget each batch size trains its own number of epochs: apart.
+    steps = load_spec("article", [*SMALL, "train.budget=steps", "train.steps=40"])
+    configs = [config(steps, bs, 0.01) for bs in (16, 32, 64, 48)]
+    assert [[configs[i].batch_size for i in g.members]
+            for g in plan_groups(configs, DATA.n_train)] == [[16], [32], [64], [48]]
 
 
 def test_tiles_are_balanced() -> None:
@@ -146,7 +150,7 @@ def test_mixed_shapes_in_one_call() -> None:
     longer = dataclasses.replace(SPEC, train=dataclasses.replace(SPEC.train, epochs=3))
     configs = [config(SPEC, 16, 0.01), config(wide, 16, 0.01), config(longer, 48, 0.01),
                config(SPEC, 32, 0.01)]
-    assert len(plan_groups(configs)) == 3
+    assert len(plan_groups(configs, DATA.n_train)) == 3
     results = train_population(configs, DATA)
     assert [len(r.train_curve) for r in results] == [2, 2, 3, 2]
     for c, r in zip(configs, results, strict=True):
@@ -212,19 +216,22 @@ def test_trainer_choice(capsys: pytest.CaptureFixture[str]) -> None:
 
 # (batch size, learning rate) cells whose final losses vary over seeds by 5-15%, so that
 # 8 seeds can tell two trainers apart, after 10 epochs on 256 rows (cheap for Keras).
-# Both trainers draw a fresh shuffle every epoch (see keras._shuffled_batches).
-STAT_CELLS = [(16, 0.01), (64, 0.01), (32, 0.003)]
+# Both trainers draw a fresh shuffle every epoch (see keras._rows).
+STAT_CELLS = {"adam": [(16, 0.01), (64, 0.01), (32, 0.003)],
+              "sgd": [(16, 0.03), (32, 0.03)]}
 
 
-def test_final_losses_are_distributed_as_keras_s() -> None:
+@pytest.mark.parametrize("optimizer", list(STAT_CELLS))
+def test_final_losses_are_distributed_as_keras_s(optimizer: str) -> None:
     spec = load_spec("article", ["data.n_train=256", "data.n_val=100", "train.epochs=10",
-                                 "search.batch_size=[16]"])
+                                 "search.batch_size=[16]", f"train.optimizer={optimizer}"])
     data = make_dataset(spec.data)
-    configs = [config(spec, bs, lr, seed) for bs, lr in STAT_CELLS for seed in range(8)]
+    cells = STAT_CELLS[optimizer]
+    configs = [config(spec, bs, lr, seed) for bs, lr in cells for seed in range(8)]
     keras_losses = np.array([r.train_loss for r in KerasTrainer().train(configs, data)])
     ours = np.array([r.train_loss for r in train_population(configs, data)])
     lines, failures = [], []
-    for i, (bs, lr) in enumerate(STAT_CELLS):
+    for i, (bs, lr) in enumerate(cells):
         k, p = keras_losses[i * 8:(i + 1) * 8], ours[i * 8:(i + 1) * 8]
         pvalue = float(stats.ttest_ind(k, p, equal_var=False).pvalue)
         gap = abs(p.mean() - k.mean()) / k.mean()
@@ -233,5 +240,6 @@ def test_final_losses_are_distributed_as_keras_s() -> None:
                      f"Welch p={pvalue:.3f}, means {gap:.1%} apart")
         if not (pvalue > 0.01 and gap < 0.10):
             failures.append(lines[-1])
-    print("\nfinal training loss over 8 seeds, 10 epochs, 256 rows:\n" + "\n".join(lines))
+    print(f"\nfinal training loss over 8 seeds, 10 epochs, 256 rows ({optimizer}):\n"
+          + "\n".join(lines))
     assert not failures, "\n".join(lines)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from study.data import Dataset
-from study.spec import ModelSpec, Spec, TrainSpec
+from study.spec import AnalysisSpec, ModelSpec, Plan, Spec, TrainSpec
 
 Status = Literal["complete", "diverged", "pruned"]
 
@@ -34,15 +34,20 @@ class TrialConfig:
     seed: int
     model: ModelSpec
     train: TrainSpec
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
     @classmethod
     def of(cls, spec: Spec, batch_size: int, learning_rate: float, seed: int) -> TrialConfig:
-        return cls(batch_size, learning_rate, seed, spec.model, spec.train)
+        return cls(batch_size, learning_rate, seed, spec.model, spec.train, spec.analysis)
 
     @property
     def shape_key(self) -> tuple[object, ...]:
         """Trials with equal keys can be trained together by a stacking trainer."""
-        return (self.batch_size, self.model, self.train)
+        return (self.batch_size, self.model, self.train, self.analysis)
+
+    def plan(self, n_train: int) -> Plan:
+        """This trial's epochs under its budget (see `TrainSpec.plan`)."""
+        return self.train.plan(self.batch_size, n_train)
 
 
 @dataclass

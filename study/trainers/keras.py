@@ -1,7 +1,9 @@
 """The reference trainer: the article's loop, one `model.fit` per trial.
 
 `tf.keras` `Sequential` + `model.fit`, `clear_session()` per trial, exactly as the
-article trains; the other trainers are judged against this one.
+article trains; the other trainers are judged against this one. Optimizers and
+learning-rate schedules are Keras's own classes (`keras.optimizers`,
+`keras.optimizers.schedules`), built from the spec in `make_optimizer`.
 """
 
 from __future__ import annotations
@@ -9,17 +11,27 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from study.data import Dataset
-from study.spec import ModelSpec
+from study.spec import AnalysisSpec, ModelSpec, TrainSpec
 from study.trainers._tf import tensorflow
 from study.trainers.base import Monitor, Status, TrialConfig, TrialResult, no_monitor
+from study.trainers.probes import SHARPNESS, noise_extras, noise_rows, top_eigenvalue
+from study.trainers.schedule import Schedule
+
+Weights = list[npt.NDArray[np.float32]]
 
 
 def build_model(model: ModelSpec, n_features: int) -> Any:
-    """The article's MLP: Dense(h, activation) per hidden width, then Dense(1)."""
+    """The article's MLP: Dense(h, activation) per hidden width, then Dense(1).
+
+    With no hidden layers, Dense(1) alone: a linear model.
+    """
     tensorflow()
     import keras
 
@@ -29,25 +41,204 @@ def build_model(model: ModelSpec, n_features: int) -> Any:
     return keras.Sequential(layers)
 
 
-def make_optimizer(config: TrialConfig) -> Any:
+def make_loss(train: TrainSpec) -> Any:
+    """Mean squared error, or binary cross-entropy on the output logit."""
     import keras
 
-    return keras.optimizers.Adam(learning_rate=config.learning_rate)
+    if train.loss == "cross_entropy":
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+    return keras.losses.MeanSquaredError()
 
 
-def _shuffled_batches(data: Dataset, config: TrialConfig) -> Any:
-    """The training set, reshuffled every epoch, in batches with the last one partial.
+def keras_schedule(s: Schedule) -> Any:
+    """The Keras schedule (or constant rate) a `Schedule` describes; see schedule.py."""
+    import keras
+
+    schedules = keras.optimizers.schedules
+    if s.kind == "constant":
+        return s.peak
+    if s.kind == "step":
+        return schedules.PiecewiseConstantDecay(list(s.boundaries), list(s.values))
+    # "warmup" is CosineDecay with alpha = 1: after the warm-up its factor is exactly 1.
+    alpha = 1.0 if s.kind == "warmup" else 0.0
+    if s.warmup:
+        return schedules.CosineDecay(0.0, s.decay_steps, alpha=alpha, warmup_target=s.peak,
+                                     warmup_steps=s.warmup)
+    return schedules.CosineDecay(s.peak, s.decay_steps, alpha=alpha)
+
+
+def make_optimizer(config: TrialConfig, total_steps: int) -> Any:
+    """Keras 3's optimizer for the trial, with its defaults, at the trial's schedule."""
+    import keras
+
+    t = config.train
+    lr = keras_schedule(Schedule.of(t, config.learning_rate, total_steps))
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr)
+    if t.optimizer == "momentum":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=t.momentum, nesterov=t.nesterov)
+    if t.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=lr)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+def _rows(data: Dataset, config: TrialConfig, shuffle: bool) -> Any:
+    """The training rows, in a fresh seeded order every time the dataset is iterated.
 
     `model.fit` on numpy arrays shuffles with an op whose seed is fixed once
     `set_random_seed` has run, so every epoch would replay the first epoch's order; a
     seeded `shuffle(reshuffle_each_iteration=True)` draws a fresh order each epoch and
-    the same sequence of orders for the same seed.
+    the same sequence of orders for the same seed. Datasets derived from this one
+    (`take`, `batch`) draw from the same sequence. `shuffle=False` keeps the given order.
     """
     tf = tensorflow()
-    n = data.n_train
-    return (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-            .shuffle(n, seed=config.seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size))
+    rows = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    if not shuffle:
+        return rows
+    return rows.shuffle(data.n_train, seed=config.seed, reshuffle_each_iteration=True)
+
+
+def _shuffled_batches(data: Dataset, config: TrialConfig) -> Any:
+    """Whole epochs: a fresh order each, in batches with the last one partial."""
+    return _rows(data, config, True).batch(config.batch_size)
+
+
+class KerasProbe:
+    """Gradient-noise and sharpness measurements on a Keras model (see probes.py)."""
+
+    def __init__(self, model: Any, loss: Any) -> None:
+        tf = tensorflow()
+        self.model = model
+        self.variables = list(model.trainable_variables)
+
+        def grad_sq(xb: Any, yb: Any) -> Any:
+            with tf.GradientTape() as tape:
+                value = loss(yb, model(xb, training=True))
+            grads = tape.gradient(value, self.variables)
+            return tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+
+        def hvp(x: Any, y: Any, vs: list[Any]) -> list[Any]:
+            # Nested tapes: the gradient of (grad loss . v) is H v.
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    value = loss(y, model(x, training=False))
+                grads = inner.gradient(value, self.variables)
+                gv = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs, strict=True)])
+            return outer.gradient(gv, self.variables)  # type: ignore[no-any-return]
+
+        # Traced once per batch shape: hundreds of eager tapes would dominate a trial.
+        self._grad_sq = tf.function(grad_sq)
+        self._hvp = tf.function(hvp)
+
+    def noise_norms(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32],
+                    rows: npt.NDArray[np.int64]) -> list[float]:
+        """|G_B|^2 of the minibatch gradient on each row set of `rows` (repeats, B)."""
+        return [float(self._grad_sq(x[r], y[r])) for r in rows]
+
+    def sharpness(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32],
+                  iterations: int) -> float:
+        """The top Hessian eigenvalue of the mean loss on (x, y) at the model's weights."""
+        tf = tensorflow()
+        shapes = [tuple(v.shape) for v in self.variables]
+        sizes = [int(np.prod(s)) for s in shapes]
+        xt, yt = tf.constant(x), tf.constant(y)
+
+        def product(flat: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+            parts = np.split(flat[0], np.cumsum(sizes)[:-1])
+            vs = [tf.constant(p.reshape(s), tf.float32) for p, s in zip(parts, shapes, strict=True)]
+            out = self._hvp(xt, yt, vs)
+            return np.concatenate([np.asarray(h, np.float64).ravel() for h in out])[None, :]
+
+        return float(top_eigenvalue(product, 1, sum(sizes), iterations)[0])
+
+
+class KerasFit(NamedTuple):
+    result: TrialResult
+    initial: Weights  # the weights training started from
+    final: Weights
+
+
+def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor = no_monitor,
+              *, initial_weights: Sequence[npt.ArrayLike] | None = None,
+              shuffle: bool = True) -> KerasFit:
+    """One trial by `model.fit`, under its budget (TrainSpec.plan).
+
+    A budget that ends mid-epoch is a second `fit` of one epoch on the first rows of the
+    next order (`take` on the same shuffled dataset, so it continues the sequence of
+    orders). For tests that replay it: `initial_weights` replaces Keras's Glorot draw and
+    `shuffle=False` trains the rows in the order given every epoch.
+    """
+    tensorflow()
+    import keras
+
+    keras.backend.clear_session()
+    # Seeds the initial weights and every epoch's shuffle, so a trial is repeatable.
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.model, data.x_train.shape[1])
+    if initial_weights is not None:
+        model.set_weights([np.asarray(w, np.float32) for w in initial_weights])
+    initial = [np.array(w) for w in model.get_weights()]
+    plan = config.plan(data.n_train)
+    loss = make_loss(config.train)
+    model.compile(optimizer=make_optimizer(config, plan.steps), loss=loss)
+    analysis: AnalysisSpec = config.analysis
+    probe = KerasProbe(model, loss) if analysis.noise or analysis.sharpness else None
+    noise: dict[int, tuple[list[float], list[float]]] = {}
+
+    def measure(epoch: int) -> None:
+        assert probe is not None
+        small, big = noise_rows(config.seed, epoch, analysis.noise_repeats,
+                                analysis.noise_batches, data.n_train)
+        noise[epoch] = (probe.noise_norms(data.x_train, data.y_train, small),
+                        probe.noise_norms(data.x_train, data.y_train, big))
+
+    if 0 in analysis.noise_epochs:
+        measure(0)
+    watch = _watch_class()(index, monitor, measure if analysis.noise else None,
+                           set(analysis.noise_epochs))
+    rows = _rows(data, config, shuffle)
+    common: dict[str, Any] = dict(
+        shuffle=False,  # the dataset reshuffles itself every epoch
+        validation_data=(data.x_val, data.y_val),
+        # One pass over the held-out set per epoch; batching it changes nothing.
+        validation_batch_size=len(data.x_val),
+        callbacks=[watch],
+        verbose=0,
+    )
+    start = time.perf_counter()
+    whole = plan.epochs if plan.last_rows == data.n_train else plan.epochs - 1
+    histories = []
+    if whole:
+        histories.append(model.fit(rows.batch(config.batch_size), epochs=whole, **common))
+    if whole < plan.epochs and not watch.stopped:
+        histories.append(model.fit(rows.take(plan.last_rows).batch(config.batch_size),
+                                   initial_epoch=whole, epochs=plan.epochs, **common))
+    train_curve = [float(v) for h in histories for v in h.history["loss"]]
+    val_curve = [float(v) for h in histories for v in h.history.get("val_loss", [])]
+    status: Status = (
+        "diverged" if watch.diverged_epoch else "pruned" if watch.pruned else "complete"
+    )
+    full = float("nan")
+    if watch.diverged_epoch is None:
+        full = float(
+            model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0)
+        )
+    extras = noise_extras(analysis.noise_batches, noise)
+    if probe is not None and analysis.sharpness and status == "complete":
+        extras[SHARPNESS] = probe.sharpness(data.x_train, data.y_train,
+                                            analysis.sharpness_iterations)
+    seconds = time.perf_counter() - start
+    result = TrialResult(
+        status=status,
+        train_curve=train_curve,
+        val_curve=val_curve,
+        full_train_loss=full,
+        steps=plan.steps_after(len(train_curve)),
+        seconds=seconds,
+        diverged_epoch=watch.diverged_epoch,
+        extras=extras,
+    )
+    return KerasFit(result, initial, [np.array(w) for w in model.get_weights()])
 
 
 class KerasTrainer:
@@ -57,54 +248,7 @@ class KerasTrainer:
     def train(
         self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
     ) -> list[TrialResult]:
-        return [self._train_one(i, config, data, monitor) for i, config in enumerate(configs)]
-
-    def _train_one(
-        self, index: int, config: TrialConfig, data: Dataset, monitor: Monitor
-    ) -> TrialResult:
-        tensorflow()
-        import keras
-
-        keras.backend.clear_session()
-        # Seeds the initial weights and every epoch's shuffle, so a trial is repeatable.
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(config.model, data.x_train.shape[1])
-        model.compile(optimizer=make_optimizer(config), loss="mean_squared_error")
-        watch = _watch_class()(index, monitor)
-        start = time.perf_counter()
-        history = model.fit(
-            _shuffled_batches(data, config),
-            shuffle=False,  # the dataset reshuffles itself every epoch
-            epochs=config.train.epochs,
-            validation_data=(data.x_val, data.y_val),
-            # One pass over the held-out set per epoch; batching it changes nothing.
-            validation_batch_size=len(data.x_val),
-            callbacks=[watch],
-            verbose=0,
-        )
-        train_curve = [float(v) for v in history.history["loss"]]
-        val_curve = [float(v) for v in history.history.get("val_loss", [])]
-        if watch.diverged_epoch is None:
-            full = float(
-                model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0)
-            )
-        else:
-            full = float("nan")
-        seconds = time.perf_counter() - start
-        epochs_done = len(train_curve)
-        steps = epochs_done * math.ceil(data.n_train / config.batch_size)
-        status: Status = (
-            "diverged" if watch.diverged_epoch else "pruned" if watch.pruned else "complete"
-        )
-        return TrialResult(
-            status=status,
-            train_curve=train_curve,
-            val_curve=val_curve,
-            full_train_loss=full,
-            steps=steps,
-            seconds=seconds,
-            diverged_epoch=watch.diverged_epoch,
-        )
+        return [fit_trial(i, config, data, monitor).result for i, config in enumerate(configs)]
 
 
 @functools.cache
@@ -113,14 +257,22 @@ def _watch_class() -> type:
     import keras
 
     class Watch(keras.callbacks.Callback):  # type: ignore[misc]
-        """Stops a fit when its loss turns NaN/inf (diverged) or the monitor says prune."""
+        """Stops a fit when its loss turns NaN/inf (diverged) or the monitor says prune;
+        measures the noise scale after the epochs that ask for it."""
 
-        def __init__(self, index: int, monitor: Monitor) -> None:
+        def __init__(self, index: int, monitor: Monitor,
+                     measure: Callable[[int], None] | None, at: set[int]) -> None:
             super().__init__()
             self.index = index
             self.monitor = monitor
+            self.measure = measure
+            self.at = at
             self.diverged_epoch: int | None = None
             self.pruned = False
+
+        @property
+        def stopped(self) -> bool:
+            return self.diverged_epoch is not None or self.pruned
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
@@ -130,6 +282,8 @@ def _watch_class() -> type:
                 self.diverged_epoch = epoch + 1
                 self.model.stop_training = True
                 return
+            if self.measure is not None and epoch + 1 in self.at:
+                self.measure(epoch + 1)
             if self.monitor(self.index, epoch + 1, loss, val):
                 self.pruned = True
                 self.model.stop_training = True

@@ -54,17 +54,21 @@ import numpy as np
 import numpy.typing as npt
 
 from study.data import Dataset
-from study.spec import ModelSpec, Spec, TrainSpec
+from study.spec import AnalysisSpec, ModelSpec, Spec, TrainSpec
 from study.trainers._tf import tensorflow
 from study.trainers.base import Monitor, Status, TrialConfig, TrialResult, no_monitor
+from study.trainers.probes import SHARPNESS, hvp_of, noise_extras, noise_rows, top_eigenvalue
+from study.trainers.schedule import Schedule
 
 Tensor = Any  # a tf.Tensor; TensorFlow ships no type stubs
 Weights = list[npt.NDArray[np.float32]]  # [kernel_1, bias_1, kernel_2, bias_2, ...]
 
-# Keras 3 Adam's defaults (keras.optimizers.Adam).
+# Keras 3's defaults (keras.optimizers.Adam, RMSprop).
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999
 ADAM_EPSILON = 1e-7
+RMSPROP_RHO = 0.9
+RMSPROP_EPSILON = 1e-7
 
 # The runner hands over this many trials at once: the 5-seed article grid (100 trials)
 # is one claim, so each group compiles once. Larger claims only delay the first
@@ -92,8 +96,9 @@ EVAL_BUDGET = 1 << 24
 class Optimizer(NamedTuple):
     """An optimizer as a pure, element-wise update, the same for every parameter tensor.
 
-    `update(param, grad, slots, lr, step) -> (param, slots)`: `lr` and `step` (the
-    update's 1-based count, float) broadcast against `param`, one value per member.
+    `update(param, grad, slots, lr, step) -> (param, slots)`: `lr` (this update's rate,
+    after the schedule) and `step` (the update's 1-based count, float) broadcast against
+    `param`, one value per member.
     """
 
     slots: int  # state tensors per parameter, each shaped like it, zero at the start
@@ -101,8 +106,11 @@ class Optimizer(NamedTuple):
                      tuple[Tensor, tuple[Tensor, ...]]]
 
 
-def _adam(param: Tensor, grad: Tensor, slots: tuple[Tensor, ...], lr: Tensor, step: Tensor
-          ) -> tuple[Tensor, tuple[Tensor, ...]]:
+Slots = tuple[Tensor, ...]
+
+
+def _adam(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
+          ) -> tuple[Tensor, Slots]:
     # Written exactly as keras/src/optimizers/adam.py `update_step`, same op order.
     tf = tensorflow()
     m, v = slots
@@ -112,7 +120,43 @@ def _adam(param: Tensor, grad: Tensor, slots: tuple[Tensor, ...], lr: Tensor, st
     return param - (m * alpha) / (tf.sqrt(v) + ADAM_EPSILON), (m, v)
 
 
-OPTIMIZERS: dict[str, Optimizer] = {"adam": Optimizer(2, _adam)}
+def _sgd(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
+         ) -> tuple[Tensor, Slots]:
+    # keras/src/optimizers/sgd.py with momentum 0: `assign_sub(variable, gradient * lr)`.
+    return param - grad * lr, ()
+
+
+def _momentum(momentum: float, nesterov: bool) -> Callable[..., tuple[Tensor, Slots]]:
+    def update(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
+               ) -> tuple[Tensor, Slots]:
+        # keras/src/optimizers/sgd.py: m = m * momentum - g * lr; then w += m, or with
+        # Nesterov w += m * momentum - g * lr.
+        (m,) = slots
+        m = m * momentum - grad * lr
+        if nesterov:
+            return param + (m * momentum - grad * lr), (m,)
+        return param + m, (m,)
+
+    return update
+
+
+def _rmsprop(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
+             ) -> tuple[Tensor, Slots]:
+    # keras/src/optimizers/rmsprop.py (momentum 0, not centered): v = rho v + (1 - rho) g^2;
+    # w -= lr g / sqrt(v + eps), epsilon *inside* the square root (Adam's is outside).
+    tf = tensorflow()
+    (v,) = slots
+    v = RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(grad)
+    return param - (lr * grad) / tf.sqrt(v + RMSPROP_EPSILON), (v,)
+
+
+# Each optimizer from the spec's training section (for its hyperparameters).
+OPTIMIZERS: dict[str, Callable[[TrainSpec], Optimizer]] = {
+    "adam": lambda t: Optimizer(2, _adam),
+    "sgd": lambda t: Optimizer(0, _sgd),
+    "momentum": lambda t: Optimizer(1, _momentum(t.momentum, t.nesterov)),
+    "rmsprop": lambda t: Optimizer(1, _rmsprop),
+}
 
 
 def _mse(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,9 +165,19 @@ def _mse(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return err * err, 2.0 * err
 
 
-# Per-row loss and d(loss)/d(pred): cross-entropy slots in here beside a sigmoid output.
-LOSSES: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {"mse": _mse}
+def _cross_entropy(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Binary cross-entropy of a logit, as keras.losses.BinaryCrossentropy(from_logits=True)
+    computes it (tf.nn.sigmoid_cross_entropy_with_logits); its derivative sigmoid - y."""
+    tf = tensorflow()
+    y = tf.broadcast_to(y, tf.shape(pred))  # the held-out labels are shared by all members
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=pred), tf.sigmoid(pred) - y
+
+
+# Per-row loss and d(loss)/d(pred), beside a linear output unit.
+LOSSES: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {
+    "mse": _mse, "cross_entropy": _cross_entropy}
 ACTIVATIONS = ("relu", "tanh", "linear")
+SCHEDULES = ("constant", "step", "cosine", "warmup")
 
 
 def unsupported(spec: Spec) -> str | None:
@@ -134,6 +188,8 @@ def unsupported(spec: Spec) -> str | None:
         return f"train.optimizer = {spec.train.optimizer!r}"
     if spec.train.loss not in LOSSES:
         return f"train.loss = {spec.train.loss!r}"
+    if spec.train.schedule not in SCHEDULES:
+        return f"train.schedule = {spec.train.schedule!r}"
     return None
 
 
@@ -203,7 +259,7 @@ def train_population(
                          f"{len(configs)} configs")
     results: list[TrialResult | None] = [None] * len(configs)
     finals: list[Weights | None] = [None] * len(configs)
-    for group in plan_groups(configs):
+    for group in plan_groups(configs, data.n_train):
         weights = None if initial_weights is None else [initial_weights[i] for i in group.members]
         out, trained = _train_group(group, [configs[i] for i in group.members], data, monitor,
                                     chunk_epochs, weights, shuffle)
@@ -229,21 +285,25 @@ class Group:
     micro: int  # rows per member per step; divides every member's batch size
     model: ModelSpec
     train: TrainSpec
+    analysis: AnalysisSpec
 
 
-def plan_groups(configs: Sequence[TrialConfig]) -> list[Group]:
+def plan_groups(configs: Sequence[TrialConfig], n_train: int) -> list[Group]:
     """Partition configs into groups that one program can train.
 
-    Configs must share everything in `TrialConfig.shape_key` but the batch size. Batch
-    sizes are taken smallest first; each joins the first group whose micro-batch divides
-    it, else opens a group with itself as the micro-batch. The article's 16..256 (all
-    multiples of 16) make one group.
+    Configs must share everything in `TrialConfig.shape_key` but the batch size, and
+    train for as many epochs (`TrialConfig.plan`): under a steps budget each batch size
+    trains its own number of epochs, and a member that is done only rides along, so
+    batch sizes with different epoch counts train apart (each at its own micro-batch,
+    which is also faster per row). Batch sizes are taken smallest first; each joins the
+    first group whose micro-batch divides it, else opens a group with itself as the
+    micro-batch. The article's 16..256 (all multiples of 16) make one group.
     """
-    by_kind: dict[tuple[ModelSpec, TrainSpec], list[int]] = {}
+    by_kind: dict[tuple[ModelSpec, TrainSpec, AnalysisSpec, int], list[int]] = {}
     for i, c in enumerate(configs):
-        by_kind.setdefault((c.model, c.train), []).append(i)
+        by_kind.setdefault((c.model, c.train, c.analysis, c.plan(n_train).epochs), []).append(i)
     groups: list[Group] = []
-    for (model, train), indices in by_kind.items():
+    for (model, train, analysis, _epochs), indices in by_kind.items():
         open_groups: list[tuple[int, list[int]]] = []  # (micro, members)
         for i in sorted(indices, key=lambda i: (configs[i].batch_size, i)):
             bs = configs[i].batch_size
@@ -253,7 +313,8 @@ def plan_groups(configs: Sequence[TrialConfig]) -> list[Group]:
                     break
             else:
                 open_groups.append((bs, [i]))
-        groups += [Group(tuple(members), micro, model, train) for micro, members in open_groups]
+        groups += [Group(tuple(members), micro, model, train, analysis)
+                   for micro, members in open_groups]
     return groups
 
 
@@ -365,6 +426,7 @@ def _train_group(
     tf = tensorflow()
     start = time.perf_counter()
     n_members = len(configs)
+    n = data.n_train
     layout = layout_of(group.model, data.x_train.shape[1])
     if initial is None:
         initial = [glorot_weights(c.seed, layout.sizes) for c in configs]
@@ -372,12 +434,14 @@ def _train_group(
         shapes = [tuple(np.shape(w)) for w in weights]
         if shapes != layout.shapes:
             raise ValueError(f"initial_weights[{i}]: shapes {shapes}, expected {layout.shapes}")
-    optimizer = OPTIMIZERS[group.train.optimizer]
-    key = _ProgramKey(layout, group.model.activation, group.train.loss, group.train.optimizer,
-                      group.micro, chunk_epochs, shuffle)
+    train, analysis = group.train, group.analysis
+    optimizer = OPTIMIZERS[train.optimizer](train)
+    key = program_key(group.model, train, data.x_train.shape[1], group.micro, chunk_epochs,
+                      shuffle)
     program = _program(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
     xv, yv = tf.constant(data.x_val), tf.constant(data.y_val)
+    plans = [c.plan(n) for c in configs]
 
     # Members are trained in tiles of equal size (one compiled program serves them all);
     # the last tile is padded with frozen copies of its last member.
@@ -387,6 +451,9 @@ def _train_group(
     theta_all = np.stack([layout.flatten(w) for w in initial])
     theta_all = np.concatenate([theta_all, np.repeat(theta_all[-1:], pad, axis=0)])
     padded = [*configs, *[configs[-1]] * pad]
+    padded_plans = [*plans, *[plans[-1]] * pad]
+    schedules = [Schedule.of(train, c.learning_rate, p.steps)
+                 for c, p in zip(padded, padded_plans, strict=True)]
     tiles = []
     for t in range(n_tiles):
         rows = slice(t * tile, (t + 1) * tile)
@@ -397,32 +464,63 @@ def _train_group(
             steps=tf.zeros([tile], tf.float32),
             lr=tf.constant([c.learning_rate for c in padded[rows]], tf.float32),
             batch=tf.constant([c.batch_size for c in padded[rows]], tf.int32),
-            seeds=tf.constant([c.seed for c in padded[rows]], tf.int32)))
+            seeds=tf.constant([c.seed for c in padded[rows]], tf.int32),
+            epochs=tf.constant([p.epochs for p in padded_plans[rows]], tf.int32),
+            last_rows=tf.constant([p.last_rows for p in padded_plans[rows]], tf.int32),
+            sched=tf.constant([[s.decay_steps, s.warmup] for s in schedules[rows]], tf.float32),
+            bounds=tf.constant(np.array([s.boundaries for s in schedules[rows]], np.float32)
+                               .reshape(tile, key.boundaries)),
+            values=tf.constant(np.array([s.values for s in schedules[rows]], np.float32)
+                               .reshape(tile, key.boundaries + 1))))
 
-    epochs = group.train.epochs
+    epochs = max(p.epochs for p in plans)
     active = np.arange(n_tiles * tile) < n_members
     train_curves: list[list[float]] = [[] for _ in configs]
     val_curves: list[list[float]] = [[] for _ in configs]
     status: list[Status] = ["complete"] * n_members
     diverged: list[int | None] = [None] * n_members
     stopped_early = np.zeros(n_members, bool)  # pruned before its chunk ended
+    noise_at = sorted(analysis.noise_epochs)
+    noise: list[dict[int, tuple[list[float], list[float]]]] = [{} for _ in configs]
+
+    def measure_noise(epoch: int) -> None:
+        """Probe the members that trained through `epoch` and have not diverged."""
+        who = [m for m in range(n_members)
+               if len(train_curves[m]) == epoch and status[m] != "diverged"]
+        if not who:
+            return
+        draws = [noise_rows(c.seed, epoch, analysis.noise_repeats, analysis.noise_batches, n)
+                 for c in padded]
+        norms: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        for t, s in enumerate(tiles):
+            members = range(t * tile, (t + 1) * tile)
+            norms += zip(*(noise_norms(key, s.theta, x, y, np.stack([draws[m][i] for m in members]))
+                           for i in (0, 1)), strict=True)
+        for m in who:
+            noise[m][epoch] = (norms[m][0].tolist(), norms[m][1].tolist())
+
+    if 0 in noise_at:
+        measure_noise(0)
     done = 0
     while done < epochs and active.any():
-        n = min(chunk_epochs, epochs - done)
+        n_run = min(chunk_epochs, epochs - done)
+        # A chunk ends where the noise scale is measured: at the weights of that epoch.
+        n_run = min([n_run] + [e - done for e in noise_at if e > done])
 
-        def run_tile(t: int, s: _TileState, done: int = done, n: int = n
+        def run_tile(t: int, s: _TileState, done: int = done, n_run: int = n_run
                      ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
             s.theta, s.slots, s.steps, losses, vals = program(
                 s.theta, s.slots, s.steps, s.lr, s.batch, s.seeds,
                 tf.constant(active[t * tile:(t + 1) * tile]), tf.constant(done, tf.int32),
-                tf.constant(n, tf.int32), x, y, xv, yv)
-            return losses.numpy()[:n], vals.numpy()[:n]
+                tf.constant(n_run, tf.int32), x, y, xv, yv, s.epochs, s.last_rows, s.sched,
+                s.bounds, s.values)
+            return losses.numpy()[:n_run], vals.numpy()[:n_run]
 
         # XLA runs a CPU program on one core; tiles run side by side, one per core.
         outs = list(_pool().map(run_tile, range(n_tiles), tiles))
         losses = np.concatenate([o[0] for o in outs], axis=1)
         vals = np.concatenate([o[1] for o in outs], axis=1)
-        for e in range(n):
+        for e in range(n_run):
             epoch = done + e + 1
             for m in map(int, np.flatnonzero(active)):
                 loss, val = float(losses[e, m]), float(vals[e, m])
@@ -433,23 +531,35 @@ def _train_group(
                     status[m], diverged[m], active[m] = "diverged", epoch, False
                 elif monitor(group.members[m], epoch, loss, val):
                     status[m], active[m] = "pruned", False
-                    stopped_early[m] = e < n - 1
-        done += n
+                    stopped_early[m] = e < n_run - 1
+                elif epoch == plans[m].epochs:
+                    active[m] = False  # its budget is spent; the program froze it too
+        done += n_run
+        if done in noise_at:
+            measure_noise(done)
     # Every member's weights where it stopped (frozen members kept theirs), on the whole
     # training set; a forward pass, so it runs eagerly rather than compile for it.
     full = np.concatenate([mean_loss(key, s.theta, x, y).numpy() for s in tiles])
+    trained = np.concatenate([s.theta.numpy() for s in tiles])
+    # Diverged weights have no loss; a member pruned mid-chunk trained on past the
+    # epoch it was pruned at, so its final weights are not the pruned ones.
+    unknown = [status[m] == "diverged" or bool(stopped_early[m]) for m in range(n_members)]
+    sharp: dict[int, float] = {}
+    if analysis.sharpness:
+        who = [m for m in range(n_members) if status[m] == "complete"]
+        sharp = dict(zip(who, sharpness(key, trained[who], x, y, analysis.sharpness_iterations,
+                                        tile), strict=True))
     share = (time.perf_counter() - start) / n_members
     results = []
-    for m, c in enumerate(configs):
-        # Diverged weights have no loss; a member pruned mid-chunk trained on past the
-        # epoch it was pruned at, so its final weights are not the pruned ones.
-        unknown = status[m] == "diverged" or stopped_early[m]
-        full_loss = float("nan") if unknown else float(full[m])
-        steps = len(train_curves[m]) * math.ceil(data.n_train / c.batch_size)
+    for m in range(n_members):
+        extras = noise_extras(analysis.noise_batches, noise[m])
+        if m in sharp:
+            extras[SHARPNESS] = sharp[m]
         results.append(TrialResult(
             status=status[m], train_curve=train_curves[m], val_curve=val_curves[m],
-            full_train_loss=full_loss, steps=steps, seconds=share, diverged_epoch=diverged[m]))
-    trained = np.concatenate([s.theta.numpy() for s in tiles])
+            full_train_loss=float("nan") if unknown[m] else float(full[m]),
+            steps=plans[m].steps_after(len(train_curves[m])), seconds=share,
+            diverged_epoch=diverged[m], extras=extras))
     return results, [layout.unflatten(trained[m]) for m in range(n_members)]
 
 
@@ -474,6 +584,78 @@ class _TileState:
     lr: Tensor
     batch: Tensor
     seeds: Tensor
+    epochs: Tensor  # epochs of its budget (TrainSpec.plan)
+    last_rows: Tensor  # rows trained in its last epoch
+    sched: Tensor  # (members, 2): the schedule's decay steps and warm-up steps
+    bounds: Tensor  # (members, boundaries): step decay's boundaries
+    values: Tensor  # (members, boundaries + 1): step decay's rates
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def noise_norms(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor,
+                rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """|G_B|^2 of minibatch gradients per member and repeat, (members, repeats).
+
+    `rows` (members, repeats, B) are the training rows of each minibatch; the gradient is
+    that of the batch's mean loss at the member's weights in `theta`, computed by the
+    very function the training program steps with. Repeats are stacked on the member
+    axis, in blocks that bound memory like `mean_loss`.
+    """
+    tf = tensorflow()
+    members, repeats, b = rows.shape
+    block = max(1, min(repeats, EVAL_BUDGET // (members * b * max(key.layout.sizes))))
+    out = np.empty((members, repeats))
+    for r0 in range(0, repeats, block):
+        part = rows[:, r0:r0 + block]
+        k = part.shape[1]
+        idx = tf.constant(part.reshape(members * k, b))
+        stacked = tf.repeat(theta, k, axis=0)
+        _, grad = _gradients(tf, key, stacked, tf.gather(x, idx), tf.gather(y, idx),
+                             tf.ones([members * k, b], tf.float32),
+                             tf.fill([members * k], 1.0 / b))
+        out[:, r0:r0 + k] = tf.reshape(tf.reduce_sum(grad * grad, axis=1), [members, k]).numpy()
+    return out
+
+
+def sharpness(key: _ProgramKey, theta: npt.NDArray[np.float32], x: Tensor, y: Tensor,
+              iterations: int, block: int) -> list[float]:
+    """The top Hessian eigenvalue of each member's mean training loss (rows of `theta`),
+    by Lanczos on Hessian-vector products of `mean_loss` (see probes.py), `block`
+    members at a time."""
+    tf = tensorflow()
+    # Compiled: eager nested tapes spent most of their time dispatching small ops. Blocks
+    # run side by side like the training tiles, the last padded to the block's shape.
+    hvp = _hvp_program(key)
+    starts = range(0, len(theta), block)
+
+    def run(m0: int) -> list[float]:
+        part = theta[m0:m0 + block]
+        rows = tf.constant(np.concatenate([part, np.repeat(part[-1:], block - len(part), 0)]))
+
+        def product(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+            return np.asarray(hvp(rows, tf.constant(v, tf.float32), x, y).numpy(), np.float64)
+
+        return [float(v) for v in top_eigenvalue(product, block, int(rows.shape[1]),
+                                                 iterations)[:len(part)]]
+
+    return [v for part in _pool().map(run, starts) for v in part]
+
+
+_hvps: dict[_ProgramKey, Callable[..., Any]] = {}
+
+
+def _hvp_program(key: _ProgramKey) -> Callable[..., Any]:
+    """Hessian-vector products of every member's mean loss on (x, y), XLA-compiled."""
+    if key not in _hvps:
+        tf = tensorflow()
+
+        def hvp(theta: Tensor, v: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            return hvp_of(lambda th: mean_loss(key, th, x, y))(theta, v)
+
+        _hvps[key] = tf.function(hvp, jit_compile=True, autograph=False)
+    return _hvps[key]
 
 
 # --------------------------------------------------------------------------- the program
@@ -487,9 +669,25 @@ class _ProgramKey:
     activation: str
     loss: str
     optimizer: str
+    optimizer_args: tuple[float | bool, ...]  # SGD momentum's (momentum, nesterov)
+    schedule: str
+    warmup: bool  # whether the schedule starts with a linear warm-up
+    boundaries: int  # step decay's boundaries
     micro: int
     chunk_epochs: int
     shuffle: bool
+
+
+def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
+                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True) -> _ProgramKey:
+    """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
+    `sharpness`) read only its model and loss."""
+    return _ProgramKey(
+        layout_of(model, n_features), model.activation, train.loss, train.optimizer,
+        (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
+        train.schedule, train.warmup_fraction > 0,
+        len(train.decay_at) if train.schedule == "step" else 0,
+        micro, chunk_epochs, shuffle)
 
 
 _programs: dict[_ProgramKey, Callable[..., Any]] = {}
@@ -553,6 +751,61 @@ def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return total / float(n)
 
 
+def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor, valid: Tensor,
+               scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Per member: the sum of its valid rows' losses, and the flat gradient of `scale` x
+    that sum (scale = 1/batch rows: the gradient of the batch mean loss).
+
+    xb (members, rows, features), yb (members, rows, 1), valid (members, rows) 0/1,
+    scale (members,). Backpropagation written out: one batched matmul per layer and
+    direction, which XLA compiles smaller than the tape's.
+    """
+    act, act_grad = _activation(tf, key.activation)
+    views = key.layout.views(tf, theta)
+    members = theta.shape[0]
+    inputs, pre = [xb], []
+    h = xb
+    for j in range(0, len(views), 2):
+        z = tf.matmul(h, views[j]) + views[j + 1][:, None, :]
+        pre.append(z)
+        h = act(z) if j + 2 < len(views) else z
+        inputs.append(h)
+    row_loss, d_pred = LOSSES[key.loss](h, yb)
+    delta = d_pred * (valid[:, :, None] * scale[:, None, None])
+    grads: list[Tensor] = [None] * len(views)
+    for j in range(len(views) - 2, -1, -2):
+        grads[j] = tf.reshape(tf.matmul(inputs[j // 2], delta, transpose_a=True), [members, -1])
+        grads[j + 1] = tf.reduce_sum(delta, axis=1)
+        if j:
+            delta = tf.matmul(delta, views[j], transpose_b=True) \
+                * act_grad(pre[j // 2 - 1], inputs[j // 2])
+    return tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), tf.concat(grads, axis=1)
+
+
+def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bounds: Tensor,
+          values: Tensor) -> Tensor:
+    """Each member's learning rate at `step` (updates already applied), (members,): the
+    formulas of keras.optimizers.schedules in their float32 order (see schedule.py)."""
+    if key.schedule == "constant":
+        return lr
+    if key.schedule == "step":
+        # PiecewiseConstantDecay: the value after as many boundaries as `step` is past.
+        past = tf.reduce_sum(tf.cast(step[:, None] > bounds, tf.int32), axis=1)
+        return tf.gather(values, past, batch_dims=1)
+    decay_steps, warmup = sched[:, 0], sched[:, 1]
+    pi = tf.constant(math.pi, tf.float32)
+
+    def decayed(s: Tensor) -> Tensor:
+        cosine = 0.5 * (1.0 + tf.cos(pi * (s / decay_steps)))
+        # CosineDecay's (1 - alpha) cosine + alpha: alpha = 0 for cosine, 1 for warmup.
+        return lr * cosine if key.schedule == "cosine" else lr * ((1.0 - 1.0) * cosine + 1.0)
+
+    if not key.warmup:
+        return decayed(tf.minimum(step, decay_steps))
+    s = tf.minimum(step, decay_steps + warmup)
+    return tf.where(s < warmup, (lr - 0.0) * (s / warmup) + 0.0, decayed(s - warmup))
+
+
 def _mix(tf: Any, x: Tensor) -> Tensor:
     """A 32-bit integer hash (lowbias32): counter-based randomness, the same on any device."""
     x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
@@ -564,9 +817,7 @@ def _mix(tf: Any, x: Tensor) -> Tensor:
 
 def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     tf = tensorflow()
-    optimizer = OPTIMIZERS[key.optimizer]
-    loss_fn = LOSSES[key.loss]
-    act, act_grad = _activation(tf, key.activation)
+    optimizer = OPTIMIZERS[key.optimizer](_train_of(key))
     b0 = key.micro
     f32 = tf.float32
 
@@ -581,56 +832,38 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         keys = _mix(tf, tf.bitwise.bitwise_xor(base[:, None], rows[None, :]))
         return tf.argsort(keys, axis=1, stable=True)
 
-    def gradients(theta: Tensor, xb: Tensor, yb: Tensor, valid: Tensor, scale: Tensor
-                  ) -> tuple[Tensor, Tensor]:
-        """Per member: the sum of its valid rows' losses, and the flat gradient of
-        `scale` x that sum (scale = 1/batch rows: the gradient of the batch mean loss)."""
-        views = key.layout.views(tf, theta)
-        members = theta.shape[0]
-        inputs, pre = [xb], []
-        h = xb
-        for j in range(0, len(views), 2):
-            z = tf.matmul(h, views[j]) + views[j + 1][:, None, :]
-            pre.append(z)
-            h = act(z) if j + 2 < len(views) else z
-            inputs.append(h)
-        row_loss, d_pred = loss_fn(h, yb)
-        delta = d_pred * (valid[None, :, None] * scale[:, None, None])
-        grads: list[Tensor] = [None] * len(views)
-        for j in range(len(views) - 2, -1, -2):
-            grads[j] = tf.reshape(tf.matmul(inputs[j // 2], delta, transpose_a=True), [members, -1])
-            grads[j + 1] = tf.reduce_sum(delta, axis=1)
-            if j:
-                delta = tf.matmul(delta, views[j], transpose_b=True) \
-                    * act_grad(pre[j // 2 - 1], inputs[j // 2])
-        return tf.reduce_sum(row_loss * valid[None, :, None], axis=[1, 2]), tf.concat(grads, axis=1)
-
     def epoch(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
-              batch: Tensor, active: Tensor, order: Tensor, x: Tensor, y: Tensor
-              ) -> tuple[Any, ...]:
-        """One pass over the data for every member."""
+              batch: Tensor, active: Tensor, order: Tensor, x: Tensor, y: Tensor, rows: Tensor,
+              sched: Tensor, bounds: Tensor, values: Tensor) -> tuple[Any, ...]:
+        """One pass over the first `rows` (per member) of each member's order."""
         n = x.shape[0]
         members = order.shape[0]
         micro_steps = -(-n // b0)
         order = tf.pad(order, [[0, 0], [0, micro_steps * b0 - n]])
 
         # Per micro-step and member: whether the member's batch ends there (at a
-        # multiple of its batch size, or at the end of the epoch: the last, partial
-        # batch is trained, not dropped), and 1 / the rows of its current batch. Tables,
-        # so the per-parameter updates below read one value instead of redoing integer
-        # arithmetic for every parameter.
+        # multiple of its batch size, or where its rows of this epoch end: the last,
+        # partial batch is trained, not dropped), and 1 / the rows of its current batch.
+        # Tables, so the per-parameter updates below read one value instead of redoing
+        # integer arithmetic for every parameter. A micro-step past a member's rows (a
+        # budget that ends mid-epoch) holds none of them and ends no batch.
         k_all = tf.range(micro_steps)[:, None]
-        ends_table = tf.logical_or(tf.equal((k_all + 1) * b0 % batch[None, :], 0),
-                                   tf.equal(k_all, micro_steps - 1))
-        rows = tf.minimum(batch[None, :], n - (k_all * b0 // batch[None, :]) * batch[None, :])
-        scale_table = 1.0 / tf.cast(rows, f32)
+        first = k_all * b0
+        ends_table = tf.logical_and(
+            first < rows[None, :],
+            tf.logical_or(tf.equal((k_all + 1) * b0 % batch[None, :], 0),
+                          (k_all + 1) * b0 >= rows[None, :]))
+        batch_start = (first // batch[None, :]) * batch[None, :]
+        batch_rows = tf.maximum(tf.minimum(batch[None, :], rows[None, :] - batch_start), 1)
+        scale_table = 1.0 / tf.cast(batch_rows, f32)
 
         def step(k: Tensor, theta: Tensor, slots: tuple[Tensor, ...], acc: Tensor,
                  steps_taken: Tensor, sse: Tensor) -> tuple[Any, ...]:
             idx = tf.slice(order, [0, k * b0], [members, b0])
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
-            valid = tf.cast(k * b0 + tf.range(b0) < n, f32)  # the last micro-batch may be short
-            loss_sum, grad = gradients(theta, xb, yb, valid, tf.gather(scale_table, k))
+            # The last micro-batch of the epoch, or of a member's rows, may be short.
+            valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
+            loss_sum, grad = _gradients(tf, key, theta, xb, yb, valid, tf.gather(scale_table, k))
             acc = acc + grad
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
@@ -638,7 +871,8 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             ends = tf.gather(ends_table, k)
             apply = tf.logical_and(active, ends)
             stepped = steps_taken + 1.0
-            new_theta, new_slots = optimizer.update(theta, acc, slots, lr[:, None],
+            rate = _rate(tf, key, lr, steps_taken, sched, bounds, values)
+            new_theta, new_slots = optimizer.update(theta, acc, slots, rate[:, None],
                                                     stepped[:, None])
             theta = tf.where(apply[:, None], new_theta, theta)
             slots = tuple(tf.where(apply[:, None], b, a)
@@ -651,19 +885,25 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             lambda k, *_: k < micro_steps, step,
             (tf.constant(0), theta, slots, tf.zeros_like(theta), steps_taken,
              tf.zeros([members], f32)))
-        return theta, slots, steps_taken, sse / float(n)
+        return theta, slots, steps_taken, sse / tf.cast(rows, f32)
 
     def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
             batch: Tensor, seeds: Tensor, active: Tensor, first_epoch: Tensor, n_epochs: Tensor,
-            x: Tensor, y: Tensor, xv: Tensor, yv: Tensor) -> tuple[Any, ...]:
+            x: Tensor, y: Tensor, xv: Tensor, yv: Tensor, epochs: Tensor, last_rows: Tensor,
+            sched: Tensor, bounds: Tensor, values: Tensor) -> tuple[Any, ...]:
         members = theta.shape[0]
         n = x.shape[0]
 
         def body(e: Tensor, theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor,
                  active: Tensor, losses: Tensor, vals: Tensor) -> tuple[Any, ...]:
-            order = permutation(seeds, first_epoch + e, n)
-            theta, slots, steps_taken, loss = epoch(theta, slots, steps_taken, lr, batch, active,
-                                                    order, x, y)
+            at = first_epoch + e
+            # A member whose budget is spent rides along frozen; its last epoch may be
+            # partial (TrainSpec.plan).
+            live = tf.logical_and(active, at < epochs)
+            rows = tf.where(at == epochs - 1, last_rows, n)
+            order = permutation(seeds, at, n)
+            theta, slots, steps_taken, loss = epoch(theta, slots, steps_taken, lr, batch, live,
+                                                    order, x, y, rows, sched, bounds, values)
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
             vals = tf.tensor_scatter_nd_update(vals, [[e]], mean_loss(key, theta, xv, yv)[None])
             # Diverged: frozen from the end of this epoch on, as model.fit stops there.
@@ -681,3 +921,12 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     # No autograph: the loops are explicit tf.while_loops, and converting Python source
     # took longer than XLA's compile of the result.
     return tf.function(run, jit_compile=True, autograph=False)  # type: ignore[no-any-return]
+
+
+def _train_of(key: _ProgramKey) -> TrainSpec:
+    """The optimizer hyperparameters a program key carries, as a TrainSpec."""
+    if key.optimizer == "momentum":
+        momentum, nesterov = key.optimizer_args
+        return TrainSpec(optimizer=key.optimizer, momentum=float(momentum),
+                         nesterov=bool(nesterov))
+    return TrainSpec(optimizer=key.optimizer)
