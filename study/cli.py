@@ -81,7 +81,14 @@ def _spec_from_args(args: argparse.Namespace) -> object:
         overrides.append(f"search.seeds=[{','.join(map(str, args.seeds))}]")
     if args.trainer is not None:
         overrides.append(f"run.trainer={args.trainer}")
-    return load_spec(args.spec, overrides)
+    spec = load_spec(args.spec, overrides)
+    if args.epochs is not None and spec.train.budget != "epochs":
+        from study.errors import SpecError
+
+        # train.epochs is read only by the epochs budget: the shortcut would do nothing.
+        raise SpecError(f"--epochs: the spec's budget is {spec.train.budget!r}, not epochs "
+                        f"(set train.{spec.train.budget} instead)")
+    return spec
 
 
 # --------------------------------------------------------------------------- commands

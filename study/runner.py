@@ -622,7 +622,8 @@ def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: A
 def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None,
              check_stop: Callable[[], None]) -> Callable[[int, int, float, float], bool]:
     prune = ctx.spec.search.pruner != "none"
-    epochs = ctx.spec.train.epochs
+    # Under a steps budget each batch size trains its own number of epochs.
+    epochs = [c.config.plan(ctx.spec.data.n_train).epochs for c in claims]
     report_val = ctx.spec.train.objective == "val_loss"
 
     def monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
@@ -631,7 +632,7 @@ def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | No
         if progress is not None:
             cfg = c.config
             progress.detail(f"bs={cfg.batch_size} lr={cfg.learning_rate:g} seed={cfg.seed} "
-                            f"epoch {epoch}/{epochs}")
+                            f"epoch {epoch}/{epochs[index]}")
         if not prune:
             # Nothing reads the curve before the trial ends: `record` writes it whole.
             return False

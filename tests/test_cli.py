@@ -32,6 +32,7 @@ BAD_INPUT = [
     (["--set", "train.epochs=three"], "train.epochs: expected an integer, got 'three'"),
     (["--epochs", "0"], "train.epochs: expected a positive number, got 0"),
     (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["--spec", "fixed-steps", "--epochs", "3"], "--epochs: the spec's budget is 'steps', not epochs"),
     (["--set", "search.batch_size=[16, -1]"], "search.batch_size[1]: expected a positive number"),
     (["--set", "search.learning_rate=[0]"], "search.learning_rate[0]: expected a positive number"),
     (["--set", "search.batch_size=[4096]"], "search.batch_size: 4096 is larger than the training"),
