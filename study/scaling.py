@@ -639,7 +639,12 @@ def caveats(s: Scaling, budget: str | None = None) -> list[str]:
         out.append("Only two batch sizes in the fit: alpha has no regression interval.")
     if budget in (None, "epochs"):
         out.append("The budget is in epochs: a larger batch also takes fewer steps, so the "
-                   "scaling mixes both effects (a steps or examples budget separates them).")
+                   "scaling mixes both effects (a steps budget separates them).")
+    elif budget == "examples":
+        # An examples budget is the epoch budget counted in rows (TrainSpec.plan).
+        out.append("The budget is in examples: every batch size sees the same data, so a "
+                   "larger batch also takes fewer steps and the scaling mixes both effects "
+                   "(a steps budget separates them).")
     return out
 
 

@@ -316,5 +316,7 @@ def test_conclusion_states_numbers_and_caveats() -> None:
     seeds = records([16, 32, 64, 128], LRS, range(3), loss)
     five = scaling.conclusion(scaling.scaling(seeds), "adam", "examples")
     assert "(Adam, 3 seeds)" in five and "Single seed" not in five and "epochs" not in five
+    assert "The budget is in examples: every batch size sees the same data" in five
+    assert "budget" not in scaling.conclusion(scaling.scaling(seeds), "adam", "steps")
     assert scaling.optimizer_name({"train": {"optimizer": "rmsprop"}}) == "rmsprop"
     assert scaling.optimizer_name(None) is None
