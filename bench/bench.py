@@ -96,7 +96,7 @@ def _instrument_storage(report: ChildReport) -> None:
                 setattr(cls, name, timed(member, name))
     # Our own storage functions: opening (Optuna creates or checks its schema), the
     # read-only spec check, and the bulk writes (the runner imported those by name).
-    for name in ("open_storage", "stored_study_attr", "write_trial_facts", "create_trials"):
+    for name in ("open_storage", "stored_study_attr", "write_trials_facts", "create_trials"):
         wrapped = timed(getattr(storage, name), name)
         setattr(storage, name, wrapped)
         if hasattr(runner, name):

@@ -37,6 +37,7 @@ from study import space
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
 from study.spec import Spec, identity_diff, to_table
 from study.storage import (
+    TrialFacts,
     claim_lock,
     create_trials,
     describe_error,
@@ -45,7 +46,7 @@ from study.storage import (
     mask,
     package_versions,
     stored_study_attr,
-    write_trial_facts,
+    write_trials_facts,
 )
 
 if TYPE_CHECKING:
@@ -430,45 +431,54 @@ def objective_of(spec: Spec, result: TrialResult) -> float:
     return result.train_loss if spec.train.objective == "train_loss" else result.val_loss
 
 
-def record(ctx: StudyContext, c: Claim, result: TrialResult, trainer: str) -> str:
-    """Tell Optuna one result; returns the final status."""
+def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialResult],
+           trainer: str) -> list[str]:
+    """Tell Optuna the claims' results, in one transaction; returns their final statuses."""
     from optuna.trial import FrozenTrial
 
-    objective = objective_of(ctx.spec, result)
-    if result.status == "complete" and not math.isfinite(objective):
-        # Training loss stayed finite but the objective (e.g. validation) did not.
-        result.status = "diverged"
-        result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
-    # The learning curve, every attribute and the outcome in one transaction: what
-    # `trial.report` for each epoch (but those the pruner already asked about),
-    # `set_user_attr` for each attribute and `study.tell` would write, one by one.
-    curve = result.val_curve if ctx.spec.train.objective == "val_loss" else result.train_curve
-    reported = {epoch: v for epoch, v in enumerate(curve, start=1) if math.isfinite(v)}
-    attrs = result_attrs(result, trainer)
-    state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
-    values: list[float] | None = None
-    if result.status == "complete":
-        values = [objective]
-    elif result.status == "pruned" and reported:
-        # As `study.tell` does: a pruned trial's value is its last reported one.
-        values = [reported[max(reported)]]
-    trial = c.trial
-    frozen = FrozenTrial(
-        number=trial.number, state=_state("RUNNING"), value=None, values=None,
-        datetime_start=trial.datetime_start, datetime_complete=None, params=trial.params,
-        distributions=trial.distributions, user_attrs={**trial.user_attrs, **attrs},
-        # The trial's own copy of what it stored at creation (no public accessor).
-        system_attrs=dict(trial._cached_frozen_trial.system_attrs), intermediate_values=reported,
-        trial_id=trial._trial_id)
+    facts: list[TrialFacts] = []
+    statuses: list[str] = []
     try:
-        # As `study.tell` does, the sampler hears of the outcome before it is stored.
-        ctx.study.sampler.after_trial(ctx.study, frozen, state, values)
+        for c, result in zip(claims, results, strict=True):
+            objective = objective_of(ctx.spec, result)
+            if result.status == "complete" and not math.isfinite(objective):
+                # Training loss stayed finite but the objective (e.g. validation) did not.
+                result.status = "diverged"
+                result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
+            # The learning curve, every attribute and the outcome: what `trial.report` for
+            # each epoch (but those the pruner already asked about), `set_user_attr` for
+            # each attribute and `study.tell` would write, one by one.
+            curve = result.val_curve if ctx.spec.train.objective == "val_loss" \
+                else result.train_curve
+            reported = {epoch: v for epoch, v in enumerate(curve, start=1) if math.isfinite(v)}
+            attrs = result_attrs(result, trainer)
+            state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
+            values: list[float] | None = None
+            if result.status == "complete":
+                values = [objective]
+            elif result.status == "pruned" and reported:
+                # As `study.tell` does: a pruned trial's value is its last reported one.
+                values = [reported[max(reported)]]
+            trial = c.trial
+            facts.append(TrialFacts(trial._trial_id,
+                                    {e: v for e, v in reported.items() if e not in c.reported},
+                                    attrs, state, values))
+            statuses.append(result.status)
+            frozen = FrozenTrial(
+                number=trial.number, state=_state("RUNNING"), value=None, values=None,
+                datetime_start=trial.datetime_start, datetime_complete=None,
+                params=trial.params, distributions=trial.distributions,
+                user_attrs={**trial.user_attrs, **attrs},
+                # The trial's own copy of what it stored at creation (no public accessor).
+                system_attrs=dict(trial._cached_frozen_trial.system_attrs),
+                intermediate_values=reported, trial_id=trial._trial_id)
+            # As `study.tell` does, the sampler hears of the outcome before it is stored.
+            ctx.study.sampler.after_trial(ctx.study, frozen, state, values)
     finally:
-        write_trial_facts(ctx.storage, trial._trial_id,
-                          {e: v for e, v in reported.items() if e not in c.reported}, attrs,
-                          state=state, values=values)
-    c.told = True
-    return result.status
+        write_trials_facts(ctx.storage, facts)
+        for c in claims[:len(facts)]:
+            c.told = True
+    return statuses
 
 
 # --------------------------------------------------------------------------- signals
@@ -586,12 +596,12 @@ def work(
                     continue
                 failures = 0
                 with signals.critical():
-                    for c, r in zip(claims, results, strict=True):
-                        status = record(ctx, c, r, trainer.name)
-                        outcome.trained += 1
-                        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
-                        if progress is not None:
-                            progress.advance(1, note=_describe(c.config, status, r))
+                    statuses = record(ctx, claims, results, trainer.name)
+                for c, r, status in zip(claims, results, statuses, strict=True):
+                    outcome.trained += 1
+                    outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+                    if progress is not None:
+                        progress.advance(1, note=_describe(c.config, status, r))
             except KeyboardInterrupt:
                 _release(ctx, claims, "interrupted")
                 raise

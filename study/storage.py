@@ -21,6 +21,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,20 +163,39 @@ def describe_error(e: BaseException, url: str) -> str:
 # --------------------------------------------------------------------------- bulk writes
 
 
+@dataclass(frozen=True)
+class TrialFacts:
+    """What one RUNNING trial has to store: new intermediate values, user attributes,
+    and with `state`, its outcome (`values`)."""
+
+    trial_id: int
+    intermediate: Mapping[int, float]
+    user_attrs: Mapping[str, Any]
+    state: optuna.trial.TrialState | None = None
+    values: Sequence[float] | None = None
+
+
 def write_trial_facts(storage: optuna.storages.RDBStorage, trial_id: int,
                       intermediate: Mapping[int, float], user_attrs: Mapping[str, Any], *,
                       state: optuna.trial.TrialState | None = None,
                       values: Sequence[float] | None = None) -> None:
-    """A RUNNING trial's intermediate values and user attributes, in one transaction;
-    with `state`, the trial is finished in it too (`values` and the completion time).
+    """One trial's facts (see `write_trials_facts`)."""
+    write_trials_facts(storage, [TrialFacts(trial_id, intermediate, user_attrs, state, values)])
+
+
+def write_trials_facts(storage: optuna.storages.RDBStorage, facts: Sequence[TrialFacts]) -> None:
+    """RUNNING trials' intermediate values and user attributes, in one transaction; a
+    trial with a `state` is finished in it too (its `values` and completion time).
 
     Optuna writes each `trial.report`, `set_user_attr` and `tell` in a transaction of its
     own, a few milliseconds each on SQLite; a fast trainer's 50 epochs and ten
-    attributes per trial would spend more time committing than training. Optuna owns the
-    schema: the rows are made by its own models and value encodings, checked the way
-    its own `_set_trial_*_without_commit` and `set_trial_state_values` check them, so
-    `study.trials`, the dashboard and the `optuna` CLI read them as if written one by
-    one. Should a future Optuna move those internals, this falls back to its public calls.
+    attributes per trial, for a hundred trials finishing together, would spend more time
+    committing than training. Optuna owns the schema: the rows are made by its own
+    models and value encodings, checked the way its own `_set_trial_*_without_commit`
+    and `set_trial_state_values` check them, so `study.trials`, the dashboard and the
+    `optuna` CLI read them as if written one by one. All or nothing: a process killed
+    mid-write leaves every one of these trials RUNNING, to be re-run. Should a future
+    Optuna move those internals, this falls back to its public calls.
     """
     import datetime
 
@@ -185,52 +205,65 @@ def write_trial_facts(storage: optuna.storages.RDBStorage, trial_id: int,
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
     except ImportError:  # pragma: no cover - guarded against an Optuna refactor
-        for step, value in intermediate.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-        for key, attr in user_attrs.items():
-            storage.set_trial_user_attr(trial_id, key, attr)
-        if state is not None:
-            storage.set_trial_state_values(trial_id, state, values)
+        for f in facts:
+            for step, value in f.intermediate.items():
+                storage.set_trial_intermediate_value(f.trial_id, step, value)
+            for key, attr in f.user_attrs.items():
+                storage.set_trial_user_attr(f.trial_id, key, attr)
+            if f.state is not None:
+                storage.set_trial_state_values(f.trial_id, f.state, f.values)
         return
+    if not facts:
+        return
+    ids = [f.trial_id for f in facts]
+
+    def existing(model: Any, key: str) -> dict[tuple[int, Any], Any]:
+        # The rows these trials already have (values the pruner was told, attributes set
+        # at creation), to update in place as Optuna's upserts do.
+        rows = session.query(model).filter(model.trial_id.in_(ids))
+        return {(int(row.trial_id), getattr(row, key)): row for row in rows}
+
     with _create_scoped_session(storage.scoped_session) as session:
-        trial: Any = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-        storage.check_trial_is_updatable(trial_id, trial.state)
-        value_rows = session.query(models.TrialIntermediateValueModel).filter(
-            models.TrialIntermediateValueModel.trial_id == trial_id)
-        steps: dict[int, Any] = {int(row.step): row for row in value_rows}
-        new_steps = []
-        for step, value in intermediate.items():
-            stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(
-                value)
-            row = steps.get(step)
-            if row is None:
-                new_steps.append({"trial_id": trial_id, "step": step,
-                                  "intermediate_value": stored, "intermediate_value_type": kind})
-            else:
-                row.intermediate_value, row.intermediate_value_type = stored, kind
-        attr_rows = session.query(models.TrialUserAttributeModel).filter(
-            models.TrialUserAttributeModel.trial_id == trial_id)
-        attrs: dict[str, Any] = {str(row.key): row for row in attr_rows}
-        new_attrs = []
-        for key, attr in user_attrs.items():
-            text = json.dumps(attr)
-            if key in attrs:
-                attrs[key].value_json = text
-            else:
-                new_attrs.append({"trial_id": trial_id, "key": key, "value_json": text})
-        new_values = []
-        if values is not None:
-            objective_rows = session.query(models.TrialValueModel).filter(
-                models.TrialValueModel.trial_id == trial_id)
-            objectives: dict[int, Any] = {int(row.objective): row for row in objective_rows}
-            for objective, v in enumerate(values):
+        trials: dict[int, Any] = {int(t.trial_id): t for t in session.query(models.TrialModel)
+                                  .filter(models.TrialModel.trial_id.in_(ids))
+                                  .with_for_update()}
+        for trial_id in ids:
+            if trial_id not in trials:
+                raise KeyError(f"no trial with trial_id {trial_id}")
+            storage.check_trial_is_updatable(trial_id, trials[trial_id].state)
+        steps = existing(models.TrialIntermediateValueModel, "step")
+        attrs = existing(models.TrialUserAttributeModel, "key")
+        objectives = existing(models.TrialValueModel, "objective")
+        new_steps, new_attrs, new_values = [], [], []
+        for f in facts:
+            for step, value in f.intermediate.items():
+                stored, kind = \
+                    models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+                row = steps.get((f.trial_id, step))
+                if row is None:
+                    new_steps.append({"trial_id": f.trial_id, "step": step,
+                                      "intermediate_value": stored,
+                                      "intermediate_value_type": kind})
+                else:
+                    row.intermediate_value, row.intermediate_value_type = stored, kind
+            for key, attr in f.user_attrs.items():
+                text = json.dumps(attr)
+                if (f.trial_id, key) in attrs:
+                    attrs[f.trial_id, key].value_json = text
+                else:
+                    new_attrs.append({"trial_id": f.trial_id, "key": key, "value_json": text})
+            for objective, v in enumerate(f.values or ()):
                 number, value_kind = models.TrialValueModel.value_to_stored_repr(v)
-                if objective in objectives:
-                    row = objectives[objective]
+                if (f.trial_id, objective) in objectives:
+                    row = objectives[f.trial_id, objective]
                     row.value, row.value_type = number, value_kind
                 else:
-                    new_values.append({"trial_id": trial_id, "objective": objective,
+                    new_values.append({"trial_id": f.trial_id, "objective": objective,
                                        "value": number, "value_type": value_kind})
+            if f.state is not None:
+                trials[f.trial_id].state = f.state
+                if f.state.is_finished():
+                    trials[f.trial_id].datetime_complete = datetime.datetime.now()
         # New rows as one multi-row INSERT each: the ORM's per-object bookkeeping cost
         # more than the database did.
         for model, rows in ((models.TrialIntermediateValueModel, new_steps),
@@ -238,10 +271,6 @@ def write_trial_facts(storage: optuna.storages.RDBStorage, trial_id: int,
                             (models.TrialValueModel, new_values)):
             if rows:
                 session.execute(sqlalchemy.insert(model), rows)
-        if state is not None:
-            trial.state = state
-            if state.is_finished():
-                trial.datetime_complete = datetime.datetime.now()
 
 
 def create_trials(storage: optuna.storages.RDBStorage, study_id: int,

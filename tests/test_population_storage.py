@@ -16,7 +16,13 @@ import pytest
 from study import runner, space
 from study.data import make_dataset
 from study.spec import Spec, load_spec
-from study.storage import create_trials, open_storage, write_trial_facts
+from study.storage import (
+    TrialFacts,
+    create_trials,
+    open_storage,
+    write_trial_facts,
+    write_trials_facts,
+)
 from study.trainers import get_trainer
 from tests.helpers import run_cli, sql, start_cli
 
@@ -43,6 +49,33 @@ def test_one_transaction_reads_back_like_reports(db_url: str) -> None:
     # A finished trial is not updatable, as with Optuna's own calls.
     with pytest.raises(RuntimeError, match="finished"):
         write_trial_facts(open_storage(db_url), trial._trial_id, {4: 1.0}, {})
+
+
+def test_many_trials_in_one_transaction_all_or_nothing(db_url: str) -> None:
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(storage=open_storage(db_url), study_name="s")
+    a, b, done = study.ask(), study.ask(), study.ask()
+    a.report(0.9, 1)  # a value the pruner already heard, updated in place
+    b.set_user_attr("seed", 1)
+    study.tell(done, 1.0)
+    storage = open_storage(db_url)
+    # One finished trial among them: nothing of the others is written either.
+    with pytest.raises(RuntimeError, match="finished"):
+        write_trials_facts(storage, [TrialFacts(a._trial_id, {2: 0.2}, {"k": 1}),
+                                     TrialFacts(done._trial_id, {}, {"k": 2})])
+    assert optuna.load_study(study_name="s", storage=db_url).trials[0].user_attrs == {}
+    write_trials_facts(storage, [
+        TrialFacts(a._trial_id, {1: 0.5, 2: 0.25}, {"k": 1}, TrialState.COMPLETE, [0.25]),
+        TrialFacts(b._trial_id, {1: 0.7}, {"seed": 2, "status": "pruned"}, TrialState.PRUNED,
+                   [0.7]),
+    ])
+    ta, tb, _ = optuna.load_study(study_name="s", storage=db_url).trials
+    assert (ta.state, ta.value, ta.intermediate_values, ta.user_attrs) == \
+        (TrialState.COMPLETE, 0.25, {1: 0.5, 2: 0.25}, {"k": 1})
+    assert (tb.state, tb.value, tb.intermediate_values, tb.user_attrs) == \
+        (TrialState.PRUNED, 0.7, {1: 0.7}, {"seed": 2, "status": "pruned"})
+    assert ta.datetime_complete is not None and tb.datetime_complete is not None
 
 
 def test_bulk_created_trials_are_the_ones_enqueue_and_ask_make(db_url: str) -> None:
