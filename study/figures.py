@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -108,10 +108,18 @@ def article_info(records: Iterable[TrialRecord], y_label: str, metric: str = "ob
                        tuple(partly))
 
 
-def _segments(points: Sequence[ArticlePoint]) -> list[list[ArticlePoint]]:
+class _WithInterval(Protocol):
+    @property
+    def interval(self) -> Interval | None: ...
+
+
+_P = TypeVar("_P", bound=_WithInterval)
+
+
+def _segments(points: Sequence[_P]) -> list[list[_P]]:
     """Runs of adjacent points that all have an interval: a band must not bridge a gap."""
-    out: list[list[ArticlePoint]] = []
-    current: list[ArticlePoint] = []
+    out: list[list[_P]] = []
+    current: list[_P] = []
     for p in points:
         if p.interval is not None and p.interval.low is not None:
             current.append(p)
@@ -491,17 +499,7 @@ def _band_traces(fig: go.Figure, s: Series, colour: str, group: str, row: int, c
                  y_log: bool, show: bool) -> None:
     import plotly.graph_objects as go
 
-    segment: list[SeriesPoint] = []
-    segments = []
-    for p in s.points:
-        if p.interval is not None and p.interval.low is not None:
-            segment.append(p)
-        elif segment:
-            segments.append(segment)
-            segment = []
-    if segment:
-        segments.append(segment)
-    for seg in segments:
+    for seg in _segments(s.points):
         xs = [p.x for p in seg]
         highs = [p.interval.high for p in seg if p.interval is not None]
         lows = [p.interval.low for p in seg if p.interval is not None]
