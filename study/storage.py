@@ -217,7 +217,7 @@ def write_trials_facts(storage: optuna.storages.RDBStorage, facts: Sequence[Tria
         return
     ids = [f.trial_id for f in facts]
 
-    def existing(model: Any, key: str) -> dict[tuple[int, Any], Any]:
+    def existing(session: Any, model: Any, key: str) -> dict[tuple[int, Any], Any]:
         # The rows these trials already have (values the pruner was told, attributes set
         # at creation), to update in place as Optuna's upserts do.
         rows = session.query(model).filter(model.trial_id.in_(ids))
@@ -231,9 +231,9 @@ def write_trials_facts(storage: optuna.storages.RDBStorage, facts: Sequence[Tria
             if trial_id not in trials:
                 raise KeyError(f"no trial with trial_id {trial_id}")
             storage.check_trial_is_updatable(trial_id, trials[trial_id].state)
-        steps = existing(models.TrialIntermediateValueModel, "step")
-        attrs = existing(models.TrialUserAttributeModel, "key")
-        objectives = existing(models.TrialValueModel, "objective")
+        steps = existing(session, models.TrialIntermediateValueModel, "step")
+        attrs = existing(session, models.TrialUserAttributeModel, "key")
+        objectives = existing(session, models.TrialValueModel, "objective")
         new_steps, new_attrs, new_values = [], [], []
         for f in facts:
             for step, value in f.intermediate.items():
