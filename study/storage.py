@@ -175,14 +175,6 @@ class TrialFacts:
     values: Sequence[float] | None = None
 
 
-def write_trial_facts(storage: optuna.storages.RDBStorage, trial_id: int,
-                      intermediate: Mapping[int, float], user_attrs: Mapping[str, Any], *,
-                      state: optuna.trial.TrialState | None = None,
-                      values: Sequence[float] | None = None) -> None:
-    """One trial's facts (see `write_trials_facts`)."""
-    write_trials_facts(storage, [TrialFacts(trial_id, intermediate, user_attrs, state, values)])
-
-
 def write_trials_facts(storage: optuna.storages.RDBStorage, facts: Sequence[TrialFacts]) -> None:
     """RUNNING trials' intermediate values and user attributes, in one transaction; a
     trial with a `state` is finished in it too (its `values` and completion time).

@@ -20,7 +20,6 @@ from study.storage import (
     TrialFacts,
     create_trials,
     open_storage,
-    write_trial_facts,
     write_trials_facts,
 )
 from study.trainers import get_trainer
@@ -38,9 +37,11 @@ def run(spec: Spec, url: str) -> runner.RunOutcome:
 def test_one_transaction_reads_back_like_reports(db_url: str) -> None:
     study = optuna.create_study(storage=open_storage(db_url), study_name="s")
     trial = study.ask()
-    write_trial_facts(open_storage(db_url), trial._trial_id, {1: 0.5, 2: 0.25, 3: 0.125},
-                      {"status": "complete", "train_curve": [0.5, 0.25, None], "seed": 3})
-    write_trial_facts(open_storage(db_url), trial._trial_id, {3: 0.1}, {"seed": 4})  # upserts
+    storage = open_storage(db_url)
+    write_trials_facts(storage, [TrialFacts(
+        trial._trial_id, {1: 0.5, 2: 0.25, 3: 0.125},
+        {"status": "complete", "train_curve": [0.5, 0.25, None], "seed": 3})])
+    write_trials_facts(storage, [TrialFacts(trial._trial_id, {3: 0.1}, {"seed": 4})])  # upserts
     study.tell(trial, 0.1)
     (frozen,) = optuna.load_study(study_name="s", storage=db_url).trials
     assert frozen.intermediate_values == {1: 0.5, 2: 0.25, 3: 0.1}
@@ -48,7 +49,7 @@ def test_one_transaction_reads_back_like_reports(db_url: str) -> None:
     assert frozen.state.name == "COMPLETE" and frozen.value == 0.1
     # A finished trial is not updatable, as with Optuna's own calls.
     with pytest.raises(RuntimeError, match="finished"):
-        write_trial_facts(open_storage(db_url), trial._trial_id, {4: 1.0}, {})
+        write_trials_facts(storage, [TrialFacts(trial._trial_id, {4: 1.0}, {})])
 
 
 def test_many_trials_in_one_transaction_all_or_nothing(db_url: str) -> None:
