@@ -171,7 +171,7 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
     from study import workers as pool
     from study.data import make_dataset
     from study.progress import Progress
-    from study.trainers import get_trainer
+    from study.trainers import Trainer, choose_trainer
 
     assert isinstance(ctx, runner.StudyContext)
     spec = ctx.spec
@@ -186,6 +186,14 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
         print(f"Study {ctx.name!r}: {total - done} of {total} trials to run "
               f"(spec {spec.name!r}, storage {_masked(ctx.url)}{how}).", file=sys.stderr)
     progress = None if quiet else Progress(total, done)
+
+    def make_trainer() -> Trainer:
+        trainer, fallback = choose_trainer(spec.run.trainer, spec)
+        if fallback is not None:
+            # Also from a pool's workers: which trainer trains is never a silent choice.
+            print(f"study: {fallback}", file=sys.stderr)
+        return trainer
+
     try:
         if workers > 1:
             outcome = pool.run_pool(ctx, workers, worker_args, progress)
@@ -199,8 +207,7 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
                 raise StudyError(f"{left} trials are left unfinished (workers were killed); "
                                  "run the same command again to finish them")
         else:
-            runner.work(ctx, lambda: get_trainer(spec.run.trainer, spec),
-                        lambda: make_dataset(spec.data), progress)
+            runner.work(ctx, make_trainer, lambda: make_dataset(spec.data), progress)
     finally:
         if progress is not None:
             progress.close()
@@ -326,8 +333,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     Example: study dashboard --storage sqlite:///storage/study.db --port 8080
     """
-    from study.dashboard import serve
+    from study.dashboard import exposure_warning, serve
 
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"study dashboard: {warning}", file=sys.stderr)
     serve(args.storage, args.host, args.port, announce=lambda line: print(line, flush=True))
     print("study dashboard: stopped.", file=sys.stderr)
     return 0

@@ -99,7 +99,7 @@ def query_rows(db: Path) -> list[query.TrialRow]:
     from study.storage import read_only
 
     with read_only(url(db)) as conn:
-        return query.trial_rows(conn, 1, query._EXTRA_ATTRS)
+        return query.trial_rows(conn, 1)
 
 
 def test_best_lr_per_batch_size(study_db: Path) -> None:
