@@ -252,7 +252,6 @@ FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id
 WHERE t.study_id = :study_id ORDER BY t.number, i.step"""
 
 
-
 def _float(value: object, value_type: object) -> float | None:
     """A stored value: Optuna keeps infinities as a type tag beside a null value."""
     kind = str(getattr(value_type, "name", value_type))

@@ -152,7 +152,7 @@ def _expected_finding(db: Path) -> str:
 
 
 @pytest.mark.parametrize("name", [*builtin_names(), "range"])
-def test_the_spec_text_is_toml_that_reads_back_to_the_spec(name: str) -> None:
+def test_the_spec_text_is_toml_that_reads_back_to_the_spec(name: str, tmp_path: Path) -> None:
     if name == "range":
         s = load_spec("article", ["search.sampler=tpe", "search.batch_size={low=16, high=256}",
                                   "search.learning_rate={low=1e-5, high=0.5}",
@@ -163,6 +163,8 @@ def test_the_spec_text_is_toml_that_reads_back_to_the_spec(name: str) -> None:
         s = load_spec(name)
     text = report.spec_text(s)
     assert from_table(tomllib.loads(text)) == s
+    (tmp_path / "my.toml").write_text(text, encoding="utf-8")
+    assert load_spec(str(tmp_path / "my.toml")) == s  # saved, it is a spec `study run` takes
     if name == "range":
         assert "batch_size = { low = 16.0, high = 256.0 }" in text
         assert "learning_rate = { low = 1e-05, high = 0.5 }" in text
