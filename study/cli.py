@@ -12,11 +12,15 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from study import __version__
 from study.errors import StorageUsageError, StudyError, UsageError
 from study.storage import DEFAULT_STORAGE
+
+if TYPE_CHECKING:
+    from study.spec import Spec
+    from study.trainers import Trainer
 
 EXIT_INTERRUPTED = 130
 
@@ -171,7 +175,6 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
     from study import workers as pool
     from study.data import make_dataset
     from study.progress import Progress
-    from study.trainers import get_trainer
 
     assert isinstance(ctx, runner.StudyContext)
     spec = ctx.spec
@@ -199,11 +202,25 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
                 raise StudyError(f"{left} trials are left unfinished (workers were killed); "
                                  "run the same command again to finish them")
         else:
-            runner.work(ctx, lambda: get_trainer(spec.run.trainer, spec),
-                        lambda: make_dataset(spec.data), progress)
+            runner.work(ctx, _trainer_factory(spec), lambda: make_dataset(spec.data), progress)
     finally:
         if progress is not None:
             progress.close()
+
+
+def _trainer_factory(spec: Spec) -> Callable[[], Trainer]:
+    """What the runner calls for its trainer (only once it has work): the spec's trainer,
+    saying on stderr when it falls back to the keras trainer. Pool workers say it too:
+    which trainer trains is never a silent choice."""
+    from study.trainers import choose_trainer
+
+    def make() -> Trainer:
+        trainer, fallback = choose_trainer(spec.run.trainer, spec)
+        if fallback is not None:
+            print(f"study: {fallback}", file=sys.stderr)
+        return trainer
+
+    return make
 
 
 def _masked(url: str) -> str:
@@ -326,8 +343,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     Example: study dashboard --storage sqlite:///storage/study.db --port 8080
     """
-    from study.dashboard import serve
+    from study.dashboard import exposure_warning, serve
 
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"study dashboard: {warning}", file=sys.stderr)
     serve(args.storage, args.host, args.port, announce=lambda line: print(line, flush=True))
     print("study dashboard: stopped.", file=sys.stderr)
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -98,11 +97,12 @@ def _stop_on(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          announce: Callable[[str], None] = print) -> None:
-    """Serve optuna-dashboard until Ctrl-C or SIGTERM, then return normally."""
-    warning = exposure_warning(host)
-    if warning:
-        print(f"study dashboard: {warning}", file=sys.stderr)
+          announce: Callable[[str], None] = lambda line: None) -> None:
+    """Serve optuna-dashboard until Ctrl-C or SIGTERM, then return normally.
+
+    `announce` receives the line that says where it is served; the caller decides
+    whether and where to show it (and `exposure_warning(host)`, before calling).
+    """
     server = make_dashboard_server(url, host, port)
     announce(f"optuna-dashboard for {mask(url)} at {url_of(server)}  (Ctrl-C to stop)")
     # Both signals stop the server the same way, also when the shell that started us

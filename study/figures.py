@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+from study import records as R
 from study import scaling as S
 from study.analysis import (
     BOOTSTRAP_WORDS,
@@ -37,7 +38,7 @@ OBJECTIVE_LABELS = {"train_loss": "final training loss", "val_loss": "validation
 METRIC_LABELS = {"objective": "objective", "train_loss": "final training loss",
                  "val_loss": "validation loss", "full_train_loss": "full training-set loss",
                  "gap": "generalization gap (validation - training)",
-                 S.SHARPNESS: "sharpness (top Hessian eigenvalue)"}
+                 R.SHARPNESS: "sharpness (top Hessian eigenvalue)"}
 
 # Plotly's default qualitative palette, fixed here so a learning rate keeps its colour
 # between the line, its band and its single runs.
@@ -445,13 +446,13 @@ def sharpness_info(records: Sequence[TrialRecord]) -> PanelsInfo | None:
     larger batches reach sharper minima; Dinh et al. 2017 caution that sharpness depends
     on the parametrization. None when no trial recorded `sharpness`."""
     recs = list(records)
-    if not _has(recs, S.SHARPNESS):
+    if not _has(recs, R.SHARPNESS):
         return None
-    label = METRIC_LABELS[S.SHARPNESS]
-    by_b = series_panel(recs, S.SHARPNESS, "learning_rate", "Against batch size", label)
+    label = METRIC_LABELS[R.SHARPNESS]
+    by_b = series_panel(recs, R.SHARPNESS, "learning_rate", "Against batch size", label)
     lrs = sorted({r.learning_rate for r in recs if r.learning_rate is not None})
     ref = Reference("2 / lr (GD stability limit)", tuple(lrs), tuple(2.0 / lr for lr in lrs))
-    by_lr = series_panel(recs, S.SHARPNESS, "batch_size", "Against learning rate", label, [ref])
+    by_lr = series_panel(recs, R.SHARPNESS, "batch_size", "Against learning rate", label, [ref])
     repeats = any(len(p.runs) > 1 for s in by_b.series for p in s.points)
     notes = (_seed_note(repeats), "dashed: 2/lr, where gradient descent becomes unstable "
              "(Cohen et al. 2021); for Adam the preconditioned sharpness is what meets it")

@@ -31,6 +31,7 @@ from study import scaling as S
 from study.analysis import TrialRecord
 from study.errors import StorageUsageError, UsageError
 from study.space import BATCH_SIZE, LEARNING_RATE, SEED
+from study.spec import Spec, from_stored
 from study.storage import mask, read_only
 
 if TYPE_CHECKING:
@@ -243,16 +244,12 @@ WHERE t.study_id = :study_id AND v.objective = 0"""
 _ATTRS_SQL = """
 SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a
 JOIN trials t ON t.trial_id = a.trial_id
-WHERE t.study_id = :study_id AND a.key IN ({keys})"""
+WHERE t.study_id = :study_id{skip}"""
 
 _INTERMEDIATE_SQL = """
 SELECT t.trial_id, i.step, i.intermediate_value, i.intermediate_value_type
 FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id
 WHERE t.study_id = :study_id ORDER BY t.number, i.step"""
-
-_ROW_ATTRS = (R.STATUS, R.SEED_ATTR, R.TRAIN_LOSS, R.VAL_LOSS, R.FULL_TRAIN_LOSS, R.SECONDS)
-# Measurements some specs ask the trainers for; they land in `TrialRecord.extras`.
-_EXTRA_ATTRS = (S.NOISE_SCALE, S.NOISE_GRAD_SQ, S.NOISE_TRACE_SIGMA, S.SHARPNESS)
 
 
 def _float(value: object, value_type: object) -> float | None:
@@ -273,10 +270,6 @@ def _when(v: object) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(str(v))
 
 
-def _num(v: object) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
 @dataclass(frozen=True)
 class TrialRow:
     trial_id: int
@@ -285,47 +278,40 @@ class TrialRow:
     attrs: dict[str, Any]
 
 
-def _attrs(conn: sqlalchemy.engine.Connection, study_id: int, keys: Sequence[str]
+def _attrs(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool
            ) -> dict[int, dict[str, Any]]:
     import sqlalchemy
 
-    # Our own constant names, quoted: no user input reaches this string.
-    sql = _ATTRS_SQL.format(keys=", ".join(f"'{k}'" for k in keys))
+    # Every attribute, as the report reads them through Optuna, but the per-epoch curves
+    # only when asked: they are most of the bytes. Our own constant names, quoted: no
+    # user input reaches this string.
+    skip = "" if curves else f" AND a.key NOT IN ({', '.join(f'{k!r}' for k in R.CURVES)})"
+    sql = _ATTRS_SQL.format(skip=skip)
     out: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, key, value_json in conn.execute(sqlalchemy.text(sql), {"study_id": study_id}):
         out[int(trial_id)][str(key)] = json.loads(value_json)
     return out
 
 
-def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int,
-               extra_attrs: Sequence[str] = ()) -> list[TrialRow]:
+def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool = False
+               ) -> list[TrialRow]:
+    """Every trial of the study, its record built by `records.record` as the report's is."""
     import sqlalchemy
 
     values = {int(tid): _float(v, vt) for tid, v, vt in
               conn.execute(sqlalchemy.text(_VALUES_SQL), {"study_id": study_id})}
-    attrs = _attrs(conn, study_id, [*_ROW_ATTRS, *extra_attrs])
+    attrs = _attrs(conn, study_id, curves)
     out = []
     for tid, number, state, start, complete, bs, lr, seed in conn.execute(
             sqlalchemy.text(_TRIALS_SQL), {"study_id": study_id}):
         state = str(getattr(state, "name", state))
         a = attrs.get(int(tid), {})
-        default_status = {"COMPLETE": "complete", "PRUNED": "pruned", "RUNNING": "running",
-                          "WAITING": "waiting"}.get(state, "error")
-        if seed is None:
-            seed = a.get(R.SEED_ATTR)
+        # Optuna stores a parameter's internal value: for our int and float (log)
+        # distributions that is the value itself, as a float.
+        params = {k: v for k, v in ((BATCH_SIZE, bs), (LEARNING_RATE, lr), (SEED, seed))
+                  if v is not None}
+        record = R.record(int(number), state, params, values.get(int(tid)), a)
         began, ended = _when(start), _when(complete)
-        record = TrialRecord(
-            number=int(number), state=state,
-            batch_size=int(bs) if bs is not None else None,
-            learning_rate=float(lr) if lr is not None else None,
-            seed=int(seed) if seed is not None else None,
-            value=values.get(int(tid)) if state == "COMPLETE" else None,
-            status=str(a.get(R.STATUS, default_status)),
-            train_loss=_num(a.get(R.TRAIN_LOSS)), val_loss=_num(a.get(R.VAL_LOSS)),
-            full_train_loss=_num(a.get(R.FULL_TRAIN_LOSS)), seconds=_num(a.get(R.SECONDS)),
-            extras={k: v for k in extra_attrs if k not in R.CORE_ATTRS
-                    and (v := _num(a.get(k))) is not None},
-        )
         duration = (ended - began).total_seconds() if began and ended else None
         out.append(TrialRow(int(tid), record, duration, a))
     return out
@@ -541,30 +527,28 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
             return _studies_table(conn, url)
         study_id, resolved = resolve_study(conn, url, study)
         if name == "curves":
-            rows = trial_rows(conn, study_id, (R.TRAIN_CURVE, R.VAL_CURVE))
+            rows = trial_rows(conn, study_id, curves=True)
             return _curves(conn, study_id, resolved, rows, trial)
         if name == "scaling":
             spec = _study_spec(conn, study_id)
-            search = spec.get("search", {}) if isinstance(spec.get("search"), dict) else {}
-            sampler = str(search.get("sampler", "grid"))
-            if sampler != "grid":
+            if spec is not None and not spec.is_grid:
                 return Table(("quantity", "value", "low", "high", "note"), (), notes=(
-                    f"The {sampler} sampler searched ranges, not a grid: there is no optimum per "
-                    "batch size to fit a scaling law to (see study query trials).",))
-            rows = trial_rows(conn, study_id, _EXTRA_ATTRS)
-            train = spec.get("train", {}) if isinstance(spec.get("train"), dict) else {}
+                    f"The {spec.search.sampler} sampler searched ranges, not a grid: there is "
+                    "no optimum per batch size to fit a scaling law to (see study query "
+                    "trials).",))
+            rows = trial_rows(conn, study_id)
             return scaling_table(S.scaling([row.record for row in rows]),
-                                 S.optimizer_name(spec), train.get("budget"))
+                                 spec.train.optimizer if spec is not None else None,
+                                 spec.train.budget if spec is not None else None)
         rows = trial_rows(conn, study_id)
         return {"trials": _trials, "grid": _grid, "best-lr": _best_lr}[name](rows)
 
 
-def _study_spec(conn: sqlalchemy.engine.Connection, study_id: int) -> dict[str, Any]:
-    """The spec `study run` stored on the study; {} when there is none."""
+def _study_spec(conn: sqlalchemy.engine.Connection, study_id: int) -> Spec | None:
+    """The spec `study run` stored on the study (`spec.from_stored`); None when there is none."""
     import sqlalchemy
 
     row = conn.execute(sqlalchemy.text(
-        "SELECT value_json FROM study_user_attributes WHERE study_id = :sid AND key = 'spec'"),
-        {"sid": study_id}).first()
-    spec = json.loads(row[0]) if row is not None else None
-    return spec if isinstance(spec, dict) else {}
+        "SELECT value_json FROM study_user_attributes WHERE study_id = :sid AND key = :key"),
+        {"sid": study_id, "key": R.STUDY_SPEC}).first()
+    return from_stored(json.loads(row[0]) if row is not None else None)

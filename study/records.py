@@ -1,13 +1,16 @@
-"""Optuna trials -> `TrialRecord`s: the one adapter between Optuna objects and analysis.
+"""Stored trials -> `TrialRecord`s: the one adapter between the database and analysis.
 
-It also names the user attributes every trial carries, so the runner that writes them
-and the readers that read them agree.
+`record` builds a `TrialRecord` from a trial's stored parts, whoever read them: the
+report reads them through Optuna (`to_record`), `study query` through SQL; both go
+through `record`, so they cannot disagree. This module also names every user attribute
+the runner and the trainers write (the one registry of those names), so the writers and
+the readers agree.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from study.analysis import TrialRecord
@@ -32,6 +35,34 @@ TRAINER = "trainer"
 
 CORE_ATTRS = {STATUS, SEED_ATTR, TRAIN_LOSS, VAL_LOSS, FULL_TRAIN_LOSS, STEPS, SECONDS,
               TRAIN_CURVE, VAL_CURVE, DIVERGED_EPOCH, ERROR, TRAINER}
+# Per-epoch lists: only the curves query reads them, so the other readers may skip them.
+CURVES = (TRAIN_CURVE, VAL_CURVE)
+
+# Measurements the trainers take when the spec's [analysis] section asks for them. Every
+# numeric attribute outside CORE_ATTRS lands in `TrialRecord.extras`, these among them;
+# a study without them simply shows no noise scale or sharpness.
+NOISE_SCALE = "noise_scale"  # B_simple of the trial, pooled over its measured epochs
+NOISE_GRAD_SQ = "noise_grad_sq"  # |G|^2, unbiased two-batch estimate
+NOISE_TRACE_SIGMA = "noise_trace_sigma"  # tr(Sigma), unbiased two-batch estimate
+SHARPNESS = "sharpness"  # top Hessian eigenvalue of the training loss after training
+
+
+def at_epoch(name: str, epoch: int) -> str:
+    """The attribute of one epoch's own measurement: `noise_scale_epoch_3`."""
+    return f"{name}_epoch_{epoch}"
+
+
+# Study user attributes `study run` writes: the spec it ran (read back only through
+# `spec.from_stored`) and its provenance.
+STUDY_SPEC = "spec"
+STUDY_VERSIONS = "versions"
+STUDY_GIT_REVISION = "git_revision"
+STUDY_CREATED = "created"
+
+# A trial without our status attribute (not run by `study`, or not finished) gets the
+# outcome its Optuna state implies.
+DEFAULT_STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "RUNNING": "running",
+                  "WAITING": "waiting"}
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -39,35 +70,38 @@ def finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _num(attrs: dict[str, Any], key: str) -> float | None:
+def _num(attrs: Mapping[str, Any], key: str) -> float | None:
     v = attrs.get(key)
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def to_record(t: FrozenTrial) -> TrialRecord:
-    state = t.state.name
-    attrs = t.user_attrs
-    default_status = {"COMPLETE": "complete", "PRUNED": "pruned", "RUNNING": "running",
-                      "WAITING": "waiting"}.get(state, "error")
-    seed = t.params.get(SEED, attrs.get(SEED_ATTR))
+def record(number: int, state: str, params: Mapping[str, object], value: float | None,
+           attrs: Mapping[str, Any]) -> TrialRecord:
+    """One trial from its stored parts: number, Optuna state name (COMPLETE, FAIL, ...),
+    parameters (external values), objective value, and user attributes (decoded JSON)."""
+    seed = params.get(SEED, attrs.get(SEED_ATTR))
     extras = {k: float(v) for k, v in attrs.items()
               if k not in CORE_ATTRS and isinstance(v, int | float) and not isinstance(v, bool)}
-    bs = t.params.get(BATCH_SIZE)
-    lr = t.params.get(LEARNING_RATE)
+    bs = params.get(BATCH_SIZE)
+    lr = params.get(LEARNING_RATE)
     return TrialRecord(
-        number=t.number,
+        number=number,
         state=state,
-        batch_size=int(bs) if bs is not None else None,
-        learning_rate=float(lr) if lr is not None else None,
-        seed=int(seed) if seed is not None else None,
-        value=t.value if state == "COMPLETE" else None,
-        status=str(attrs.get(STATUS, default_status)),
+        batch_size=int(bs) if isinstance(bs, int | float) else None,
+        learning_rate=float(lr) if isinstance(lr, int | float) else None,
+        seed=int(seed) if isinstance(seed, int | float) else None,
+        value=value if state == "COMPLETE" else None,
+        status=str(attrs.get(STATUS, DEFAULT_STATUS.get(state, "error"))),
         train_loss=_num(attrs, TRAIN_LOSS),
         val_loss=_num(attrs, VAL_LOSS),
         full_train_loss=_num(attrs, FULL_TRAIN_LOSS),
         seconds=_num(attrs, SECONDS),
         extras=extras,
     )
+
+
+def to_record(t: FrozenTrial) -> TrialRecord:
+    return record(t.number, t.state.name, t.params, t.value, t.user_attrs)
 
 
 def to_records(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:

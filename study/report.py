@@ -12,17 +12,18 @@ from __future__ import annotations
 import datetime
 import functools
 import html
-import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from study import analysis, figures
+from study import records as R
 from study import scaling as S
 from study.analysis import TrialRecord
+from study.spec import Spec, from_stored, to_toml
 
 if TYPE_CHECKING:
     import optuna
@@ -50,20 +51,15 @@ class StudyView:
     records: list[TrialRecord]
     user_attrs: dict[str, Any]
     params: tuple[str, ...]  # parameter names seen in the trials
-
-    @property
-    def spec(self) -> dict[str, Any] | None:
-        spec = self.user_attrs.get("spec")
-        return spec if isinstance(spec, dict) else None
+    spec: Spec | None  # the stored spec (`spec.from_stored`); None: not made by `study run`
 
     @property
     def objective(self) -> str:
-        spec = self.spec or {}
-        return str(spec.get("train", {}).get("objective", "objective"))
+        return self.spec.train.objective if self.spec is not None else "objective"
 
     @property
     def sampler(self) -> str:
-        return str((self.spec or {}).get("search", {}).get("sampler", "grid"))
+        return self.spec.search.sampler if self.spec is not None else "grid"
 
     @property
     def is_grid(self) -> bool:
@@ -75,12 +71,11 @@ class StudyView:
 
     @property
     def optimizer(self) -> str | None:
-        return S.optimizer_name(self.spec)
+        return self.spec.train.optimizer if self.spec is not None else None
 
     @property
     def budget(self) -> str | None:
-        budget = (self.spec or {}).get("train", {}).get("budget")
-        return str(budget) if budget is not None else None
+        return self.spec.train.budget if self.spec is not None else None
 
     @functools.cached_property
     def scaling(self) -> S.Scaling:
@@ -122,11 +117,11 @@ class Report:
 
 
 def load_view(study: optuna.Study, storage: str) -> StudyView:
-    from study.records import to_records
-
     trials = study.get_trials(deepcopy=False)
     params = tuple(sorted({p for t in trials for p in t.params}))
-    return StudyView(study.study_name, storage, to_records(trials), dict(study.user_attrs), params)
+    attrs = dict(study.user_attrs)
+    return StudyView(study.study_name, storage, R.to_records(trials), attrs, params,
+                     from_stored(attrs.get(R.STUDY_SPEC)))
 
 
 # --------------------------------------------------------------------------- figures
@@ -206,14 +201,14 @@ def our_pages(view: StudyView) -> list[Page]:
              "B_noise fitted to lr*(B).",
              figures.panels_figure(noise) if noise is not None else None,
              None if noise is not None else f"no trial recorded a noise scale "
-             f"({S.NOISE_SCALE}); {_ANALYSIS_HINT}"),
+             f"({R.NOISE_SCALE}); {_ANALYSIS_HINT}"),
         Page("sharpness.html", "Sharpness",
              "The top Hessian eigenvalue of the training loss after training against batch "
              "size and learning rate, with 2/lr, the stability limit of gradient descent "
              "(Cohen et al. 2021; Keskar et al. 2017 on large batches and sharp minima, Dinh et "
              "al. 2017 on why sharpness alone is not generalization).",
              figures.panels_figure(sharp) if sharp is not None else None,
-             None if sharp is not None else f"no trial recorded {S.SHARPNESS}; {_ANALYSIS_HINT}"),
+             None if sharp is not None else f"no trial recorded {R.SHARPNESS}; {_ANALYSIS_HINT}"),
     ]
 
 
@@ -329,16 +324,10 @@ def figure_html(view: StudyView, page: Page) -> str:
     return _page(f"{view.name}: {page.title}", body)
 
 
-def spec_text(spec: Mapping[str, Any]) -> str:
-    """The stored spec as TOML, the way a spec file is written."""
-    top = [f"{k} = {json.dumps(v)}" for k, v in spec.items() if not isinstance(v, dict)]
-    lines = top
-    for section, table in spec.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{section}]"]
-            lines += [f"{k} = {json.dumps(v)}" if v is not None else f"# {k}: not set"
-                      for k, v in table.items()]
-    return "\n".join(lines)
+def spec_text(spec: Spec) -> str:
+    """The stored spec as a TOML spec file: saved as `spec.toml`, `study run --spec
+    spec.toml` runs the same study."""
+    return to_toml(spec)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
@@ -442,7 +431,8 @@ def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
         classes.append(row)
     states = analysis.count_by(view.records, "state")
     statuses = analysis.count_by(view.records, "status")
-    versions = attrs.get("versions") if isinstance(attrs.get("versions"), dict) else {}
+    versions = attrs.get(R.STUDY_VERSIONS) if isinstance(attrs.get(R.STUDY_VERSIONS), dict) \
+        else {}
     links = []
     for p in pages:
         if p.figure is not None:
@@ -451,8 +441,8 @@ def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
         else:
             links.append(f"<li class=\"skipped\">{e(p.title)}: not drawn ({e(p.skipped or '')})"
                          "</li>")
-    prov = [("storage", view.storage), ("created", str(attrs.get("created", "unknown"))),
-            ("git revision", str(attrs.get("git_revision", "unknown"))),
+    prov = [("storage", view.storage), ("created", str(attrs.get(R.STUDY_CREATED, "unknown"))),
+            ("git revision", str(attrs.get(R.STUDY_GIT_REVISION, "unknown"))),
             ("report written", generated)]
     prov += [(k, str(v)) for k, v in (versions or {}).items()]
     spec = view.spec
@@ -506,7 +496,7 @@ others.</p>
                         "plots, or <code>study query trials</code>.</p>")
     first, rest = (embeds[0], embeds[1:]) if view.is_grid and embeds else ("", embeds)
     body = f"""<h1>Study {e(view.name)}</h1>
-<p class="muted">{e((spec or {}).get("description", ""))}</p>
+<p class="muted">{e(spec.description if spec is not None else "")}</p>
 {found}
 {f'<div class="embed">{first}</div>' if first else ""}
 {scaling_section}
@@ -522,7 +512,8 @@ By outcome: {e(", ".join(f"{n} {s}" for s, n in statuses.items()))}.</p>
 </ul>
 {"".join(f'<div class="embed">{d}</div>' for d in rest)}
 <h2>Spec</h2>
-<pre>{e(spec_text(spec)) if spec else "No spec stored: this study was not made by study run."}</pre>
+<pre>{e(spec_text(spec)) if spec is not None else
+      "No spec stored: this study was not made by study run."}</pre>
 <h2>Provenance</h2>
 {_table(["what", "value"], prov, css="facts")}
 """
@@ -563,7 +554,7 @@ def summary_markdown(view: StudyView, index: Path | None) -> str:
         "",
         "The figures `study report` stores are on the study's main page"
         + (f"; every figure is in `{index}`." if index is not None else "."),
-        f"Git revision: `{view.user_attrs.get('git_revision', 'unknown')}`.",
+        f"Git revision: `{view.user_attrs.get(R.STUDY_GIT_REVISION, 'unknown')}`.",
         "",
         NOTE_END,
     ]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,13 +56,7 @@ from study.analysis import (
     resample_indices,
     t975,
 )
-
-# Trial user attributes the trainers write when the spec asks for them (numeric, so
-# they arrive in `TrialRecord.extras`). A study without them simply shows no noise scale.
-NOISE_SCALE = "noise_scale"  # B_simple of the trial
-NOISE_GRAD_SQ = "noise_grad_sq"  # |G|^2, unbiased two-batch estimate
-NOISE_TRACE_SIGMA = "noise_trace_sigma"  # tr(Sigma), unbiased two-batch estimate
-SHARPNESS = "sharpness"  # top Hessian eigenvalue of the training loss after training
+from study.records import NOISE_GRAD_SQ, NOISE_SCALE, NOISE_TRACE_SIGMA
 
 
 @dataclass(frozen=True)
@@ -537,12 +531,6 @@ def _join(words: Sequence[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def optimizer_name(spec: Mapping[str, object] | None) -> str | None:
-    train = (spec or {}).get("train")
-    name = train.get("optimizer") if isinstance(train, Mapping) else None
-    return str(name) if name is not None else None
 
 
 def headline(s: Scaling, optimizer: str | None) -> str:

@@ -290,6 +290,34 @@ def from_table(table: Mapping[str, Any]) -> Spec:
     return spec
 
 
+def from_stored(table: object) -> Spec | None:
+    """The spec `study run` stored on a study (its `spec` user attribute) as a `Spec`;
+    None when the study has none (it was not made by `study run`).
+
+    Every reader of a stored spec goes through here. A spec stored by an earlier version
+    lacks the fields added since: they take their defaults, which is what that version
+    ran with. A key this version does not know (a field since removed) is dropped, so
+    an old study can still be read; a value of the wrong type is an error naming it.
+    """
+    if not isinstance(table, Mapping):
+        return None
+    known = {f.name: f for f in dataclasses.fields(Spec)}
+    hints = typing.get_type_hints(Spec)
+    kept: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type) and isinstance(value, Mapping):
+            names = {f.name for f in dataclasses.fields(tp)}
+            value = {k: v for k, v in value.items() if k in names}
+        kept[key] = value
+    try:
+        return from_table(kept)
+    except SpecError as e:
+        raise SpecError(f"stored spec: {e}") from None
+
+
 def _build(cls: type, table: Mapping[str, Any], prefix: str) -> object:
     if not isinstance(table, Mapping):
         raise SpecError(f"{prefix.rstrip('.') or 'spec'}: expected a table, got {table!r}")
@@ -356,6 +384,73 @@ def to_table(spec: Spec) -> dict[str, Any]:
     table = plain(spec)
     assert isinstance(table, dict)
     return table
+
+
+def to_toml(spec: Spec) -> str:
+    """The spec as a TOML spec file: `from_table(tomllib.loads(to_toml(s))) == s`.
+
+    Top-level keys first, then one [section] per sub-table; a table inside a section (a
+    search range) is written inline. No dependency: the values of a spec are strings,
+    integers, floats, booleans, lists and tables, each written below.
+    """
+    def line(key: str, value: Any) -> str:
+        # TOML has no null: an unset field is a comment, and reading it back gives the
+        # field's default.
+        if value is None:
+            return f"# {key}: not set"
+        return f"{_toml_key(key)} = {_toml_value(value)}"
+
+    table = to_table(spec)
+    lines = [line(k, v) for k, v in table.items() if not isinstance(v, dict)]
+    for section, body in table.items():
+        if isinstance(body, dict):
+            lines += ["", f"[{_toml_key(section)}]", *(line(k, v) for k, v in body.items())]
+    return "\n".join(lines) + "\n"
+
+
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    # A TOML basic string: backslash, quote and control characters escaped (DEL too);
+    # anything else, non-ASCII included, is written as it is (TOML is UTF-8).
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # repr is the shortest text that reads back to the same float, and each of its
+        # forms (1.0, 1e-05, 1e+20, inf, -inf, nan) is a TOML float; a whole number
+        # keeps its ".0", so it reads back as a float, not an integer.
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r} ({type(value).__name__})")
 
 
 # --------------------------------------------------------------------------- validation

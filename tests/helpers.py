@@ -46,3 +46,31 @@ def sql(path: Path, query: str, params: Sequence[object] = ()) -> list[tuple[obj
 
 def trial_states(path: Path) -> dict[str, int]:
     return dict(sql(path, "SELECT state, COUNT(*) FROM trials GROUP BY state"))  # type: ignore[arg-type]
+
+
+def dump(path: Path) -> list[str]:
+    """Every row of every table as SQL text: equal dumps, equal contents (the file's bytes
+    may differ when SQLite checkpoints its write-ahead log)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def git(*args: str, cwd: Path) -> str:
+    """`git ARGS` in `cwd`, as a person would type it; raises when git fails."""
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org",
+                           "-c", "commit.gpgsign=false", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=30, check=True).stdout.strip()
+
+
+def checkout_revision() -> str:
+    """What provenance should say for this source tree, asked of git directly: HEAD, with
+    +dirty when a tracked file differs from it; "unknown" outside a git checkout."""
+    try:
+        rev = git("rev-parse", "HEAD", cwd=ROOT)
+        dirty = git("status", "--porcelain", "--untracked-files=no", cwd=ROOT)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")

@@ -43,9 +43,13 @@ def test_rows_and_rendering() -> None:
     header, rows = analysis.grid_rows(analysis.grid(RECORDS))
     assert header == ["batch_size", "lr=0.1", "lr=0.01"]
     assert rows == [["16", "2", "0.5"], ["32", "diverged", "0.25"]]
-    text = analysis.render_table(header, rows)
-    assert text.splitlines()[0].startswith("batch_size")
-    assert "diverged" in text.splitlines()[3]
+    # Numbers right-aligned under their header, the first column left-aligned.
+    assert analysis.render_table(header, rows).splitlines() == [
+        "batch_size    lr=0.1  lr=0.01",
+        "----------  --------  -------",
+        "16                 2      0.5",
+        "32          diverged     0.25",
+    ]
 
 
 def test_best() -> None:

@@ -11,7 +11,7 @@ from scipy import stats
 
 from study.data import Dataset, make_dataset
 from study.spec import Spec, load_spec
-from study.trainers import TrialConfig, get_trainer
+from study.trainers import TrialConfig, choose_trainer, get_trainer
 from study.trainers.keras import KerasTrainer, fit_trial
 from study.trainers.population import (
     PopulationTrainer,
@@ -203,15 +203,24 @@ def test_pruned_at_a_chunk_end_keeps_its_weights() -> None:
 
 
 def test_trainer_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    from study.cli import _trainer_factory
+
     assert get_trainer("auto", SPEC).name == "population"
     assert get_trainer("population", SPEC).name == "population"
     assert get_trainer("keras", SPEC).name == "keras"
-    assert capsys.readouterr().err == ""
+    assert choose_trainer("auto", SPEC)[1] is None
     odd = dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, activation="selu"))
     assert unsupported(odd) == "model.activation = 'selu'"
-    assert isinstance(get_trainer("population", odd), KerasTrainer)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "model.activation = 'selu'" in err and "keras" in err
+    trainer, why = choose_trainer("population", odd)
+    assert isinstance(trainer, KerasTrainer) and isinstance(get_trainer("auto", odd), KerasTrainer)
+    assert why == ("the population trainer does not support model.activation = 'selu'; "
+                   "training with the keras trainer")
+    assert capsys.readouterr() == ("", "")  # the library says nothing; the CLI does
+    assert isinstance(_trainer_factory(SPEC)(), PopulationTrainer)
+    assert capsys.readouterr() == ("", "")
+    auto = dataclasses.replace(odd, run=dataclasses.replace(odd.run, trainer="auto"))
+    assert isinstance(_trainer_factory(auto)(), KerasTrainer)
+    assert capsys.readouterr() == ("", f"study: {why}\n")
 
 
 # (batch size, learning rate) cells whose final losses vary over seeds by 5-15%, so that

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
+import math
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+from scipy import stats
 
-from study import analysis, report, scaling
+from study import report
 from study.errors import StorageUsageError
+from study.spec import builtin_names, from_table, load_spec
 from tests.helpers import ROOT, run_cli, sql
 from tests.studies import make_study, spec
 
@@ -60,7 +67,10 @@ def test_index_says_what_the_study_is(written: tuple[str, Path, report.Report]) 
     db = Path(url.removeprefix("sqlite:///"))
     (revision,) = sql(db, "SELECT value_json FROM study_user_attributes WHERE key='git_revision'")[0]
     assert "<h1>Study article</h1>" in text
-    assert "batch_size = [16, 64, 256]" in text and "epochs = 4" in text  # the stored spec
+    # The stored spec, as a TOML spec file that reads back to the spec the study ran.
+    (stored,) = re.findall(r"<h2>Spec</h2>\n<pre>(.*?)</pre>", text, re.S)
+    assert from_table(tomllib.loads(html.unescape(stored))) == spec()
+    assert "batch_size = [16, 64, 256]" in text and "epochs = 4" in text
     assert json.loads(str(revision)) in text  # provenance
     assert "optuna-dashboard" in text and optuna.__version__ in text
     assert "18 trials. By state: 11 COMPLETE, 7 FAIL." in text
@@ -69,18 +79,96 @@ def test_index_says_what_the_study_is(written: tuple[str, Path, report.Report]) 
     # keeps its mean and says how many diverged.
     assert text.count('<td class="diverged">diverged</td>') == 3
     assert "0.9412 (1 div)" in text
-    records = report.load_view(_study(url), url).records
-    best = analysis.best(records)
-    assert best is not None and best.mean is not None
-    assert (f"batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
-            f"final training loss {best.mean:.4g} (mean of 2; 95% percentile bootstrap over "
-            "seeds") in text
-    interval = analysis.bootstrap_interval(best.values)
-    assert f'<td class="best">{analysis.interval_text(interval)}</td>' in text
+    # The best cell, found by hand in the database: the lowest mean over cells where no
+    # run diverged. With two seeds, a percentile bootstrap of the mean spans exactly the
+    # two runs (a quarter of the resamples repeat each one).
+    cells = _cells(db)
+    (bs, lr), values = min(((k, v) for k, (v, diverged) in cells.items() if not diverged),
+                           key=lambda kv: float(np.mean(kv[1])))
+    assert (bs, lr) == (16, 0.01) and len(values) == 2
+    mean, low, high = float(np.mean(values)), min(values), max(values)
+    assert (f"batch_size=16, learning_rate=0.01: final training loss {mean:.4g} (mean of 2; "
+            f"95% percentile bootstrap over seeds {low:.4g} .. {high:.4g})") in text
+    assert f'<td class="best">{mean:.4g} [{low:.4g}, {high:.4g}]</td>' in text
     assert "Each cell: the mean over seeds [95% percentile bootstrap over seeds]" in text
     links = set(re.findall(r'<a href="([^"]+)">', text))
     assert links == FIGURES
     assert 'class="skipped"' not in text
+
+
+def _cells(db: Path) -> dict[tuple[int, float], tuple[list[float], int]]:
+    """(batch size, learning rate) -> (completed runs' objective values, diverged runs), read
+    from Optuna's tables with SQL."""
+    out: dict[tuple[int, float], tuple[list[float], int]] = {}
+    for trial_id, state in sql(db, "SELECT trial_id, state FROM trials"):
+        params = dict(sql(db, "SELECT param_name, param_value FROM trial_params "
+                              "WHERE trial_id = ?", (trial_id,)))
+        key = (int(params["batch_size"]), float(params["learning_rate"]))  # type: ignore[arg-type]
+        values, diverged = out.setdefault(key, ([], 0))
+        if state == "COMPLETE":
+            (value,) = sql(db, "SELECT value FROM trial_values WHERE trial_id = ?",
+                           (trial_id,))[0]
+            values.append(float(value))  # type: ignore[arg-type]
+        else:
+            out[key] = (values, diverged + 1)
+    return out
+
+
+def _expected_finding(db: Path) -> str:
+    """The summary's first line, computed here from the database with numpy: the best
+    learning rate per batch size, the OLS slope of log lr* on log B with its Student t
+    interval (the seed bootstrap's is inside it: each best cell is the best for every
+    resample of its two seeds), and the pooled noise scale of those cells."""
+    cells = _cells(db)
+    sizes = sorted({b for b, _ in cells})
+    best = {b: min((lr for (bb, lr), (_, div) in cells.items() if bb == b and not div),
+                   key=lambda lr: float(np.mean(cells[(b, lr)][0]))) for b in sizes}
+    assert best == {16: 0.01, 64: 0.001, 256: 0.01}
+    x, y = np.log(sizes), np.log([best[b] for b in sizes])
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    se = math.sqrt(float(residual @ residual) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+    half = float(stats.t.ppf(0.975, len(x) - 2)) * se
+    rows = sql(db, "SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a "
+                   "WHERE a.key IN ('noise_trace_sigma', 'noise_grad_sq')")
+    by_trial: dict[object, dict[str, float]] = {}
+    for tid, key, value in rows:
+        by_trial.setdefault(tid, {})[str(key)] = json.loads(str(value))
+    at_best = []
+    for tid, attrs in by_trial.items():
+        params = dict(sql(db, "SELECT param_name, param_value FROM trial_params "
+                              "WHERE trial_id = ?", (tid,)))
+        if best[int(params["batch_size"])] == params["learning_rate"]:  # type: ignore[arg-type]
+            at_best.append(attrs)
+    critical = sum(a["noise_trace_sigma"] for a in at_best) / \
+        sum(a["noise_grad_sq"] for a in at_best)
+    assert abs(slope) < 1e-9  # optima 0.01, 0.001, 0.01 at equally spaced log B: flat
+    return (f"**Best LR stays flat as B^0.00 [{-half:.2f}, {half:.2f}] (Adam, 2 "
+            "seeds): consistent with the inverse, constant, square-root and linear rules (the "
+            "square-root rule is the one expected for Adam).** McCandlish et al.'s lr_max / "
+            f"(1 + B_noise / B) does not fit (B_noise below {16 / 1000:.2g}: lr* does not grow "
+            "with B); the measured gradient noise scale B_simple is "
+            f"{critical:.3g} INTERVAL, the predicted critical batch size.")
+
+
+@pytest.mark.parametrize("name", [*builtin_names(), "range"])
+def test_the_spec_text_is_toml_that_reads_back_to_the_spec(name: str, tmp_path: Path) -> None:
+    if name == "range":
+        s = load_spec("article", ["search.sampler=tpe", "search.batch_size={low=16, high=256}",
+                                  "search.learning_rate={low=1e-5, high=0.5}",
+                                  "search.n_trials=6"])
+        # Strings with every character TOML makes us escape, and some it does not.
+        s = dataclasses.replace(s, description='a "quoted" \\path\\ \t\n\x01\x7f é, ✓')
+    else:
+        s = load_spec(name)
+    text = report.spec_text(s)
+    assert from_table(tomllib.loads(text)) == s
+    (tmp_path / "my.toml").write_text(text, encoding="utf-8")
+    assert load_spec(str(tmp_path / "my.toml")) == s  # saved, it is a spec `study run` takes
+    if name == "range":
+        assert "batch_size = { low = 16.0, high = 256.0 }" in text
+        assert "learning_rate = { low = 1e-05, high = 0.5 }" in text
+        assert 'description = "a \\"quoted\\" \\\\path\\\\ \\t\\n\\u0001\\u007F é, ✓"' in text
 
 
 def test_optuna_figures_use_log_axes_for_batch_size_and_learning_rate(
@@ -117,8 +205,9 @@ def test_our_figures_and_note_are_stored_for_optuna_dashboard(
     assert "| 16 | diverged |" in note and report.NOTE_END in note
     # A user's own words below the summary survive the next report; the summary is replaced.
     # The note opens with what the study found, as the index does.
-    s = scaling.scaling(report.load_view(study, url).records)
-    assert note.splitlines()[2] == f"**{scaling.headline(s, 'adam')}** {scaling.noise_sentence(s)}"
+    assert re.fullmatch(re.escape(_expected_finding(Path(url.removeprefix("sqlite:///"))))
+                        .replace(re.escape("INTERVAL"), r"\[[0-9.e+]+, [0-9.e+]+\]"),
+                        note.splitlines()[2]), note.splitlines()[2]
     assert "| 64 | 0.001 | 0.001 [0.001, 0.01] | the grid's smallest learning rate is best" in note
     assert "| square-root rule (Krizhevsky 2014; Malladi et al. 2022 (Adam, RMSprop)) | 0.5 |" \
         in note

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +17,7 @@ from study import runner, space
 from study.data import make_dataset
 from study.errors import SpecError, TooManyFailures
 from study.spec import Spec, load_spec
-from tests.helpers import sql
+from tests.helpers import checkout_revision, sql
 from tests.scripted import ScriptedTrainer, loss_at
 
 SMALL = ["search.batch_size=[16, 64]", "search.learning_rate=[0.1, 0.01, 0.001]",
@@ -55,11 +58,13 @@ def test_runs_every_cell_exactly_once(db_path: Path, db_url: str) -> None:
         assert t.user_attrs["status"] == "complete"
         assert t.user_attrs["seed"] == t.params["seed"]
         assert len(t.user_attrs["val_curve"]) == 4
-        assert t.user_attrs["worker"]
+    # One worker, this process, ran every trial: its id is host:pid:random.
+    (worker,) = {t.user_attrs["worker"] for t in trials}
+    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:{os.getpid()}:[0-9a-f]{{6}}", worker)
     # Provenance on the study.
     assert study.user_attrs["spec"]["train"]["epochs"] == 4
     assert study.user_attrs["versions"]["optuna"].startswith("5.")
-    assert "git_revision" in study.user_attrs
+    assert study.user_attrs["git_revision"] == checkout_revision()
 
 
 def test_resume_trains_nothing_when_done(db_url: str) -> None:

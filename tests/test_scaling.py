@@ -318,5 +318,3 @@ def test_conclusion_states_numbers_and_caveats() -> None:
     assert "(Adam, 3 seeds)" in five and "Single seed" not in five and "epochs" not in five
     assert "The budget is in examples: every batch size sees the same data" in five
     assert "budget" not in scaling.conclusion(scaling.scaling(seeds), "adam", "steps")
-    assert scaling.optimizer_name({"train": {"optimizer": "rmsprop"}}) == "rmsprop"
-    assert scaling.optimizer_name(None) is None

@@ -10,6 +10,7 @@ from study.spec import (
     Spec,
     apply_overrides,
     builtin_names,
+    from_stored,
     identity_diff,
     load_spec,
     parse_override,
@@ -200,6 +201,26 @@ def test_identity_diff_reads_missing_fields_as_their_defaults() -> None:
     assert identity_diff(old, to_table(load_spec("article"))) is None
     diff = identity_diff(old, to_table(load_spec("article", ["train.optimizer=sgd"])))
     assert diff == "train.optimizer: study has 'adam', this run asks 'sgd'"
+
+
+def test_a_stored_spec_is_read_as_the_spec_it_ran() -> None:
+    spec = load_spec("article", ["train.optimizer=sgd", "search.seeds=[0, 1]"])
+    assert from_stored(to_table(spec)) == spec
+    assert from_stored(None) is None and from_stored("article") is None
+    # Stored by an earlier version: fields added since take their defaults, which is what
+    # that version ran with; a key this version does not know (since removed) is dropped.
+    old = to_table(spec)
+    del old["analysis"]
+    for key in ("budget", "schedule", "momentum"):
+        del old["train"][key]
+    old["train"]["clip_norm"] = 1.0
+    old["retired"] = "x"
+    assert from_stored(old) == spec
+    bad = to_table(spec)
+    bad["train"]["epochs"] = "many"
+    with pytest.raises(SpecError, match=r"^stored spec: train\.epochs: expected an integer, "
+                                        r"got 'many'$"):
+        from_stored(bad)
 
 
 @pytest.mark.parametrize(("budget", "batch_size", "expected"), [

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,7 +14,7 @@ import sqlalchemy
 
 from study import storage
 from study.errors import StorageUsageError
-from tests.helpers import sql
+from tests.helpers import ROOT, checkout_revision, git, sql
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -77,4 +81,34 @@ def test_provenance() -> None:
     versions = storage.package_versions()
     assert versions["optuna"].startswith("5.")
     assert set(storage.PROVENANCE_PACKAGES) <= set(versions)
-    assert storage.git_revision()
+    assert storage.git_revision() == checkout_revision()
+
+
+def _revision_of_copy(root: Path) -> str:
+    """git_revision() as a copy of the package at `root` computes it, run from `root`;
+    git may not look above `root`'s parent for a repository."""
+    out = subprocess.run(
+        [sys.executable, "-c", "from study.storage import git_revision; print(git_revision())"],
+        cwd=root, capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "GIT_CEILING_DIRECTORIES": str(root.parent), "PYTHONPATH": str(root)})
+    return out.stdout.strip()
+
+
+def test_git_revision_of_a_copy_in_and_out_of_a_checkout(tmp_path: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__")
+    plain = tmp_path / "plain"
+    shutil.copytree(ROOT / "study", plain / "study", ignore=ignore)
+    assert _revision_of_copy(plain) == "unknown"
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "study", repo / "study", ignore=ignore)
+    git("init", "-q", cwd=repo)
+    git("add", "study", cwd=repo)
+    git("commit", "-q", "-m", "copy", cwd=repo)
+    head = git("rev-parse", "HEAD", cwd=repo)
+    assert len(head) == 40 and _revision_of_copy(repo) == head
+    (repo / "notes.txt").write_text("untracked files do not make a tree dirty\n")
+    assert _revision_of_copy(repo) == head
+    with (repo / "study" / "errors.py").open("a") as f:
+        f.write("# a local change\n")
+    assert _revision_of_copy(repo) == head + "+dirty"

@@ -35,15 +35,13 @@ import numpy as np
 import numpy.typing as npt
 
 from study.noise import estimate_b_simple
+from study.records import NOISE_GRAD_SQ, NOISE_SCALE, NOISE_TRACE_SIGMA, at_epoch
+from study.records import SHARPNESS as SHARPNESS  # re-exported: the trainers import it from here
 from study.trainers._tf import tensorflow
 
 Tensor = Any  # a tf.Tensor
 Floats = npt.NDArray[np.float64]
 
-NOISE_SCALE = "noise_scale"
-NOISE_GRAD_SQ = "noise_grad_sq"
-NOISE_TRACE_SIGMA = "noise_trace_sigma"
-SHARPNESS = "sharpness"
 # Lanczos stops extending a member's Krylov space when the new direction's norm falls
 # below this share of the largest curvature seen: the space is (numerically) invariant.
 LANCZOS_BREAKDOWN = 1e-6
@@ -80,9 +78,9 @@ def noise_extras(batches: Sequence[int], by_epoch: Mapping[int, tuple[Sequence[f
            NOISE_TRACE_SIGMA: pooled.trace_sigma}
     for epoch in sorted(by_epoch):
         est = estimate_b_simple(small, big, by_epoch[epoch][0], by_epoch[epoch][1])
-        out[f"{NOISE_SCALE}_epoch_{epoch}"] = est.b_simple
-        out[f"{NOISE_GRAD_SQ}_epoch_{epoch}"] = est.grad_sq
-        out[f"{NOISE_TRACE_SIGMA}_epoch_{epoch}"] = est.trace_sigma
+        out[at_epoch(NOISE_SCALE, epoch)] = est.b_simple
+        out[at_epoch(NOISE_GRAD_SQ, epoch)] = est.grad_sq
+        out[at_epoch(NOISE_TRACE_SIGMA, epoch)] = est.trace_sigma
     return out
 
 

@@ -1,0 +1,134 @@
+"""`records`: the one adapter from stored trials to `TrialRecord`s, read through Optuna (the
+report) and through SQL (`study query`) from the same real database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from study import query, records, report
+from study.storage import read_only
+from tests.helpers import sql
+from tests.studies import make_study
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The report tests' study (complete and diverged runs, noise and sharpness attributes)
+    with a pruned trial, an error, a running one, and one that `study` did not write."""
+    db = tmp_path_factory.mktemp("records") / "study.db"
+    url = f"sqlite:///{db}"
+    make_study(url)
+    study = optuna.load_study(study_name="article", storage=url)
+    dists = {"batch_size": IntDistribution(16, 256, log=True),
+             "learning_rate": FloatDistribution(0.001, 0.1, log=True),
+             "seed": IntDistribution(0, 1)}
+    params = {"batch_size": 32, "learning_rate": 0.003, "seed": 1}
+    study.add_trial(create_trial(state=TrialState.PRUNED, params=params, distributions=dists,
+                                 intermediate_values={1: 0.5},
+                                 user_attrs={"status": "pruned", "train_loss": 0.5,
+                                             "seconds": 0.25, "noise_scale": 12.5}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params=params, distributions=dists,
+                                 user_attrs={"status": "error", "error": "ValueError: boom",
+                                             "seed": 1}))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.25, params=params,
+                                 distributions=dists, user_attrs={"note": "by hand", "flag": True,
+                                                                  "sharpness": 3}))
+    running = study.ask({k: v for k, v in dists.items() if k != "seed"})
+    running.set_user_attr("seed", 7)
+    return url, db
+
+
+def _query_records(url: str) -> list[records.TrialRecord]:
+    with read_only(url) as conn:
+        study_id, _ = query.resolve_study(conn, url, "article")
+        return [row.record for row in query.trial_rows(conn, study_id)]
+
+
+def test_report_and_query_read_the_same_records(mixed: tuple[str, Path]) -> None:
+    url, db = mixed
+    view = report.load_view(optuna.load_study(study_name="article", storage=url), url)
+    ours = _query_records(url)
+    assert ours == view.records
+    # ...and they are right, not merely alike: what the database holds, read by hand.
+    (n,) = sql(db, "SELECT COUNT(*) FROM trials")[0]
+    assert len(ours) == n == 22
+    by_status: dict[str, int] = {}
+    for r in ours:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    assert by_status == {"complete": 12, "diverged": 7, "pruned": 1, "error": 1, "running": 1}
+    pruned, error, by_hand, running = ours[18:]
+    assert (pruned.state, pruned.value, pruned.train_loss, pruned.seconds) == \
+        ("PRUNED", None, 0.5, 0.25)
+    assert (pruned.batch_size, pruned.learning_rate, pruned.seed) == (32, 0.003, 1)
+    assert pruned.extras == {"noise_scale": 12.5}
+    assert (error.state, error.status, error.extras) == ("FAIL", "error", {})
+    # No status attribute: the outcome its state implies; a bool is not a measurement.
+    assert (by_hand.status, by_hand.value, by_hand.extras) == ("complete", 0.25,
+                                                               {"sharpness": 3.0})
+    assert (running.state, running.seed, running.value) == ("RUNNING", 7, None)
+    complete = [r for r in ours if r.status == "complete" and r.number < 18]
+    stored = dict(sql(db, "SELECT t.number, v.value FROM trials t JOIN trial_values v "
+                          "ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE'"))
+    assert {r.number: r.value for r in complete} == {k: v for k, v in stored.items() if k < 18}
+    noise = dict(sql(db, "SELECT t.number, a.value_json FROM trials t JOIN "
+                         "trial_user_attributes a ON a.trial_id = t.trial_id "
+                         "WHERE a.key = 'noise_scale'"))
+    assert {r.number: r.extras[records.NOISE_SCALE] for r in ours
+            if records.NOISE_SCALE in r.extras} == \
+        {k: json.loads(str(v)) for k, v in noise.items()}
+
+
+def test_report_and_query_tables_agree(mixed: tuple[str, Path]) -> None:
+    from study import analysis
+
+    url, _ = mixed
+    view = report.load_view(optuna.load_study(study_name="article", storage=url), url)
+    grid = query.run_named(url, "grid")
+    g = analysis.grid(view.records)
+    assert grid.display == tuple(tuple(r) for r in analysis.grid_rows(g, True)[1])
+    # The same stored spec (optimizer, budget) behind both conclusions.
+    headline, noise, caveats = view.conclusion()
+    text = query.render(query.run_named(url, "scaling"), "table")
+    assert text.splitlines()[-1] == " ".join(
+        [headline, *([noise] if noise else []), *(["Caveats: " + " ".join(caveats)]
+                                                  if caveats else [])])
+    assert "(Adam, 2 seeds)" in headline
+
+
+def test_curves_are_read_only_by_the_curves_query(mixed: tuple[str, Path]) -> None:
+    url, _ = mixed
+    with read_only(url) as conn:
+        plain = query.trial_rows(conn, 1)
+        full = query.trial_rows(conn, 1, curves=True)
+    assert not any(set(records.CURVES) & set(r.attrs) for r in plain)
+    assert [len(r.attrs[records.TRAIN_CURVE]) for r in full[:18]] == \
+        [2 if r.record.status == "diverged" else 4 for r in full[:18]]
+    assert [r.record for r in plain] == [r.record for r in full]
+
+
+def test_the_attribute_names_are_defined_once() -> None:
+    """Writers (runner, trainers) and readers (report, query, analysis) import the names
+    from records; a second definition elsewhere could drift from it."""
+    import re
+
+    from tests.helpers import ROOT
+
+    # (SEED_ATTR is left out: it is named after the parameter `space.SEED` on purpose.)
+    names = [records.STATUS, records.TRAIN_LOSS, records.VAL_LOSS,
+             records.FULL_TRAIN_LOSS, records.STEPS, records.SECONDS, records.TRAIN_CURVE,
+             records.VAL_CURVE, records.DIVERGED_EPOCH, records.ERROR, records.TRAINER,
+             records.NOISE_SCALE, records.NOISE_GRAD_SQ, records.NOISE_TRACE_SIGMA,
+             records.SHARPNESS, records.STUDY_SPEC]
+    pattern = re.compile(r"^\s*[A-Z_][A-Z0-9_]*\s*(?::[^=]+)?=\s*[\"'](" + "|".join(names)
+                         + r")[\"']", re.M)
+    where = [f"{path.relative_to(ROOT)}: {m.group(0).strip()}"
+             for path in sorted((ROOT / "study").rglob("*.py")) if path.name != "records.py"
+             for m in pattern.finditer(path.read_text())]
+    assert where == []
+    assert records.at_epoch(records.NOISE_SCALE, 3) == "noise_scale_epoch_3"
