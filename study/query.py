@@ -1,10 +1,11 @@
 """Read-only questions to the study database: named queries and raw SQL over Optuna's schema.
 
-Everything goes through `storage.read_only`: SQLite opened with `mode=ro`, other
-engines inside a read-only transaction. On SQLite we also install an authorizer that
-allows nothing but reading, because `mode=ro` alone still lets `ATTACH` and `VACUUM
-INTO` create other files. A statement the database refuses is a usage error (exit 2)
-and the file is left byte for byte as it was.
+Everything goes through `storage.read_only`: SQLite opened with `mode=ro`, PostgreSQL
+in a session whose every transaction is read-only, other engines inside a read-only
+transaction. On SQLite we also install an authorizer that allows nothing but reading,
+because `mode=ro` alone still lets `ATTACH` and `VACUUM INTO` create other files.
+`--sql` is held to exactly one statement by the driver and the database (`run_sql`); a
+statement they refuse is a usage error (exit 2) and the database is left as it was.
 
 Named queries are plain SQL over Optuna's tables (portable: no JSON functions, which
 differ between engines); our trial facts are JSON in `trial_user_attributes.value_json`

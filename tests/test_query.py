@@ -445,7 +445,8 @@ def test_postgres_session_is_read_only_from_connect(pg_study: str) -> None:
             raw.execute("DELETE FROM trial_values")
 
 
-def test_a_read_only_role_is_a_second_wall(pg_server: PgServer, pg_study: str) -> None:
+def test_a_read_only_role_is_a_second_wall(pg_server: PgServer, pg_study: str,
+                                          tmp_path: Path) -> None:
     """The README's recipe, run: a role that can only read, through which even what a
     superuser may do read-only (stop other sessions, read server files) is refused."""
     import psycopg
@@ -458,6 +459,8 @@ def test_a_read_only_role_is_a_second_wall(pg_server: PgServer, pg_study: str) -
                 f'GRANT CONNECT ON DATABASE "{db}" TO study_reader',
                 "GRANT USAGE ON SCHEMA public TO study_reader",
                 "GRANT SELECT ON ALL TABLES IN SCHEMA public TO study_reader",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE study IN SCHEMA public "
+                "GRANT SELECT ON TABLES TO study_reader",
                 "ALTER ROLE study_reader SET default_transaction_read_only = on"):
             conn.execute(statement)
         # A session of the study's own role, as a worker would hold.
@@ -475,6 +478,11 @@ def test_a_read_only_role_is_a_second_wall(pg_server: PgServer, pg_study: str) -
             with pytest.raises(UsageError, match=refusal):
                 query.execute_read_only(reader, statement, "postgresql")
         assert worker.execute("SELECT 1").fetchone() == (1,)  # still alive
+        # The report's files need only reading (storing on the study needs the writing role).
+        from study.report import write_report
+
+        written = write_report(reader, None, tmp_path / "out", dashboard=False)
+        assert written.trials == 18 and (tmp_path / "out" / "index.html").exists()
         # And on its own, outside study, the role can write nothing, read-only setting or not.
         with psycopg.connect(reader.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute("SET default_transaction_read_only = off")
