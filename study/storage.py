@@ -123,6 +123,8 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
     parsed = parse_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
+        if Path(parsed.database or "").exists():
+            check_sqlite_file(Path(parsed.database or ""))
         kwargs = _sqlite_engine_kwargs(parsed.database or "")
     else:
         kwargs = {"pool_pre_ping": True}

@@ -223,8 +223,9 @@ def test_query_and_report_on_a_file_that_is_not_a_database(tmp_path: Path, conte
     path.write_bytes(content)
     storage = f"sqlite:///{path}"
     for args in (["query", "trials"], ["query", "--sql", "SELECT 1"],
-                 ["report", "--out", str(tmp_path / "out")]):
-        out = run_cli([*args, "--storage", storage], cwd=tmp_path)
+                 ["report", "--out", str(tmp_path / "out")], ["run", "--epochs", "1"],
+                 ["dashboard", "--port", "0"]):
+        out = run_cli([*args, "--storage", storage], cwd=tmp_path, timeout=120)
         _one_line_exit_2(out, f"--storage: {path} is not a database (not a SQLite file)")
     assert path.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]

@@ -270,6 +270,13 @@ HOSTILE: list[tuple[str, str, str]] = [
     ("WITH i AS (INSERT INTO studies (study_name) VALUES ('evil') RETURNING study_id) "
      "SELECT * FROM i", SYNTAX, "a WITH that changes data"),
     ("SELECT * FROM trials FOR UPDATE", SYNTAX, "SELECT FOR UPDATE in a read-only"),
+    ("SELECT * INTO evil FROM trials", SYNTAX, "SELECT ... INTO is not allowed here"),
+    ("EXPLAIN ANALYZE WITH d AS (DELETE FROM trial_values RETURNING 1) SELECT 1",
+     SYNTAX, "cannot execute SELECT in a read-only transaction"),
+    ("LOCK TABLE trials", SYNTAX, SYNTAX),
+    ("NOTIFY study, 'x'", SYNTAX, SYNTAX),
+    ("PREPARE p AS DELETE FROM trial_values", SYNTAX, SYNTAX),
+    ("SHOW ALL; DELETE FROM trial_values", SYNTAX, ONE),
     ("EXPLAIN ANALYZE DELETE FROM trial_values", SYNTAX, "DELETE in a read-only transaction"),
     ("SELECT nextval('trials_trial_id_seq')", "no such function", "nextval.. in a read-only"),
     ("SELECT query_to_xml('DELETE FROM trial_values', true, false, '')",
@@ -435,6 +442,12 @@ def test_postgres_session_is_read_only_from_connect(pg_study: str) -> None:
     with read_only(pg_study) as conn:
         raw = conn.connection.driver_connection
         assert raw.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+    # Options the URL gives itself are kept beside ours.
+    with read_only(pg_study + "?options=-c%20application_name%3Dstudy_probe") as conn:
+        raw = conn.connection.driver_connection
+        assert raw.execute("SELECT current_setting('application_name'), "
+                           "current_setting('default_transaction_read_only')").fetchone() == \
+            ("study_probe", "on")
     # The read-only setting outlives a COMMIT: the next transaction is read-only too.
     with read_only(pg_study) as conn:
         raw = conn.connection.driver_connection
