@@ -215,17 +215,21 @@ def _one_line_exit_2(out: subprocess.CompletedProcess[str], message: str) -> Non
     assert message in out.stderr, out.stderr
 
 
-@pytest.mark.parametrize("content", [b"hello, I am a text file\n", bytes(range(256)) * 16,
-                                     b"SQLite"])
-def test_query_and_report_on_a_file_that_is_not_a_database(tmp_path: Path, content: bytes
-                                                           ) -> None:
+EVERY_COMMAND = [["query", "trials"], ["query", "--sql", "SELECT 1"], ["report", "--out", "out"],
+                 ["run", "--epochs", "1"], ["dashboard", "--port", "0"]]
+
+
+@pytest.mark.parametrize(("content", "commands"), [
+    (b"hello, I am a text file\n", EVERY_COMMAND),
+    (bytes(range(256)) * 16, [["query", "trials"]]),
+    (b"SQLite", [["report", "--out", "out"]]),  # shorter than SQLite's header
+])
+def test_every_command_on_a_file_that_is_not_a_database(
+        tmp_path: Path, content: bytes, commands: list[list[str]]) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(content)
-    storage = f"sqlite:///{path}"
-    for args in (["query", "trials"], ["query", "--sql", "SELECT 1"],
-                 ["report", "--out", str(tmp_path / "out")], ["run", "--epochs", "1"],
-                 ["dashboard", "--port", "0"]):
-        out = run_cli([*args, "--storage", storage], cwd=tmp_path, timeout=120)
+    for args in commands:
+        out = run_cli([*args, "--storage", f"sqlite:///{path}"], cwd=tmp_path, timeout=120)
         _one_line_exit_2(out, f"--storage: {path} is not a database (not a SQLite file)")
     assert path.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
