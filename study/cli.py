@@ -408,7 +408,8 @@ def _add_result_commands(sub: Any) -> None:
                        "studies, or --sql", description=cmd_query.__doc__, formatter_class=raw)
     p.add_argument("name", nargs="?", choices=NAMED, metavar="NAME",
                    help=f"a named query: {', '.join(NAMED)}")
-    p.add_argument("--sql", help="your own read-only statement, e.g. \"SELECT COUNT(*) FROM trials\"")
+    p.add_argument("--sql", help="your own read-only statement, exactly one, e.g. "
+                   "\"SELECT COUNT(*) FROM trials\"")
     p.add_argument("--trial", type=int, metavar="N", help="curves: only trial number N")
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default), csv or json")

@@ -1,10 +1,11 @@
 """Read-only questions to the study database: named queries and raw SQL over Optuna's schema.
 
-Everything goes through `storage.read_only`: SQLite opened with `mode=ro`, other
-engines inside a read-only transaction. On SQLite we also install an authorizer that
-allows nothing but reading, because `mode=ro` alone still lets `ATTACH` and `VACUUM
-INTO` create other files. A statement the database refuses is a usage error (exit 2)
-and the file is left byte for byte as it was.
+Everything goes through `storage.read_only`: SQLite opened with `mode=ro`, PostgreSQL
+in a session whose every transaction is read-only, other engines inside a read-only
+transaction. On SQLite we also install an authorizer that allows nothing but reading,
+because `mode=ro` alone still lets `ATTACH` and `VACUUM INTO` create other files.
+`--sql` is held to exactly one statement by the driver and the database (`run_sql`); a
+statement they refuse is a usage error (exit 2) and the database is left as it was.
 
 Named queries are plain SQL over Optuna's tables (portable: no JSON functions, which
 differ between engines); our trial facts are JSON in `trial_user_attributes.value_json`
@@ -32,7 +33,7 @@ from study.analysis import TrialRecord
 from study.errors import StorageUsageError, UsageError
 from study.space import BATCH_SIZE, LEARNING_RATE, SEED
 from study.spec import Spec, from_stored
-from study.storage import mask, read_only
+from study.storage import mask, parse_url, read_only
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -103,9 +104,34 @@ def render(table: Table, fmt: str) -> str:
 
 # --------------------------------------------------------------------------- read-only seam
 
-# Statements that only read. The database is the guarantee (read-only connection,
-# authorizer); this check just gives the obvious mistake a clear message first.
+# Statements that only read. The walls are the driver and the database (below); this
+# check just gives the obvious mistake a clear message first.
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA", "SHOW", "TABLE")
+# On PostgreSQL, what runs as the query of a cursor (the server accepts nothing else there).
+_PG_QUERIES = ("SELECT", "WITH", "VALUES", "TABLE")
+# ... and what runs as itself, only as the text's very first word (`_runs_as_itself`).
+_PG_OWN = ("EXPLAIN", "SHOW")
+
+# PostgreSQL functions whose effects outlive the read-only transaction or reach beyond the
+# database (other sessions, settings, locks, the server's files, other connections), or
+# that run a query given as text. A read-only transaction does not stop them and a
+# superuser may call them all, so a role without those rights is the real wall (README);
+# refusing them by name is a courtesy for the obvious cases.
+_PG_ACTING = re.compile(
+    r"\b(pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_rotate_logfile|pg_switch_wal"
+    r"|pg_promote|pg_create_restore_point|pg_log_backend_memory_contexts|pg_stat_reset\w*"
+    r"|pg_(try_)?advisory_\w+|pg_backup_\w+|pg_file_\w+|pg_(create|drop|copy)_\w*_slot"
+    r"|pg_replication_\w+|pg_read_file|pg_read_binary_file|pg_ls_\w+|pg_stat_file|set_config"
+    r"|lo_(import|export|creat|create|unlink|open|put|from_bytea|truncate|truncate64)|lowrite"
+    r"|dblink\w*|query_to_xml\w*|cursor_to_xml\w*)\b"
+    r"|\bU&\"",  # an identifier spelled in Unicode escapes could hide any of these names
+    re.I)
+
+
+def _runs_as_itself(sql: str) -> bool:
+    """Whether the text's very first word, as PostgreSQL's lexer reads it (no comment
+    before it), is EXPLAIN or SHOW."""
+    return re.match(r"(EXPLAIN|SHOW)\b", sql.lstrip(" \t\n\r\f\v"), re.I) is not None
 
 # PRAGMAs that only describe the database; anything else (a pragma that sets) is refused.
 _READ_PRAGMAS = {
@@ -149,37 +175,120 @@ def _refusal(e: BaseException) -> str:
     return lines[0]
 
 
-def run_sql(url: str, sql: str) -> Table:
-    """Run one read-only statement; a write (or any statement the database refuses) is exit 2."""
-    import sqlalchemy.exc
+def _explain(message: str) -> UsageError:
+    """The database's refusal as a usage error that says why it was refused."""
+    if re.search(r"multiple commands|one statement at a time", message, re.I):
+        return UsageError(f"--sql: study query runs exactly one statement ({message})")
+    if re.search(r"data-modifying", message, re.I):
+        return UsageError(f"--sql: refused, a WITH that changes data is not a read ({message})")
+    if re.search(r"read-?only|not authorized|authorization denied|read-write mode", message,
+                 re.I):
+        return UsageError(f"--sql: refused, the database is open read-only ({message})")
+    return UsageError(f"--sql: {message}")
 
+
+def _sqlite_statement(raw: sqlite3.Connection, sql: str) -> Table:
+    """One statement through sqlite3, which compiles one and refuses a text holding more,
+    on a connection opened `mode=ro` whose authorizer allows only reading."""
+    raw.set_authorizer(_sqlite_authorizer)
+    try:
+        cursor = raw.execute(sql)
+        columns = tuple(d[0] for d in cursor.description or ())
+        rows = tuple(tuple(row) for row in cursor.fetchall()) if columns else ()
+    except (sqlite3.Error, sqlite3.Warning) as e:  # several statements: Warning before 3.12
+        raise _explain(_refusal(e)) from None
+    return Table(columns, rows)
+
+
+def _pg_statement(raw: Any, sql: str) -> Table:
+    """One statement on PostgreSQL, every wall held by the server.
+
+    - The session is read-only (`default_transaction_read_only`, set at connect by
+      `read_only`): writes, data-modifying CTEs and `nextval` are refused.
+    - The text goes through the extended query protocol (a prepared statement), which
+      holds one statement: "SELECT 1; COMMIT; DELETE ..." is refused whole, never run in
+      part. (psycopg sends a parameterless text by the simple protocol, which runs
+      several statements, so `prepare=True` is not optional here.)
+    - The text runs as the query of a cursor (`DECLARE ... CURSOR FOR <text>`): the
+      server's grammar admits only SELECT, VALUES, TABLE or WITH there, with no
+      data-modifying WITH, so COPY, DO, CALL, SET, COMMIT or a comment hiding one is a
+      syntax error, never run. Only a text whose very first word is EXPLAIN or SHOW (no
+      comment before it, so the server reads the same word) runs as itself.
+    - Afterwards the transaction must still be open and read-only, and the session's
+      default unchanged; otherwise the statement is refused (and rolled back).
+    """
+    import psycopg
+
+    raw.prepare_threshold = 0  # None would make psycopg ignore prepare=True
+    try:
+        with raw.cursor() as cursor:
+            if _runs_as_itself(sql):
+                cursor.execute(sql, prepare=True)
+            else:
+                cursor.execute("DECLARE study_sql NO SCROLL CURSOR FOR\n" + sql, prepare=True)
+                cursor.execute("FETCH ALL FROM study_sql", prepare=True)
+            columns = tuple(d.name for d in cursor.description or ())
+            rows = tuple(tuple(row) for row in cursor.fetchall()) if columns else ()
+            if raw.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+                raise UsageError("--sql: refused, the statement ended the read-only transaction")
+            cursor.execute("SELECT current_setting('transaction_read_only'), "
+                           "current_setting('default_transaction_read_only')", prepare=True)
+            if cursor.fetchone() != ("on", "on"):
+                raise UsageError("--sql: refused, the statement turned the read-only setting off")
+    except psycopg.Error as e:
+        raise _explain(_refusal(e)) from None
+    return Table(columns, rows)
+
+
+def _sql_backend(url: str) -> str:
+    """Which of the engines that can hold `--sql` to one read-only statement `url` names."""
+    parsed = parse_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite":
+        return backend  # `read_only` opens SQLite with sqlite3, whatever the URL's driver
+    if backend == "postgresql" and driver == "psycopg":
+        return backend
+    raise StorageUsageError(
+        f"--sql: runs on SQLite and on PostgreSQL through psycopg (postgresql+psycopg://...), "
+        f"where the driver and the database hold it to one read-only statement; not on "
+        f"{parsed.drivername} (the named queries work there)")
+
+
+def run_sql(url: str, sql: str) -> Table:
+    """Run one read-only statement; a write, several statements, or any statement the
+    database refuses is a usage error (exit 2), and nothing is changed."""
     if not sql.strip():
         raise UsageError("--sql: the statement is empty")
+    backend = _sql_backend(url)
     keyword = _first_keyword(sql)
     if keyword not in READ_KEYWORDS:
         raise UsageError(
             f"--sql: {keyword or sql.strip()[:20]!r} is not a read-only statement; study query "
             f"runs {', '.join(READ_KEYWORDS)} and never changes the database"
         )
+    if backend == "postgresql":
+        if keyword in _PG_OWN and not _runs_as_itself(sql):
+            raise UsageError(f"--sql: on PostgreSQL, {keyword} must be the statement's first "
+                             "word (no comment before it)")
+        if keyword == "PRAGMA":
+            raise UsageError("--sql: PRAGMA is SQLite's; on PostgreSQL study query runs "
+                             f"{', '.join(_PG_QUERIES + _PG_OWN)}")
+        acting = _PG_ACTING.search(sql)
+        if acting:
+            raise UsageError(f"--sql: refused, {acting.group(0)!r} acts beyond reading the "
+                             "database (sessions, settings, locks, server files); study query "
+                             "does not run it")
+    return execute_read_only(url, sql, backend)
+
+
+def execute_read_only(url: str, sql: str, backend: str) -> Table:
+    """`run_sql` past its keyword check: what the driver and the database alone enforce."""
     with read_only(url) as conn:
-        _lock_down(conn)
-        if conn.dialect.paramstyle in ("format", "pyformat"):
-            # psycopg reads % as a placeholder even in string literals; %% is a plain %.
-            sql = sql.replace("%", "%%")
-        try:
-            result = conn.exec_driver_sql(sql)
-            if not result.returns_rows:
-                return Table((), ())
-            columns = tuple(result.keys())
-            rows = tuple(tuple(row) for row in result.fetchall())
-        except sqlalchemy.exc.DBAPIError as e:
-            message = _refusal(e)
-            if re.search(r"read-?only|not authorized|authorization denied", message, re.I):
-                raise UsageError(
-                    f"--sql: refused, the database is open read-only ({message})"
-                ) from None
-            raise UsageError(f"--sql: {message}") from None
-    return Table(columns, rows)
+        raw = conn.connection.driver_connection
+        if backend == "sqlite":
+            assert isinstance(raw, sqlite3.Connection)
+            return _sqlite_statement(raw, sql)
+        return _pg_statement(raw, sql)
 
 
 # --------------------------------------------------------------------------- studies

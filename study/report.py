@@ -607,6 +607,23 @@ def push_to_dashboard(study: optuna.Study, view: StudyView, pages: Sequence[Page
     save_note(study, merged_note(summary_markdown(view, index), get_note(study)))
 
 
+def prepare_out(out: Path) -> None:
+    """Make `out` (with its parents) and prove a file can be written in it, or say in one
+    line why not, before anything is drawn or stored on the study."""
+    import tempfile
+
+    from study.errors import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise UsageError(f"--out: cannot write to {out}: {e.strerror or e}") from None
+
+
 def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool = True
                  ) -> Report:
     """Write every figure and the index to `out`; store our figures on the study."""
@@ -617,6 +634,7 @@ def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool
 
     start = time.monotonic()
     name = resolve(url, study_name)  # read-only: a wrong name writes nothing
+    prepare_out(out)
     study = optuna.load_study(study_name=name, storage=open_storage(url, create_schema=False))
     view = load_view(study, mask(url))
     pages = our_pages(view) + optuna_pages(study, view)

@@ -123,6 +123,8 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
     parsed = parse_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
+        if Path(parsed.database or "").exists():
+            check_sqlite_file(Path(parsed.database or ""))
         kwargs = _sqlite_engine_kwargs(parsed.database or "")
     else:
         kwargs = {"pool_pre_ping": True}
@@ -376,9 +378,79 @@ def _lock_engine(url: str) -> sqlalchemy.engine.Engine:
 # --------------------------------------------------------------------------- read-only
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Optuna's RDB storage always has these; a file with tables but not these is someone else's.
+OPTUNA_TABLES = frozenset({"studies", "version_info"})
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, in one line, a path that exists but is not a SQLite database.
+
+    SQLite itself opens anything and fails only at the first query ("file is not a
+    database"), which would read as a storage without studies. An empty file is an
+    empty database, as SQLite treats it.
+    """
+    if path.is_dir():
+        raise StorageUsageError(f"--storage: {path} is a directory, not a SQLite database")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise StorageUsageError(f"--storage: cannot read {path}: {e.strerror}") from None
+    if head and head != SQLITE_HEADER:
+        raise StorageUsageError(f"--storage: {path} is not a database (not a SQLite file)")
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True,
+                           timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        return {str(r[0]) for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+def check_sqlite_target(url: str) -> None:
+    """Before `study run` creates Optuna's schema in a SQLite file: the file must be new,
+    empty, or an Optuna storage (other tables beside Optuna's are fine), never another
+    application's database, which Optuna would otherwise fill with its tables."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    check_sqlite_file(path)
+    try:
+        tables = _sqlite_tables(path)
+    except sqlite3.Error as e:
+        raise StorageUsageError(f"--storage: cannot read {mask(url)}: {e}") from None
+    if tables and not OPTUNA_TABLES.issubset(tables):
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageUsageError(
+            f"--storage: {path} is another application's SQLite database (tables: {shown}), "
+            "not an Optuna storage; give a new file"
+        )
+
+
+def _read_only_options(parsed: URL) -> dict[str, Any]:
+    """libpq connect options that make every transaction of the session read-only.
+
+    `SET TRANSACTION READ ONLY` covers one transaction only, which a COMMIT ends; the
+    session default holds for whatever transaction comes next.
+    """
+    if parsed.get_backend_name() != "postgresql" or \
+            parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        return {}
+    given = parsed.query.get("options")
+    options = "-c default_transaction_read_only=on"
+    if isinstance(given, str) and given.strip():
+        options = f"{given} {options}"
+    return {"connect_args": {"options": options}}
+
+
 @contextlib.contextmanager
 def read_only(url: str) -> Iterator[sqlalchemy.engine.Connection]:
-    """A connection that cannot write: SQLite opened `mode=ro`, others a read-only transaction."""
+    """A connection that cannot write: SQLite opened `mode=ro`; PostgreSQL a session whose
+    every transaction is read-only; others a read-only transaction."""
     import sqlalchemy
 
     parsed = parse_url(url)
@@ -386,13 +458,14 @@ def read_only(url: str) -> Iterator[sqlalchemy.engine.Connection]:
         path = Path(parsed.database or "")
         if not path.exists():
             raise StorageUsageError(f"--storage: no database at {path}")
+        check_sqlite_file(path)
         uri = f"file:{path.resolve()}?mode=ro"
         engine = sqlalchemy.create_engine(
             "sqlite://",
             creator=lambda: sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S),
         )
     else:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(url, **_read_only_options(parsed))
     try:
         try:
             conn = engine.connect()
@@ -422,8 +495,11 @@ def stored_study_attr(url: str, study_name: str, key: str) -> Any | None:
     import sqlalchemy
 
     parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
-        return None
+    if parsed.get_backend_name() == "sqlite":
+        check_sqlite_target(url)
+        path = Path(parsed.database or "")
+        if not path.exists() or not _sqlite_tables(path):
+            return None  # a new or empty file: nothing stored yet
     query = sqlalchemy.text(
         "SELECT a.value_json FROM study_user_attributes a JOIN studies s "
         "ON s.study_id = a.study_id WHERE s.study_name = :name AND a.key = :key"

@@ -201,3 +201,91 @@ def test_kill_9_then_rerun_recovers_the_abandoned_cell(tmp_path: Path) -> None:
                            ON t.trial_id = a.trial_id WHERE t.state='FAIL' AND a.key='status'""")
     assert json.loads(status[0]) == "abandoned"  # type: ignore[arg-type]
     assert {k: v for k, v in _values(db).items() if k in kept} == kept
+
+
+# --------------------------------------------------------------------------- wrong databases and paths
+
+
+def _bytes(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line_exit_2(out: subprocess.CompletedProcess[str], message: str) -> None:
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert message in out.stderr, out.stderr
+
+
+EVERY_COMMAND = [["query", "trials"], ["query", "--sql", "SELECT 1"], ["report", "--out", "out"],
+                 ["run", "--epochs", "1"], ["dashboard", "--port", "0"]]
+
+
+@pytest.mark.parametrize(("content", "commands"), [
+    (b"hello, I am a text file\n", EVERY_COMMAND),
+    (bytes(range(256)) * 16, [["query", "trials"]]),
+    (b"SQLite", [["report", "--out", "out"]]),  # shorter than SQLite's header
+])
+def test_every_command_on_a_file_that_is_not_a_database(
+        tmp_path: Path, content: bytes, commands: list[list[str]]) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    for args in commands:
+        out = run_cli([*args, "--storage", f"sqlite:///{path}"], cwd=tmp_path, timeout=120)
+        _one_line_exit_2(out, f"--storage: {path} is not a database (not a SQLite file)")
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_run_refuses_another_applications_sqlite_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("INSERT INTO notes (body) VALUES ('keep me')")
+    conn.close()
+    before = _bytes(path)
+    for command in (["run", "--epochs", "1"], ["worker"]):
+        out = run_cli([*command, "--storage", f"sqlite:///{path}"], cwd=tmp_path)
+        _one_line_exit_2(out, f"--storage: {path} is another application's SQLite database "
+                              "(tables: notes), not an Optuna storage; give a new file")
+    assert _bytes(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no lock, no journal
+
+
+def test_run_takes_a_new_or_empty_file_and_an_optuna_storage_with_more_tables(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from study import query
+    from tests.studies import make_study
+
+    empty = tmp_path / "empty.db"
+    empty.touch()  # SQLite reads an empty file as an empty database
+    make_study(f"sqlite:///{empty}")
+    assert sql(empty, "SELECT COUNT(*) FROM trials") == [(18,)]
+    # Our own tables beside Optuna's: still an Optuna storage, resumed as such.
+    with sqlite3.connect(empty) as conn:
+        conn.execute("CREATE TABLE my_notes (body TEXT)")
+    conn.close()
+    make_study(f"sqlite:///{empty}")  # resumes: nothing left to train
+    assert sql(empty, "SELECT COUNT(*) FROM trials") == [(18,)]
+    assert len(query.run_named(f"sqlite:///{empty}", "trials").rows) == 18
+
+
+def test_report_out_that_cannot_be_written(tmp_path: Path) -> None:
+    from tests.studies import make_study
+
+    db = tmp_path / "s.db"
+    make_study(f"sqlite:///{db}")
+    before = _bytes(db)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    for out_dir, message in (("/proc/nope", "--out: cannot write to /proc/nope: No such file"),
+                             (str(a_file), f"--out: {a_file} is a file, not a directory"),
+                             (str(a_file / "sub"), f"--out: cannot write to {a_file / 'sub'}: "
+                                                   "Not a directory")):
+        out = run_cli(["report", "--storage", f"sqlite:///{db}", "--out", out_dir], cwd=tmp_path)
+        _one_line_exit_2(out, message)
+    assert a_file.read_text() == "mine\n"
+    assert _bytes(db) == before  # nothing stored on the study either

@@ -18,6 +18,7 @@ from study import query
 from study.errors import UsageError
 from study.trainers import TrialConfig
 from tests.helpers import ROOT, run_cli, sql
+from tests.pg import PgServer
 from tests.scripted import loss_at
 from tests.studies import DIVERGED_LR, PARTLY, make_study, spec
 
@@ -236,32 +237,125 @@ def _fingerprint(db: Path) -> dict[str, str]:
             if not p.name.endswith("-shm") and not (p.name.endswith("-wal") and not p.stat().st_size)}
 
 
-WRITES = [
-    ("DELETE FROM trials", "'DELETE' is not a read-only statement"),
-    ("UPDATE trials SET state = 'FAIL'", "'UPDATE' is not a read-only statement"),
-    ("DROP TABLE trials", "'DROP' is not a read-only statement"),
-    ("ATTACH DATABASE '{dir}/new.db' AS n", "'ATTACH' is not a read-only statement"),
-    ("VACUUM INTO '{dir}/copy.db'", "'VACUUM' is not a read-only statement"),
-    # These look like reads; the database itself refuses them.
-    ("WITH x AS (SELECT 1) DELETE FROM trials", "refused, the database is open read-only"),
-    ("WITH x AS (SELECT 1) INSERT INTO studies (study_name) VALUES ('evil')",
-     "refused, the database is open read-only"),
-    ("PRAGMA user_version = 7", "refused, the database is open read-only"),
-    ("PRAGMA journal_mode = DELETE", "refused, the database is open read-only"),
-    ("SELECT load_extension('x')", "refused, the database is open read-only"),
+# Hostile statements, each with what refuses it once the courtesy checks in `run_sql`
+# (first keyword, PostgreSQL functions by name) are out of the way: a regex of the
+# refusal from the driver or the database itself, per backend. "role" marks what only a
+# PostgreSQL role without the right refuses (a superuser may call it even read-only; see
+# test_a_read_only_role_is_a_second_wall). `{dir}` is the test's own directory.
+ONE = "one statement"
+RO = "open read-only"
+SYNTAX = "syntax error"
+HOSTILE: list[tuple[str, str, str]] = [
+    # several statements, however disguised
+    ("SELECT 1; COMMIT; DELETE FROM trial_values", ONE, ONE),
+    ("SELECT 1 /* hidden */; DELETE FROM trial_values", ONE, ONE),
+    ("SELECT 1 -- hidden\n; DELETE FROM trial_values", ONE, ONE),
+    ("SELECT 1;DROP TABLE trials", ONE, ONE),
+    ("VALUES (1); UPDATE trials SET state = 'FAIL'", ONE, ONE),
+    ("SELECT ';'; DELETE FROM trial_values", ONE, ONE),
+    # transaction and session control
+    ("COMMIT", RO, SYNTAX),
+    ("ROLLBACK", RO, SYNTAX),
+    ("BEGIN", RO, SYNTAX),
+    ("SAVEPOINT s", RO, SYNTAX),
+    ("START TRANSACTION READ WRITE", SYNTAX, SYNTAX),
+    ("SET TRANSACTION READ WRITE", SYNTAX, SYNTAX),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", SYNTAX, SYNTAX),
+    ("RESET ALL", SYNTAX, SYNTAX),
+    ("DISCARD ALL", SYNTAX, SYNTAX),
+    ("SELECT set_config('default_transaction_read_only', 'off', false)",
+     "no such function", "turned the read-only setting off"),
+    ("SELECT set_config('transaction_read_only', 'off', true)",
+     "no such function", "read-write mode must be set before any query"),
+    # writes, plain and inside a query
+    ("DELETE FROM trials", RO, SYNTAX),
+    ("UPDATE trials SET state = 'FAIL'", RO, SYNTAX),
+    ("DROP TABLE trials", RO, SYNTAX),
+    ("WITH x AS (SELECT 1) DELETE FROM trials", RO, SYNTAX),
+    ("WITH d AS (DELETE FROM trial_values RETURNING 1) SELECT COUNT(*) FROM d",
+     SYNTAX, "a WITH that changes data"),
+    ("WITH i AS (INSERT INTO studies (study_name) VALUES ('evil') RETURNING study_id) "
+     "SELECT * FROM i", SYNTAX, "a WITH that changes data"),
+    ("SELECT * FROM trials FOR UPDATE", SYNTAX, "SELECT FOR UPDATE in a read-only"),
+    ("SELECT * INTO evil FROM trials", SYNTAX, "SELECT ... INTO is not allowed here"),
+    ("EXPLAIN ANALYZE WITH d AS (DELETE FROM trial_values RETURNING 1) SELECT 1",
+     SYNTAX, "cannot execute SELECT in a read-only transaction"),
+    ("LOCK TABLE trials", SYNTAX, SYNTAX),
+    ("NOTIFY study, 'x'", SYNTAX, SYNTAX),
+    ("PREPARE p AS DELETE FROM trial_values", SYNTAX, SYNTAX),
+    ("SHOW ALL; DELETE FROM trial_values", SYNTAX, ONE),
+    ("EXPLAIN ANALYZE DELETE FROM trial_values", SYNTAX, "DELETE in a read-only transaction"),
+    ("SELECT nextval('trials_trial_id_seq')", "no such function", "nextval.. in a read-only"),
+    ("SELECT query_to_xml('DELETE FROM trial_values', true, false, '')",
+     "no such function", "DELETE is not allowed in a non-volatile function"),
+    ("CREATE TEMP TABLE t (x)", RO, SYNTAX),
+    # files, programs, procedures
+    ("COPY trials TO PROGRAM 'true'", SYNTAX, SYNTAX),
+    ("COPY trial_values FROM '/dev/null'", SYNTAX, SYNTAX),
+    # PostgreSQL nests block comments, so a non-nesting reader sees SELECT first here
+    ("/* /* */ SELECT */ COPY (SELECT 1) TO PROGRAM 'true'", SYNTAX, SYNTAX),
+    ("DO $$ BEGIN DELETE FROM trial_values; END $$", SYNTAX, SYNTAX),
+    ("CALL p()", SYNTAX, SYNTAX),
+    ("ATTACH DATABASE '{dir}/new.db' AS n", RO, SYNTAX),
+    ("VACUUM INTO '{dir}/copy.db'", RO, SYNTAX),
+    ("PRAGMA writable_schema = 1", RO, SYNTAX),
+    ("PRAGMA user_version = 7", RO, SYNTAX),
+    ("PRAGMA journal_mode = DELETE", RO, SYNTAX),
+    ("SELECT load_extension('{dir}/x')", RO, "function load_extension.* does not exist"),
+    # effects beyond the database: no SQLite function does these
+    ("SELECT pg_terminate_backend(pg_backend_pid())", "no such function", "role"),
+    ("SELECT lo_import('/etc/hostname')", "no such function", "role"),
+    ("SELECT pg_advisory_lock(1)", "no such function", "role"),
 ]
+assert len(HOSTILE) >= 15
 
 
-@pytest.mark.parametrize(("statement", "message"), WRITES)
-def test_writes_are_refused_and_nothing_changes(tmp_path: Path, study_db: Path, statement: str,
-                                               message: str) -> None:
+def test_sqlite_refuses_several_statements_itself() -> None:
+    # The wall on SQLite is sqlite3's own: `execute` compiles one statement, whatever follows.
+    conn = sqlite3.connect(":memory:")
+    with pytest.raises((sqlite3.ProgrammingError, sqlite3.Warning), match="one statement"):
+        conn.execute("SELECT 1; SELECT 2")
+    conn.close()
+
+
+@pytest.mark.parametrize(("statement", "wall"), [(s, w) for s, w, _ in HOSTILE])
+def test_sqlite_hostile_sql_is_refused_and_nothing_changes(
+        tmp_path: Path, study_db: Path, statement: str, wall: str) -> None:
     db = copy_db(study_db, tmp_path / "s.db")
-    before = _fingerprint(db)
-    with pytest.raises(UsageError, match=message) as caught:
-        query.run_sql(url(db), statement.format(dir=tmp_path))
-    assert caught.value.exit_code == 2
+    before, counts = _fingerprint(db), _sqlite_counts(db)
+    text = statement.format(dir=tmp_path)
+    with pytest.raises(UsageError) as caught:
+        query.run_sql(url(db), text)
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    # Without the first-keyword check, the driver or the database refuses it all the same.
+    with pytest.raises(UsageError, match=wall) as bare:
+        query.execute_read_only(url(db), text, "sqlite")
+    assert bare.value.exit_code == 2 and "\n" not in str(bare.value)
     assert _fingerprint(db) == before  # same files, same bytes: nothing created, nothing changed
-    assert sql(db, "SELECT COUNT(*) FROM trials") == [(18,)]
+    assert _sqlite_counts(db) == counts
+
+
+def _sqlite_counts(db: Path) -> dict[str, int]:
+    tables = [t for (t,) in sql(db, "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert "trial_values" in tables
+    return {str(t): int(sql(db, f'SELECT COUNT(*) FROM "{t}"')[0][0]) for t in tables}  # type: ignore[call-overload]
+
+
+def test_the_keyword_check_speaks_first(study_db: Path) -> None:
+    for statement, word in (("DELETE FROM trials", "DELETE"), ("COMMIT", "COMMIT"),
+                            ("VACUUM INTO 'x.db'", "VACUUM")):
+        with pytest.raises(UsageError, match=f"--sql: '{word}' is not a read-only statement"):
+            query.run_sql(url(study_db), statement)
+    with pytest.raises(UsageError, match="--sql: the statement is empty"):
+        query.run_sql(url(study_db), "  \n")
+
+
+def test_other_drivers_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--sql: runs on SQLite and on PostgreSQL through "
+                                         r"psycopg .*not on mysql\+pymysql"):
+        query.run_sql("mysql+pymysql://u:p@127.0.0.1/db", "SELECT 1")
+    with pytest.raises(UsageError, match=r"not on postgresql\+pg8000 \(the named queries"):
+        query.run_sql("postgresql+pg8000://u:p@127.0.0.1/db", "SELECT 1")
 
 
 @pytest.mark.slow
@@ -303,14 +397,144 @@ def test_cli_query_exit_codes_and_file_unchanged(tmp_path: Path, study_db: Path)
     assert probe.stderr.strip().splitlines()[-1] == "0 []", probe.stderr
 
 
+@pytest.fixture(scope="module")
+def pg_study(pg_server: PgServer) -> str:
+    """The scripted study on PostgreSQL, once for the module; no test may change it."""
+    url = pg_server.create_db("query_study")
+    make_study(url)
+    return url
+
+
+def _pg_fingerprint(url: str) -> dict[str, tuple[int, str]]:
+    """Every table's row count and a hash of its rows, the large objects, and the
+    sequences' positions: what a statement that wrote anything would change."""
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        assert "trial_values" in tables
+        out = {}
+        for t in [*tables, "pg_largeobject_metadata"]:
+            count, digest = conn.execute(
+                f'SELECT COUNT(*), md5(COALESCE(string_agg(x::text, \'|\' ORDER BY x::text), \'\')) '
+                f'FROM {t} x').fetchone()  # type: ignore[misc]
+            out[t] = (int(count), str(digest))
+        for (seq,) in conn.execute("SELECT sequencename FROM pg_sequences").fetchall():
+            out[f"sequence {seq}"] = (int(conn.execute(
+                f"SELECT last_value FROM {seq}").fetchone()[0]), "")  # type: ignore[index]
+    return out
+
+
+@pytest.mark.parametrize(("statement", "wall"), [(s, w) for s, _, w in HOSTILE])
+def test_postgres_hostile_sql_is_refused_and_nothing_changes(
+        tmp_path: Path, pg_study: str, statement: str, wall: str) -> None:
+    before = _pg_fingerprint(pg_study)
+    text = statement.format(dir=tmp_path)
+    with pytest.raises(UsageError) as caught:
+        query.run_sql(pg_study, text)
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    if wall != "role":
+        # Without the courtesy checks, the driver or the server refuses it all the same.
+        with pytest.raises(UsageError, match=wall) as bare:
+            query.execute_read_only(pg_study, text, "postgresql")
+        assert bare.value.exit_code == 2 and "\n" not in str(bare.value)
+    assert _pg_fingerprint(pg_study) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_postgres_session_is_read_only_from_connect(pg_study: str) -> None:
+    from study.storage import read_only
+
+    with read_only(pg_study) as conn:
+        raw = conn.connection.driver_connection
+        assert raw.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+    # Options the URL gives itself are kept beside ours.
+    with read_only(pg_study + "?options=-c%20application_name%3Dstudy_probe") as conn:
+        raw = conn.connection.driver_connection
+        assert raw.execute("SELECT current_setting('application_name'), "
+                           "current_setting('default_transaction_read_only')").fetchone() == \
+            ("study_probe", "on")
+    # The read-only setting outlives a COMMIT: the next transaction is read-only too.
+    with read_only(pg_study) as conn:
+        raw = conn.connection.driver_connection
+        raw.commit()
+        import psycopg
+
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            raw.execute("DELETE FROM trial_values")
+
+
+def test_a_read_only_role_is_a_second_wall(pg_server: PgServer, pg_study: str,
+                                          tmp_path: Path) -> None:
+    """The README's recipe, run: a role that can only read, through which even what a
+    superuser may do read-only (stop other sessions, read server files) is refused."""
+    import psycopg
+
+    admin = pg_study.replace("+psycopg", "")
+    db = pg_study.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for statement in (
+                "CREATE ROLE study_reader LOGIN PASSWORD 'reader-pw'",
+                f'GRANT CONNECT ON DATABASE "{db}" TO study_reader',
+                "GRANT USAGE ON SCHEMA public TO study_reader",
+                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO study_reader",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE study IN SCHEMA public "
+                "GRANT SELECT ON TABLES TO study_reader",
+                "ALTER ROLE study_reader SET default_transaction_read_only = on"):
+            conn.execute(statement)
+        # A session of the study's own role, as a worker would hold.
+        worker = psycopg.connect(admin, autocommit=True)
+        (worker_pid,) = worker.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+    before = _pg_fingerprint(pg_study)
+    reader = f"postgresql+psycopg://study_reader:reader-pw@127.0.0.1:{pg_server.port}/{db}"
+    try:
+        assert query.run_sql(reader, "SELECT COUNT(*) FROM trials").rows == ((18,),)
+        assert len(query.run_named(reader, "trials").rows) == 18
+        for statement, refusal in (
+                (f"SELECT pg_terminate_backend({worker_pid})", "superuser to terminate"),
+                ("SELECT lo_import('/etc/hostname')", "permission denied for function lo_import"),
+                ("SELECT pg_read_file('/etc/hostname')", "permission denied for function")):
+            with pytest.raises(UsageError, match=refusal):
+                query.execute_read_only(reader, statement, "postgresql")
+        assert worker.execute("SELECT 1").fetchone() == (1,)  # still alive
+        # The report's files need only reading (storing on the study needs the writing role).
+        from study.report import write_report
+
+        written = write_report(reader, None, tmp_path / "out", dashboard=False)
+        assert written.trials == 18 and (tmp_path / "out" / "index.html").exists()
+        # And on its own, outside study, the role can write nothing, read-only setting or not.
+        with psycopg.connect(reader.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM trial_values")
+    finally:
+        worker.close()
+    assert _pg_fingerprint(pg_study) == before
+
+
 @pytest.mark.slow
-def test_postgres_is_read_only_too(pg_url: str, study_db: Path) -> None:
-    make_study(pg_url)
+def test_cli_refuses_hostile_sql_in_one_line(tmp_path: Path, study_db: Path, pg_study: str
+                                             ) -> None:
+    db = copy_db(study_db, tmp_path / "s.db")
+    files, pg = _fingerprint(db), _pg_fingerprint(pg_study)
+    for storage in (url(db), pg_study):
+        for statement in ("SELECT 1; COMMIT; DELETE FROM trial_values",
+                          "/* /* */ SELECT */ COPY (SELECT 1) TO PROGRAM 'true'"):
+            out = run_cli(["query", "--sql", statement, "--storage", storage])
+            assert out.returncode == 2, (storage, statement, out.stderr)
+            assert out.stdout == "" and "Traceback" not in out.stderr
+            assert out.stderr.count("\n") == 1 and out.stderr.startswith("study query: error: --sql: ")
+    assert _fingerprint(db) == files and _pg_fingerprint(pg_study) == pg
+
+
+@pytest.mark.slow
+def test_postgres_is_read_only_too(pg_study: str, study_db: Path) -> None:
+    pg_url = pg_study
     assert query.run_named(pg_url, "studies").rows[0][:3] == ("article", "minimize", 18)
     assert len(query.run_named(pg_url, "trials").rows) == 18
-    # It looks like a read; PostgreSQL's read-only transaction refuses it.
-    with pytest.raises(UsageError, match="refused, the database is open read-only "
-                                         r"\(cannot execute .* in a read-only transaction"):
+    # It looks like a read; PostgreSQL refuses a query that writes.
+    with pytest.raises(UsageError, match="refused, a WITH that changes data is not a read"):
         query.run_sql(pg_url, "WITH d AS (DELETE FROM trials RETURNING 1) SELECT COUNT(*) FROM d")
     assert query.run_sql(pg_url, "SELECT COUNT(*) FROM trials").rows == ((18,),)
     # A literal % is SQL's, not the driver's placeholder; PostgreSQL reads the JSON itself.
@@ -319,6 +543,15 @@ def test_postgres_is_read_only_too(pg_url: str, study_db: Path) -> None:
     assert query.run_sql(pg_url, "SELECT COUNT(*) FROM trial_user_attributes WHERE key = "
                                  "'status' AND value_json::json #>> '{}' = 'diverged'"
                          ).rows == ((7,),)
+    # Reads of every shape still run: a CTE, VALUES, TABLE, a trailing ; and comment, EXPLAIN, SHOW.
+    assert query.run_sql(pg_url, "-- why\nWITH c AS (SELECT COUNT(*) AS n FROM trials) "
+                                 "SELECT n FROM c; -- done").rows == ((18,),)
+    assert query.run_sql(pg_url, "VALUES (1, 'a')").rows == ((1, "a"),)
+    assert len(query.run_sql(pg_url, "TABLE studies").rows) == 1
+    assert query.run_sql(pg_url, "EXPLAIN SELECT * FROM trials").columns == ("QUERY PLAN",)
+    assert query.run_sql(pg_url, "SHOW default_transaction_read_only").rows == (("on",),)
+    with pytest.raises(UsageError, match="EXPLAIN must be the statement's first word"):
+        query.run_sql(pg_url, "/* plan */ EXPLAIN SELECT 1")
     # The same scripted study gives the same answers from either engine.
     for name in ("grid", "best-lr", "scaling", "curves"):
         assert query.run_named(pg_url, name) == query.run_named(url(study_db), name), name
