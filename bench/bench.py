@@ -62,7 +62,7 @@ def _instrument_storage(report: ChildReport) -> None:
     import optuna
     from optuna.storages._cached_storage import _CachedStorage
 
-    from study import runner, storage
+    from study import optuna_compat, runner, storage
 
     local = threading.local()
     main = threading.main_thread()
@@ -95,12 +95,15 @@ def _instrument_storage(report: ChildReport) -> None:
             if not name.startswith("_") and callable(member):
                 setattr(cls, name, timed(member, name))
     # Our own storage functions: opening (Optuna creates or checks its schema), the
-    # read-only spec check, and the bulk writes (the runner imported those by name).
-    for name in ("open_storage", "stored_study_attr", "write_trials_facts", "create_trials"):
+    # read-only spec check (the runner imported those by name), and the claims' writes
+    # (the runner calls them through their module).
+    for name in ("open_storage", "stored_study_attr"):
         wrapped = timed(getattr(storage, name), name)
         setattr(storage, name, wrapped)
         if hasattr(runner, name):
             setattr(runner, name, wrapped)
+    for name in ("start_trials", "finish_trials"):
+        setattr(optuna_compat, name, timed(getattr(optuna_compat, name), name))
 
 
 def _instrument_training(report: ChildReport) -> None:

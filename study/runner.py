@@ -32,21 +32,18 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from study import optuna_compat, space
 from study import records as R
-from study import space
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
 from study.spec import Spec, identity_diff, to_table
 from study.storage import (
-    TrialFacts,
     claim_lock,
-    create_trials,
     describe_error,
     git_revision,
     is_storage_error,
     mask,
     package_versions,
     stored_study_attr,
-    write_trials_facts,
 )
 
 if TYPE_CHECKING:
@@ -321,26 +318,12 @@ def recover_abandoned(ctx: StudyContext, me: Worker,
 
 def _start_trials(ctx: StudyContext, cells: Sequence[space.Cell],
                   dists: dict[str, BaseDistribution], owner: dict[str, Any]) -> list[optuna.Trial]:
-    """RUNNING trials for grid cells, with their owner and seed, in one transaction.
-
-    Each is the trial `enqueue_trial` + `ask` would make (same params, distributions,
-    `fixed_params` system attribute, owner), without the WAITING step: `ask` scans every
-    unfinished trial to pop one, and a transaction per trial made claiming 100 cells
-    take seconds.
-    """
-    import optuna
-    from optuna.trial import FrozenTrial, TrialState
-
-    now = datetime.datetime.now()
-    templates = [FrozenTrial(
-        number=-1, state=TrialState.RUNNING, value=None, values=None, datetime_start=now,
-        datetime_complete=None, params=cell.params(),
-        distributions={k: dists[k] for k in cell.params()},
-        user_attrs={**owner, R.SEED_ATTR: cell.seed},
-        system_attrs={"fixed_params": cell.params()}, intermediate_values={}, trial_id=-1)
-        for cell in cells]
-    ids = create_trials(ctx.storage, ctx.study_id, templates)
-    return [optuna.trial.Trial(ctx.study, trial_id) for trial_id in ids]
+    """RUNNING trials for grid cells, with their owner and seed: the trials
+    `enqueue_trial` + `ask` make, in one transaction where Optuna's version allows
+    (`optuna_compat`): a transaction per trial made claiming 100 cells take seconds."""
+    new = [optuna_compat.NewTrial(cell.params(), {k: dists[k] for k in cell.params()},
+                                  {**owner, R.SEED_ATTR: cell.seed}) for cell in cells]
+    return optuna_compat.start_trials(ctx.study, ctx.storage, ctx.study_id, new)
 
 
 def _fair_share(ctx: StudyContext, me: Worker, pending: int) -> int:
@@ -433,51 +416,32 @@ def objective_of(spec: Spec, result: TrialResult) -> float:
 
 def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialResult],
            trainer: str) -> list[str]:
-    """Tell Optuna the claims' results, in one transaction; returns their final statuses."""
-    from optuna.trial import FrozenTrial
-
-    facts: list[TrialFacts] = []
+    """Tell Optuna the claims' results, in one transaction where Optuna's version allows
+    (`optuna_compat`); returns their final statuses."""
+    outcomes: list[optuna_compat.Outcome] = []
     statuses: list[str] = []
+    for c, result in zip(claims, results, strict=True):
+        objective = objective_of(ctx.spec, result)
+        if result.status == "complete" and not math.isfinite(objective):
+            # Training loss stayed finite but the objective (e.g. validation) did not.
+            result.status = "diverged"
+            result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
+        # The learning curve (but the epochs the pruner already heard), every attribute
+        # and the outcome: what `trial.report`, `set_user_attr` and `study.tell` write.
+        curve = result.val_curve if ctx.spec.train.objective == "val_loss" \
+            else result.train_curve
+        reported = {epoch: v for epoch, v in enumerate(curve, start=1)
+                    if math.isfinite(v) and epoch not in c.reported}
+        state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
+        outcomes.append(optuna_compat.Outcome(
+            c.trial, reported, result_attrs(result, trainer), state,
+            [objective] if result.status == "complete" else None))
+        statuses.append(result.status)
     try:
-        for c, result in zip(claims, results, strict=True):
-            objective = objective_of(ctx.spec, result)
-            if result.status == "complete" and not math.isfinite(objective):
-                # Training loss stayed finite but the objective (e.g. validation) did not.
-                result.status = "diverged"
-                result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
-            # The learning curve, every attribute and the outcome: what `trial.report` for
-            # each epoch (but those the pruner already asked about), `set_user_attr` for
-            # each attribute and `study.tell` would write, one by one.
-            curve = result.val_curve if ctx.spec.train.objective == "val_loss" \
-                else result.train_curve
-            reported = {epoch: v for epoch, v in enumerate(curve, start=1) if math.isfinite(v)}
-            attrs = result_attrs(result, trainer)
-            state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
-            values: list[float] | None = None
-            if result.status == "complete":
-                values = [objective]
-            elif result.status == "pruned" and reported:
-                # As `study.tell` does: a pruned trial's value is its last reported one.
-                values = [reported[max(reported)]]
-            trial = c.trial
-            facts.append(TrialFacts(trial._trial_id,
-                                    {e: v for e, v in reported.items() if e not in c.reported},
-                                    attrs, state, values))
-            statuses.append(result.status)
-            frozen = FrozenTrial(
-                number=trial.number, state=_state("RUNNING"), value=None, values=None,
-                datetime_start=trial.datetime_start, datetime_complete=None,
-                params=trial.params, distributions=trial.distributions,
-                user_attrs={**trial.user_attrs, **attrs},
-                # The trial's own copy of what it stored at creation (no public accessor).
-                system_attrs=dict(trial._cached_frozen_trial.system_attrs),
-                intermediate_values=reported, trial_id=trial._trial_id)
-            # As `study.tell` does, the sampler hears of the outcome before it is stored.
-            ctx.study.sampler.after_trial(ctx.study, frozen, state, values)
+        optuna_compat.finish_trials(ctx.study, ctx.storage, outcomes)
     finally:
-        write_trials_facts(ctx.storage, facts)
-        for c in claims[:len(facts)]:
-            c.told = True
+        for c, o in zip(claims, outcomes, strict=False):
+            c.told = o.told
     return statuses
 
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,165 +158,6 @@ def _first_line(e: BaseException, url: str) -> str:
 def describe_error(e: BaseException, url: str) -> str:
     """One masked line for a storage failure in the middle of a run."""
     return f"storage {mask(url)} failed: {_first_line(e, url)}"
-
-
-# --------------------------------------------------------------------------- bulk writes
-
-
-@dataclass(frozen=True)
-class TrialFacts:
-    """What one RUNNING trial has to store: new intermediate values, user attributes,
-    and with `state`, its outcome (`values`)."""
-
-    trial_id: int
-    intermediate: Mapping[int, float]
-    user_attrs: Mapping[str, Any]
-    state: optuna.trial.TrialState | None = None
-    values: Sequence[float] | None = None
-
-
-def write_trials_facts(storage: optuna.storages.RDBStorage, facts: Sequence[TrialFacts]) -> None:
-    """RUNNING trials' intermediate values and user attributes, in one transaction; a
-    trial with a `state` is finished in it too (its `values` and completion time).
-
-    Optuna writes each `trial.report`, `set_user_attr` and `tell` in a transaction of its
-    own, a few milliseconds each on SQLite; a fast trainer's 50 epochs and ten
-    attributes per trial, for a hundred trials finishing together, would spend more time
-    committing than training. Optuna owns the schema: the rows are made by its own
-    models and value encodings, checked the way its own `_set_trial_*_without_commit`
-    and `set_trial_state_values` check them, so `study.trials`, the dashboard and the
-    `optuna` CLI read them as if written one by one. All or nothing: a process killed
-    mid-write leaves every one of these trials RUNNING, to be re-run. Should a future
-    Optuna move those internals, this falls back to its public calls.
-    """
-    import datetime
-
-    import sqlalchemy
-
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:  # pragma: no cover - guarded against an Optuna refactor
-        for f in facts:
-            for step, value in f.intermediate.items():
-                storage.set_trial_intermediate_value(f.trial_id, step, value)
-            for key, attr in f.user_attrs.items():
-                storage.set_trial_user_attr(f.trial_id, key, attr)
-            if f.state is not None:
-                storage.set_trial_state_values(f.trial_id, f.state, f.values)
-        return
-    if not facts:
-        return
-    ids = [f.trial_id for f in facts]
-
-    def existing(session: Any, model: Any, key: str) -> dict[tuple[int, Any], Any]:
-        # The rows these trials already have (values the pruner was told, attributes set
-        # at creation), to update in place as Optuna's upserts do.
-        rows = session.query(model).filter(model.trial_id.in_(ids))
-        return {(int(row.trial_id), getattr(row, key)): row for row in rows}
-
-    with _create_scoped_session(storage.scoped_session) as session:
-        trials: dict[int, Any] = {int(t.trial_id): t for t in session.query(models.TrialModel)
-                                  .filter(models.TrialModel.trial_id.in_(ids))
-                                  .with_for_update()}
-        for trial_id in ids:
-            if trial_id not in trials:
-                raise KeyError(f"no trial with trial_id {trial_id}")
-            storage.check_trial_is_updatable(trial_id, trials[trial_id].state)
-        steps = existing(session, models.TrialIntermediateValueModel, "step")
-        attrs = existing(session, models.TrialUserAttributeModel, "key")
-        objectives = existing(session, models.TrialValueModel, "objective")
-        new_steps, new_attrs, new_values = [], [], []
-        for f in facts:
-            for step, value in f.intermediate.items():
-                stored, kind = \
-                    models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-                row = steps.get((f.trial_id, step))
-                if row is None:
-                    new_steps.append({"trial_id": f.trial_id, "step": step,
-                                      "intermediate_value": stored,
-                                      "intermediate_value_type": kind})
-                else:
-                    row.intermediate_value, row.intermediate_value_type = stored, kind
-            for key, attr in f.user_attrs.items():
-                text = json.dumps(attr)
-                if (f.trial_id, key) in attrs:
-                    attrs[f.trial_id, key].value_json = text
-                else:
-                    new_attrs.append({"trial_id": f.trial_id, "key": key, "value_json": text})
-            for objective, v in enumerate(f.values or ()):
-                number, value_kind = models.TrialValueModel.value_to_stored_repr(v)
-                if (f.trial_id, objective) in objectives:
-                    row = objectives[f.trial_id, objective]
-                    row.value, row.value_type = number, value_kind
-                else:
-                    new_values.append({"trial_id": f.trial_id, "objective": objective,
-                                       "value": number, "value_type": value_kind})
-            if f.state is not None:
-                trials[f.trial_id].state = f.state
-                if f.state.is_finished():
-                    trials[f.trial_id].datetime_complete = datetime.datetime.now()
-        # New rows as one multi-row INSERT each: the ORM's per-object bookkeeping cost
-        # more than the database did.
-        for model, rows in ((models.TrialIntermediateValueModel, new_steps),
-                            (models.TrialUserAttributeModel, new_attrs),
-                            (models.TrialValueModel, new_values)):
-            if rows:
-                session.execute(sqlalchemy.insert(model), rows)
-
-
-def create_trials(storage: optuna.storages.RDBStorage, study_id: int,
-                  templates: Sequence[optuna.trial.FrozenTrial]) -> list[int]:
-    """New trials made from `templates` in one transaction; their ids, in order.
-
-    What `create_new_trial(template_trial=...)` writes for a template with params and
-    attributes (no values yet), for many trials at once: under a lock of the study row,
-    the trials numbered on from the study's count (as Optuna numbers them), then their
-    params (internal representation and distribution JSON, as Optuna encodes them) and
-    attributes (JSON) as multi-row INSERTs. Optuna's own path costs a dozen queries per
-    trial. The search space is the spec's, fixed for the study, so Optuna's check that a
-    param keeps its distribution across trials holds by construction.
-    """
-    import sqlalchemy
-
-    try:
-        from optuna.distributions import distribution_to_json
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:  # pragma: no cover - guarded against an Optuna refactor
-        return [storage.create_new_trial(study_id, template_trial=t) for t in templates]
-    for t in templates:
-        if t.values is not None or t.intermediate_values:
-            raise ValueError(f"create_trials: template {t.number} has values; "
-                             "use create_new_trial")
-    with _create_scoped_session(storage.scoped_session) as session:
-        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-        count = session.query(sqlalchemy.func.count(models.TrialModel.trial_id)).filter(
-            models.TrialModel.study_id == study_id).scalar() or 0
-        trials = [models.TrialModel(study_id=study_id, number=count + i, state=t.state,
-                                    datetime_start=t.datetime_start,
-                                    datetime_complete=t.datetime_complete)
-                  for i, t in enumerate(templates)]
-        session.add_all(trials)
-        session.flush()
-        ids = [int(trial.trial_id) for trial in trials]
-        params, user_attrs, system_attrs = [], [], []
-        for trial_id, t in zip(ids, templates, strict=True):
-            for name, value in t.params.items():
-                dist = t.distributions[name]
-                params.append({"trial_id": trial_id, "param_name": name,
-                               "param_value": dist.to_internal_repr(value),
-                               "distribution_json": distribution_to_json(dist)})
-            user_attrs += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                           for k, v in t.user_attrs.items()]
-            system_attrs += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                             for k, v in t.system_attrs.items()]
-        for model, rows in ((models.TrialParamModel, params),
-                            (models.TrialUserAttributeModel, user_attrs),
-                            (models.TrialSystemAttributeModel, system_attrs)):
-            if rows:
-                session.execute(sqlalchemy.insert(model), rows)
-        return ids
 
 
 # --------------------------------------------------------------------------- locking

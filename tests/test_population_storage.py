@@ -1,4 +1,5 @@
-"""The population trainer through the real runner and SQLite; bulk writes read back by Optuna's readers."""
+"""The population trainer through the real runner and SQLite; bulk writes read back by Optuna's
+readers (the rows themselves are compared with the public API's in test_optuna_compat.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,10 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 
-from study import runner, space
+from study import runner
 from study.data import make_dataset
 from study.spec import Spec, load_spec
-from study.storage import (
-    TrialFacts,
-    create_trials,
-    open_storage,
-    write_trials_facts,
-)
+from study.storage import open_storage
 from study.trainers import get_trainer
 from tests.helpers import run_cli, sql, start_cli
 
@@ -32,82 +28,6 @@ SMALL = ["data.n_train=128", "data.n_val=64", "train.epochs=6",
 def run(spec: Spec, url: str) -> runner.RunOutcome:
     ctx = runner.open_study(spec, url, "t", create=True)
     return runner.work(ctx, lambda: get_trainer("auto", spec), lambda: make_dataset(spec.data))
-
-
-def test_one_transaction_reads_back_like_reports(db_url: str) -> None:
-    study = optuna.create_study(storage=open_storage(db_url), study_name="s")
-    trial = study.ask()
-    storage = open_storage(db_url)
-    write_trials_facts(storage, [TrialFacts(
-        trial._trial_id, {1: 0.5, 2: 0.25, 3: 0.125},
-        {"status": "complete", "train_curve": [0.5, 0.25, None], "seed": 3})])
-    write_trials_facts(storage, [TrialFacts(trial._trial_id, {3: 0.1}, {"seed": 4})])  # upserts
-    study.tell(trial, 0.1)
-    (frozen,) = optuna.load_study(study_name="s", storage=db_url).trials
-    assert frozen.intermediate_values == {1: 0.5, 2: 0.25, 3: 0.1}
-    assert frozen.user_attrs == {"status": "complete", "train_curve": [0.5, 0.25, None], "seed": 4}
-    assert frozen.state.name == "COMPLETE" and frozen.value == 0.1
-    # A finished trial is not updatable, as with Optuna's own calls.
-    with pytest.raises(RuntimeError, match="finished"):
-        write_trials_facts(storage, [TrialFacts(trial._trial_id, {4: 1.0}, {})])
-
-
-def test_many_trials_in_one_transaction_all_or_nothing(db_url: str) -> None:
-    from optuna.trial import TrialState
-
-    study = optuna.create_study(storage=open_storage(db_url), study_name="s")
-    a, b, done = study.ask(), study.ask(), study.ask()
-    a.report(0.9, 1)  # a value the pruner already heard, updated in place
-    b.set_user_attr("seed", 1)
-    study.tell(done, 1.0)
-    storage = open_storage(db_url)
-    # One finished trial among them: nothing of the others is written either.
-    with pytest.raises(RuntimeError, match="finished"):
-        write_trials_facts(storage, [TrialFacts(a._trial_id, {2: 0.2}, {"k": 1}),
-                                     TrialFacts(done._trial_id, {}, {"k": 2})])
-    assert optuna.load_study(study_name="s", storage=db_url).trials[0].user_attrs == {}
-    write_trials_facts(storage, [
-        TrialFacts(a._trial_id, {1: 0.5, 2: 0.25}, {"k": 1}, TrialState.COMPLETE, [0.25]),
-        TrialFacts(b._trial_id, {1: 0.7}, {"seed": 2, "status": "pruned"}, TrialState.PRUNED,
-                   [0.7]),
-    ])
-    ta, tb, _ = optuna.load_study(study_name="s", storage=db_url).trials
-    assert (ta.state, ta.value, ta.intermediate_values, ta.user_attrs) == \
-        (TrialState.COMPLETE, 0.25, {1: 0.5, 2: 0.25}, {"k": 1})
-    assert (tb.state, tb.value, tb.intermediate_values, tb.user_attrs) == \
-        (TrialState.PRUNED, 0.7, {1: 0.7}, {"seed": 2, "status": "pruned"})
-    assert ta.datetime_complete is not None and tb.datetime_complete is not None
-
-
-def test_bulk_created_trials_are_the_ones_enqueue_and_ask_make(db_url: str) -> None:
-    import datetime
-
-    from optuna.trial import FrozenTrial, TrialState
-
-    spec = load_spec("article")
-    dists = space.distributions(spec)
-    params = {"batch_size": 32, "learning_rate": 0.01, "seed": 0}
-    storage = open_storage(db_url)
-    study = optuna.create_study(storage=storage, study_name="s")
-    study.enqueue_trial(params, user_attrs={"worker": "w"})
-    asked = study.ask(dists)
-    template = FrozenTrial(
-        number=-1, state=TrialState.RUNNING, value=None, values=None,
-        datetime_start=datetime.datetime.now(), datetime_complete=None, params=params,
-        distributions=dists, user_attrs={"worker": "w"}, system_attrs={"fixed_params": params},
-        intermediate_values={}, trial_id=-1)
-    ids = create_trials(storage, study._study_id, [template, template])
-    a, b, c = optuna.load_study(study_name="s", storage=db_url).trials
-    assert [t.number for t in (a, b, c)] == [0, 1, 2] and ids == [b._trial_id, c._trial_id]
-    for t in (b, c):
-        assert t.state == a.state == TrialState.RUNNING
-        assert (t.params, t.distributions, t.user_attrs) == (a.params, a.distributions,
-                                                             a.user_attrs)
-        assert t.system_attrs["fixed_params"] == a.system_attrs["fixed_params"]
-        assert t.datetime_start is not None and asked.datetime_start is not None
-        assert abs((t.datetime_start - asked.datetime_start).total_seconds()) < 60
-    study.tell(c.number, 0.5)
-    assert optuna.load_study(study_name="s", storage=db_url).trials[2].value == 0.5
 
 
 @pytest.mark.slow
