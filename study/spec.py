@@ -34,6 +34,8 @@ TASK_LOSS = {"linear": "mse", "classification": "cross_entropy"}
 OBJECTIVES = ("train_loss", "val_loss")
 BUDGETS = ("epochs", "steps", "examples")
 SCHEDULES = ("constant", "step", "cosine", "warmup")
+# train.divergence_factor's default (see TrainSpec and the README, "Divergence").
+DIVERGENCE_FACTOR = 1000.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ class TrainSpec:
     # with a steps or examples budget the last epoch may be partial, and its mean is
     # over the rows it trained.
     objective: str = "train_loss"
+    # A trial diverges at the first epoch whose mean training loss is NaN, inf, or above
+    # this factor times the loss of its initial weights on the training set (before any
+    # update); 0 turns the factor off (NaN and inf still diverge). A blow-up that stays
+    # finite (1e20) is not a result. The default sits far between the built-in specs'
+    # largest finite epoch loss and their blow-ups: see the README, "Divergence".
+    divergence_factor: float = DIVERGENCE_FACTOR
 
     def plan(self, batch_size: int, n_train: int) -> Plan:
         """The epochs a trial of this batch size trains for, on `n_train` rows.
@@ -597,6 +605,12 @@ def _validate_train(spec: Spec) -> None:
         raise SpecError("train.decay_at: the step schedule needs at least one fraction, got []")
     _positive("train.decay_rate", t.decay_rate)
     _one_of("train.objective", t.objective, OBJECTIVES)
+    f = t.divergence_factor
+    # A factor of 1 or less would call a trial whose loss merely rose above its starting
+    # point a blow-up; infinity is "off", which 0 already says.
+    if f != 0.0 and not (f > 1.0 and math.isfinite(f)):
+        raise SpecError(f"train.divergence_factor: expected 0 (off) or a finite factor above 1, "
+                        f"got {f!r}")
 
 
 def _one_of(where: str, value: str, allowed: Sequence[str]) -> None:
@@ -628,7 +642,9 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
     `search.seeds` may grow on resume (more repeats of the same cells), so it is not
     compared; anything else that differs would mix incomparable trials in one study. A
     field missing from a table (a study stored before the field existed) has its default
-    value, which is what that study ran with.
+    value, which is what that study ran with; `train.divergence_factor` is the one
+    exception (before it, only NaN and inf diverged), read as its default all the same
+    so that such studies resume, their finished trials kept as they were.
     """
     defaults = to_table(Spec())
     for section in IDENTITY_SECTIONS:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from study.data import make_dataset
 from study.spec import load_spec
 from study.trainers import TrialConfig
-from study.trainers.keras import KerasTrainer, build_model
+from study.trainers.keras import KerasTrainer, build_model, fit_trial
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,32 @@ def test_divergence_stops_early_with_its_epoch() -> None:
     assert r.status == "diverged" and r.diverged_epoch == 1
     assert len(r.train_curve) == 1 and not math.isfinite(r.train_curve[0])
     assert math.isnan(r.full_train_loss)
+
+
+def test_a_finite_blow_up_diverges_at_the_first_epoch_above_the_limit() -> None:
+    # Plain SGD on a linear model above its stability limit: the loss grows ~30-fold per
+    # epoch and stays finite, so only train.divergence_factor can stop it.
+    spec = load_spec("article", ["data.n_train=200", "data.n_val=100", "model.hidden=[]",
+                                 "train.optimizer=sgd", "train.epochs=6",
+                                 "train.divergence_factor=1000", "search.batch_size=[16]"])
+    seen: list[int] = []
+    fit = fit_trial(0, TrialConfig.of(spec, 16, 0.3, 0), DATA,
+                    lambda i, epoch, loss, val: seen.append(epoch) is not None)
+    r = fit.result
+    kernel, bias = fit.initial
+    limit = 1000 * float(np.mean((DATA.x_train @ kernel + bias - DATA.y_train) ** 2))
+    assert r.status == "diverged" and r.diverged_epoch is not None
+    assert 2 <= r.diverged_epoch < 6 and len(r.train_curve) == r.diverged_epoch
+    assert all(math.isfinite(v) for v in r.train_curve)
+    assert max(r.train_curve[:-1]) < limit < r.train_curve[-1]
+    assert math.isnan(r.full_train_loss) and r.steps == r.diverged_epoch * 13
+    # The monitor (the pruner's ear) never hears the diverged epoch, as with NaN.
+    assert seen == list(range(1, r.diverged_epoch))
+    # Off, the same trial trains its whole budget to a finite blow-up.
+    off = dataclasses.replace(spec, train=dataclasses.replace(spec.train, divergence_factor=0.0))
+    free = fit_trial(0, TrialConfig.of(off, 16, 0.3, 0), DATA).result
+    assert free.status == "complete" and len(free.train_curve) == 6
+    assert math.isfinite(free.train_loss) and free.train_loss > limit
 
 
 def test_monitor_sees_every_epoch_and_can_prune() -> None:

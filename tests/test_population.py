@@ -169,6 +169,69 @@ def test_divergence_is_masked_and_dated() -> None:
     np.testing.assert_allclose(alone.train_curve, good.train_curve, rtol=1e-5)
 
 
+# Plain SGD on a linear model above its stability limit (lr about 2 / the top eigenvalue
+# of the loss's Hessian, ~0.4 on these inputs): the loss grows ~30-fold per epoch and
+# stays finite for many epochs, so only the threshold can stop it.
+BLOW_UP = [*SMALL, "model.hidden=[]", "train.optimizer=sgd", "train.epochs=5",
+           "train.divergence_factor=1000"]
+
+
+def initial_mse(weights: Weights, data: Dataset) -> float:
+    """A linear model's mean squared error on the training set, by numpy."""
+    kernel, bias = weights
+    return float(np.mean((data.x_train @ kernel + bias - data.y_train) ** 2))
+
+
+def test_a_finite_blow_up_diverges_at_the_same_epoch_as_keras() -> None:
+    spec = load_spec("article", BLOW_UP)
+    data = permuted(make_dataset(spec.data), seed=7)
+    configs = [config(spec, 16, 0.3, 1), config(spec, 16, 0.01, 2)]
+    runs = [fit_trial(i, c, data, shuffle=False) for i, c in enumerate(configs)]
+    final: list[Weights] = []
+    bad, good = train_population(configs, data, initial_weights=[r.initial for r in runs],
+                                 shuffle=False, final_weights=final)
+    limit = 1000 * initial_mse(runs[0].initial, data)
+    for r in (runs[0].result, bad):
+        assert r.status == "diverged" and r.diverged_epoch is not None
+        # Stopped at the first epoch above the limit, every loss finite: not an overflow.
+        assert 2 <= r.diverged_epoch < 5 and len(r.train_curve) == r.diverged_epoch
+        assert all(math.isfinite(v) for v in r.train_curve)
+        assert max(r.train_curve[:-1]) < limit < r.train_curve[-1]
+        assert math.isnan(r.full_train_loss)
+    assert bad.diverged_epoch == runs[0].result.diverged_epoch
+    np.testing.assert_allclose(bad.train_curve, runs[0].result.train_curve, rtol=1e-4)
+    # Frozen at that epoch, as model.fit stopped there: the same weights as Keras's.
+    for a, b in zip(final[0], runs[0].final, strict=True):
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+    assert good.status == runs[1].result.status == "complete" and len(good.train_curve) == 5
+    # With the factor off, the same trial trains its whole budget to a finite blow-up.
+    off = dataclasses.replace(configs[0], train=dataclasses.replace(spec.train,
+                                                                    divergence_factor=0.0))
+    (free,) = train_population([off], data, initial_weights=[runs[0].initial], shuffle=False)
+    assert free.status == "complete" and len(free.train_curve) == 5
+    assert math.isfinite(free.train_loss) and free.train_loss > limit
+
+
+def test_the_articles_grid_stays_far_below_the_divergence_threshold() -> None:
+    # The threshold must change no cell of the article: every trial completes, and its
+    # largest epoch loss stays a hundred times below the limit (measured: 1.2 times the
+    # initial loss at most, the limit being 1000 times it).
+    spec = load_spec("article")
+    data = make_dataset(spec.data)
+    sizes, rates = spec.search.batch_size, spec.search.learning_rate
+    assert isinstance(sizes, tuple) and isinstance(rates, tuple)
+    configs = [config(spec, bs, lr) for bs in sizes for lr in rates]
+    results = train_population(configs, data)
+    weights = glorot_weights(0, [10, 64, 32, 1])
+    h = data.x_train
+    for j in range(0, 6, 2):
+        h = (np.maximum(h, 0) if j else h) @ weights[j] + weights[j + 1]
+    initial = float(np.mean((h - data.y_train) ** 2))
+    assert [r.status for r in results] == ["complete"] * 20
+    worst = max(max(r.train_curve) for r in results) / initial
+    assert worst < spec.train.divergence_factor / 100, worst
+
+
 def test_monitor_sees_every_epoch_in_order_and_prunes() -> None:
     spec = load_spec("article", [*SMALL, "train.epochs=5"])
     configs = [config(spec, 16, 0.01, 0), config(spec, 32, 0.01, 1)]

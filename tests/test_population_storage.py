@@ -16,6 +16,7 @@ import pytest
 
 from study import runner
 from study.data import make_dataset
+from study.errors import SpecError
 from study.spec import Spec, load_spec
 from study.storage import open_storage
 from study.trainers import get_trainer
@@ -71,6 +72,31 @@ def test_study_run_records_complete_and_diverged(db_path: Path, db_url: str) -> 
             assert math.isfinite(t.user_attrs["full_train_loss"])
     # Optuna's own reader and plain SQL agree on the per-epoch rows.
     assert sql(db_path, "SELECT COUNT(*) FROM trial_intermediate_values") == [(4 * 6,)]
+
+
+@pytest.mark.slow
+def test_a_finite_blow_up_is_a_diverged_fail_and_its_threshold_part_of_the_study(
+        db_url: str) -> None:
+    # Plain SGD on a linear model above its stability limit: the loss grows ~30-fold per
+    # epoch and stays finite; the default train.divergence_factor stops it.
+    sets = ["data.n_train=128", "data.n_val=64", "model.hidden=[]", "train.optimizer=sgd",
+            "train.epochs=5", "search.batch_size=[16]", "search.learning_rate=[0.3, 0.01]"]
+    outcome = run(load_spec("article", sets), db_url)
+    assert outcome.statuses == {"complete": 1, "diverged": 1}
+    trials = optuna.load_study(study_name="t", storage=db_url).trials
+    bad, good = sorted(trials, key=lambda t: -t.params["learning_rate"])
+    assert bad.state.name == "FAIL" and bad.user_attrs["status"] == "diverged"
+    epoch, curve = bad.user_attrs["diverged_epoch"], bad.user_attrs["train_curve"]
+    # Every epoch finite (a NaN is stored as null): the threshold stopped it, not NaN.
+    assert 1 < epoch < 5 and len(curve) == epoch and None not in curve
+    assert bad.intermediate_values == dict(enumerate(curve, start=1))
+    assert bad.user_attrs["full_train_loss"] is None and bad.value is None
+    assert good.state.name == "COMPLETE" and len(good.user_attrs["train_curve"]) == 5
+    # The threshold decides which trials are results: resuming with another is refused.
+    with pytest.raises(SpecError, match=r"train\.divergence_factor: study has 1000\.0, "
+                                        r"this run asks 0\.0"):
+        runner.open_study(load_spec("article", [*sets, "train.divergence_factor=0"]), db_url,
+                          "t", create=True)
 
 
 @pytest.mark.slow

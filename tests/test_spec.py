@@ -131,6 +131,16 @@ BAD = [
     (["train.schedule=step", "train.decay_at=[]"],
      r"^train\.decay_at: the step schedule needs at least one fraction, got \[\]"),
     (["train.decay_rate=0"], r"^train\.decay_rate: expected a positive number, got 0\.0"),
+    (["train.divergence_factor=-5"], r"^train\.divergence_factor: expected 0 \(off\) or a finite "
+                                     r"factor above 1, got -5\.0$"),
+    (["train.divergence_factor=0.5"], r"^train\.divergence_factor: expected 0 \(off\) or a "
+                                      r"finite factor above 1, got 0\.5$"),
+    (["train.divergence_factor=inf"], r"^train\.divergence_factor: .* got inf$"),
+    (["train.divergence_factor=nan"], r"^train\.divergence_factor: .* got nan$"),
+    (["train.divergence_factor=huge"], r"^train\.divergence_factor: expected a number, "
+                                       r"got 'huge'$"),
+    (["train.divergence_factor=[10]"], r"^train\.divergence_factor: expected a number, "
+                                       r"got \[10\]$"),
     (["train.budget=steps", "train.steps=100", "search.pruner=median"],
      r"^search\.pruner: 'median' compares trials epoch by epoch and needs train\.budget = "
      r"'epochs', got 'steps'"),
@@ -190,13 +200,22 @@ def test_identity_diff_ignores_seeds_and_run() -> None:
     assert diff == "train.epochs: study has 50, this run asks 3"
     diff = identity_diff(a, to_table(load_spec("article", ["analysis.sharpness=true"])))
     assert diff == "analysis.sharpness: study has False, this run asks True"
+    # The threshold decides which trials are results: part of what a study is.
+    diff = identity_diff(a, to_table(load_spec("article", ["train.divergence_factor=0"])))
+    assert diff == "train.divergence_factor: study has 1000.0, this run asks 0.0"
+
+
+def test_divergence_factor_default_and_off() -> None:
+    assert load_spec("article").train.divergence_factor == 1000.0
+    assert load_spec("article", ["train.divergence_factor=0"]).train.divergence_factor == 0.0
+    assert load_spec("article", ["train.divergence_factor=20"]).train.divergence_factor == 20.0
 
 
 def test_identity_diff_reads_missing_fields_as_their_defaults() -> None:
     # A study stored before a field existed ran with its default: it resumes.
     old = to_table(load_spec("article"))
     del old["analysis"]
-    for key in ("budget", "steps", "schedule", "momentum"):
+    for key in ("budget", "steps", "schedule", "momentum", "divergence_factor"):
         del old["train"][key]
     assert identity_diff(old, to_table(load_spec("article"))) is None
     diff = identity_diff(old, to_table(load_spec("article", ["train.optimizer=sgd"])))

@@ -6,14 +6,18 @@ runner never knows how training is done; a trainer never touches Optuna or stora
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+import numpy as np
 
 from study.data import Dataset
 from study.spec import AnalysisSpec, ModelSpec, Plan, Spec, TrainSpec
 
 Status = Literal["complete", "diverged", "pruned"]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Called after every epoch of every config: (config index, epoch from 1, mean training
 # loss of that epoch, validation loss after it). Returning True stops that config
@@ -58,7 +62,7 @@ class TrialResult:
     full_train_loss: float  # loss on the whole training set after training (nan if diverged)
     steps: int  # optimizer updates taken
     seconds: float  # wall time of this trial (a share of the batch for stacking trainers)
-    diverged_epoch: int | None = None  # first epoch whose loss was NaN or inf
+    diverged_epoch: int | None = None  # first epoch whose loss diverged (see `diverges`)
     extras: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -79,3 +83,24 @@ class Trainer(Protocol):
     def train(
         self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
     ) -> list[TrialResult]: ...
+
+
+def divergence_limit(train: TrainSpec, initial_loss: float) -> float:
+    """The largest epoch loss that is not a blow-up: `train.divergence_factor` times the
+    loss of the trial's initial weights on the whole training set; inf when the factor
+    is 0 (off) or that loss gives no scale (zero or not finite).
+
+    The reference is the initial weights' loss, not the first epoch's: a first epoch can
+    itself blow up, and then every later epoch would be judged against a blow-up. It is
+    rounded to float32, the precision of the losses it is compared with, so that a
+    compiled program comparing in float32 decides exactly as `diverges` does.
+    """
+    limit = train.divergence_factor * initial_loss
+    if not train.divergence_factor or not (initial_loss > 0) or not limit < FLOAT32_MAX:
+        return math.inf
+    return float(np.float32(limit))
+
+
+def diverges(loss: float, limit: float) -> bool:
+    """Whether an epoch's mean training loss ends its trial as diverged."""
+    return not math.isfinite(loss) or loss > limit

@@ -9,7 +9,6 @@ learning-rate schedules are Keras's own classes (`keras.optimizers`,
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -20,7 +19,15 @@ import numpy.typing as npt
 from study.data import Dataset
 from study.spec import AnalysisSpec, ModelSpec, TrainSpec
 from study.trainers._tf import tensorflow
-from study.trainers.base import Monitor, Status, TrialConfig, TrialResult, no_monitor
+from study.trainers.base import (
+    Monitor,
+    Status,
+    TrialConfig,
+    TrialResult,
+    divergence_limit,
+    diverges,
+    no_monitor,
+)
 from study.trainers.probes import SHARPNESS, noise_extras, noise_rows, top_eigenvalue
 from study.trainers.schedule import Schedule
 
@@ -181,6 +188,10 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
     plan = config.plan(data.n_train)
     loss = make_loss(config.train)
     model.compile(optimizer=make_optimizer(config, plan.steps), loss=loss)
+    # The scale a blow-up is judged against: the initial weights' loss on the training
+    # set, evaluated as the loss after training is (`full` below).
+    limit = divergence_limit(config.train, float(
+        model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0)))
     analysis: AnalysisSpec = config.analysis
     probe = KerasProbe(model, loss) if analysis.noise or analysis.sharpness else None
     noise: dict[int, tuple[list[float], list[float]]] = {}
@@ -195,7 +206,7 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
     if 0 in analysis.noise_epochs:
         measure(0)
     watch = _watch_class()(index, monitor, measure if analysis.noise else None,
-                           set(analysis.noise_epochs))
+                           set(analysis.noise_epochs), limit)
     rows = _rows(data, config, shuffle)
     common: dict[str, Any] = dict(
         shuffle=False,  # the dataset reshuffles itself every epoch
@@ -257,16 +268,19 @@ def _watch_class() -> type:
     import keras
 
     class Watch(keras.callbacks.Callback):  # type: ignore[misc]
-        """Stops a fit when its loss turns NaN/inf (diverged) or the monitor says prune;
-        measures the noise scale after the epochs that ask for it."""
+        """Stops a fit when its loss diverges (NaN, inf or above `limit`, see
+        base.diverges) or the monitor says prune; measures the noise scale after the
+        epochs that ask for it."""
 
         def __init__(self, index: int, monitor: Monitor,
-                     measure: Callable[[int], None] | None, at: set[int]) -> None:
+                     measure: Callable[[int], None] | None, at: set[int],
+                     limit: float) -> None:
             super().__init__()
             self.index = index
             self.monitor = monitor
             self.measure = measure
             self.at = at
+            self.limit = limit
             self.diverged_epoch: int | None = None
             self.pruned = False
 
@@ -278,7 +292,7 @@ def _watch_class() -> type:
             logs = logs or {}
             loss = float(logs.get("loss", float("nan")))
             val = float(logs.get("val_loss", float("nan")))
-            if not math.isfinite(loss):
+            if diverges(loss, self.limit):
                 self.diverged_epoch = epoch + 1
                 self.model.stop_training = True
                 return

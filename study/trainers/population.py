@@ -28,10 +28,10 @@ epoch (`ceil(n / b0)`) and computes on exactly its own rows, so the article's gr
 (batch sizes 16..256) is one program and one compilation, not five. Batch sizes with
 no common divisor worth using (a TPE study's 37 and 101) go to separate programs.
 
-Members that diverge (an epoch's loss NaN or inf) are frozen inside the program at the
-end of that epoch; members the monitor prunes are frozen between chunks of epochs.
-Frozen members still ride along in the arithmetic until their group ends, masked out
-of every update.
+Members that diverge (an epoch's loss NaN, inf, or above their limit: see
+`base.diverges`) are frozen inside the program at the end of that epoch; members the
+monitor prunes are frozen between chunks of epochs. Frozen members still ride along in
+the arithmetic until their group ends, masked out of every update.
 
 Nothing here pins a device: on a machine where TensorFlow sees a GPU, XLA compiles
 the same program for it.
@@ -56,7 +56,15 @@ import numpy.typing as npt
 from study.data import Dataset
 from study.spec import AnalysisSpec, ModelSpec, Spec, TrainSpec
 from study.trainers._tf import tensorflow
-from study.trainers.base import Monitor, Status, TrialConfig, TrialResult, no_monitor
+from study.trainers.base import (
+    Monitor,
+    Status,
+    TrialConfig,
+    TrialResult,
+    divergence_limit,
+    diverges,
+    no_monitor,
+)
 from study.trainers.probes import SHARPNESS, hvp_of, noise_extras, noise_rows, top_eigenvalue
 from study.trainers.schedule import Schedule
 
@@ -452,6 +460,10 @@ def _train_group(
     theta_all = np.concatenate([theta_all, np.repeat(theta_all[-1:], pad, axis=0)])
     padded = [*configs, *[configs[-1]] * pad]
     padded_plans = [*plans, *[plans[-1]] * pad]
+    # Each member's divergence limit, from its initial weights' loss on the training set
+    # (a forward pass, so it runs eagerly like the full-set loss after training).
+    limits = [divergence_limit(train, float(v))
+              for v in mean_loss(key, tf.constant(theta_all), x, y).numpy()]
     schedules = [Schedule.of(train, c.learning_rate, p.steps)
                  for c, p in zip(padded, padded_plans, strict=True)]
     tiles = []
@@ -471,7 +483,8 @@ def _train_group(
             bounds=tf.constant(np.array([s.boundaries for s in schedules[rows]], np.float32)
                                .reshape(tile, key.boundaries)),
             values=tf.constant(np.array([s.values for s in schedules[rows]], np.float32)
-                               .reshape(tile, key.boundaries + 1))))
+                               .reshape(tile, key.boundaries + 1)),
+            limit=tf.constant(limits[rows], tf.float32)))
 
     epochs = max(p.epochs for p in plans)
     active = np.arange(n_tiles * tile) < n_members
@@ -513,7 +526,7 @@ def _train_group(
                 s.theta, s.slots, s.steps, s.lr, s.batch, s.seeds,
                 tf.constant(active[t * tile:(t + 1) * tile]), tf.constant(done, tf.int32),
                 tf.constant(n_run, tf.int32), x, y, xv, yv, s.epochs, s.last_rows, s.sched,
-                s.bounds, s.values)
+                s.bounds, s.values, s.limit)
             return losses.numpy()[:n_run], vals.numpy()[:n_run]
 
         # XLA runs a CPU program on one core; tiles run side by side, one per core.
@@ -526,7 +539,7 @@ def _train_group(
                 loss, val = float(losses[e, m]), float(vals[e, m])
                 train_curves[m].append(loss)
                 val_curves[m].append(val)
-                if not math.isfinite(loss):
+                if diverges(loss, limits[m]):
                     # The program froze this member at the end of this epoch too.
                     status[m], diverged[m], active[m] = "diverged", epoch, False
                 elif monitor(group.members[m], epoch, loss, val):
@@ -589,6 +602,7 @@ class _TileState:
     sched: Tensor  # (members, 2): the schedule's decay steps and warm-up steps
     bounds: Tensor  # (members, boundaries): step decay's boundaries
     values: Tensor  # (members, boundaries + 1): step decay's rates
+    limit: Tensor  # the epoch loss above which a member diverges (base.divergence_limit)
 
 
 # --------------------------------------------------------------------------- probes
@@ -890,7 +904,7 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
             batch: Tensor, seeds: Tensor, active: Tensor, first_epoch: Tensor, n_epochs: Tensor,
             x: Tensor, y: Tensor, xv: Tensor, yv: Tensor, epochs: Tensor, last_rows: Tensor,
-            sched: Tensor, bounds: Tensor, values: Tensor) -> tuple[Any, ...]:
+            sched: Tensor, bounds: Tensor, values: Tensor, limit: Tensor) -> tuple[Any, ...]:
         members = theta.shape[0]
         n = x.shape[0]
 
@@ -907,7 +921,10 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
             vals = tf.tensor_scatter_nd_update(vals, [[e]], mean_loss(key, theta, xv, yv)[None])
             # Diverged: frozen from the end of this epoch on, as model.fit stops there.
-            active = tf.logical_and(active, tf.math.is_finite(loss))
+            # `loss <= limit` in float32 is base.diverges' test (limit is float32 there
+            # too); is_finite is for an inf loss under an inf limit (no factor).
+            active = tf.logical_and(active, tf.logical_and(tf.math.is_finite(loss),
+                                                           loss <= limit))
             return e + 1, theta, slots, steps_taken, active, losses, vals
 
         # Per-epoch outputs in fixed-size buffers: XLA needs static shapes, and the
