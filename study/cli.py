@@ -135,19 +135,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Example: study worker --storage postgresql+psycopg://user:pw@dbhost/study --study-name article
     """
     from study import runner
-    from study.spec import apply_overrides, from_table, validate
+    from study.spec import apply_overrides, from_stored, from_table, to_table, validate
     from study.storage import parse_url, stored_study_attr
 
     parse_url(args.storage)
     name = args.study_name or "article"
-    stored = stored_study_attr(args.storage, name, "spec")
+    # Read through the one parser of stored specs, so a study stored by an earlier
+    # version (a field since added or removed) is joined as `study run` resumes it.
+    stored = from_stored(stored_study_attr(args.storage, name, "spec"))
     if stored is None:
         raise StorageUsageError(f"--study-name: no study {name!r} made by `study run` in "
                                 f"{_masked(args.storage)}")
     overrides = list(args.overrides)
     if args.trainer is not None:
         overrides.append(f"run.trainer={args.trainer}")
-    spec = from_table(apply_overrides(stored, overrides))
+    spec = from_table(apply_overrides(to_table(stored), overrides))
     validate(spec)
     if args.pool_member:
         # The pool's parent owns Ctrl-C and stops us with one SIGTERM.

@@ -289,3 +289,29 @@ def test_report_out_that_cannot_be_written(tmp_path: Path) -> None:
         _one_line_exit_2(out, message)
     assert a_file.read_text() == "mine\n"
     assert _bytes(db) == before  # nothing stored on the study either
+
+
+def test_worker_joins_a_study_stored_by_an_earlier_version(db_path: Path) -> None:
+    """A stored spec with a field this version no longer has (and lacking the newest) is
+    read through the one stored-spec parser, as `study run` reads it, not refused."""
+    import optuna
+
+    from study import runner
+    from study.data import make_dataset
+    from study.spec import load_spec, to_table
+    from tests.scripted import ScriptedTrainer
+
+    url = f"sqlite:///{db_path}"
+    spec = load_spec("article", ["search.batch_size=[16, 64]", "search.learning_rate=[0.01]",
+                                 "train.epochs=2", "data.n_train=64", "data.n_val=32"])
+    ctx = runner.open_study(spec, url, "old", create=True)
+    runner.work(ctx, ScriptedTrainer, lambda: make_dataset(spec.data))
+    old = to_table(spec)
+    old["run"]["retired_option"] = 1
+    del old["train"]["divergence_factor"]
+    optuna.load_study(study_name="old", storage=url).set_user_attr("spec", old)
+    before = sql(db_path, "SELECT state, COUNT(*) FROM trials GROUP BY state")
+    r = run_cli(["worker", "--storage", url, "--study-name", "old"])
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sql(db_path, "SELECT state, COUNT(*) FROM trials GROUP BY state") == before == [("COMPLETE", 2)]
