@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import math
 import os
 import signal
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from study import optuna_compat, space
 from study import records as R
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
-from study.spec import Spec, identity_diff, to_table
+from study.spec import Range, Spec, identity_diff, to_table
 from study.storage import (
     claim_lock,
     describe_error,
@@ -329,8 +330,8 @@ def _start_trials(ctx: StudyContext, cells: Sequence[space.Cell],
 def _fair_share(ctx: StudyContext, me: Worker, pending: int) -> int:
     """The most cells one claim takes: an equal share of the pending cells per live worker.
 
-    A trainer that takes many trials at once (the population trainer takes a whole grid)
-    would otherwise leave the other workers of a pool nothing to do.
+    A trainer that takes many trials at once (the population trainer, up to 400) would
+    otherwise leave the other workers of a pool nothing to do.
     """
     attrs = ctx.storage.get_study_system_attrs(ctx.study_id)
     now = time.time()
@@ -343,8 +344,14 @@ def _fair_share(ctx: StudyContext, me: Worker, pending: int) -> int:
     return max(1, -(-pending // workers))
 
 
-def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
-    """Take up to `limit` trials to run, under the study's claim lock."""
+def claim(ctx: StudyContext, me: Worker, limit: int,
+          size: Callable[[Sequence[TrialConfig]], int] | None = None) -> list[Claim]:
+    """Take up to `limit` trials to run, under the study's claim lock.
+
+    `size`, given the configs of the trials this claim could take (in the order it takes
+    them), says how many to take: the trainer's `claim_size`, which keeps a claim to about
+    `run.checkpoint_seconds` of training, since its results are recorded only as it ends.
+    """
     from study.trainers import TrialConfig
 
     spec = ctx.spec
@@ -358,6 +365,10 @@ def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
         if spec.is_grid:
             pending = pending_cells(ctx, trials)
             limit = min(limit, _fair_share(ctx, me, len(pending)))
+            if size is not None and pending:
+                limit = max(1, min(limit, size([
+                    TrialConfig.of(spec, c.batch_size, c.learning_rate, c.seed)
+                    for c in pending[:limit]])))
             # WAITING trials are left only by a worker killed inside its claim: pop
             # them first (ask() pops the oldest), keeping those whose cell is pending.
             for _ in range(sum(t.state.name == "WAITING" for t in trials)):
@@ -373,7 +384,10 @@ def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
         else:
             finished = count_finished(ctx, trials)
             running = sum(t.state.name in ("RUNNING", "WAITING") for t in trials)
-            for _ in range(max(0, min(limit, spec.search.n_trials - finished - running))):
+            limit = max(0, min(limit, spec.search.n_trials - finished - running))
+            if size is not None and limit:
+                limit = max(1, min(limit, size([_unsampled(spec)] * limit)))
+            for _ in range(limit):
                 ctx.study.enqueue_trial({}, user_attrs=owner)
                 claimed.append(ctx.study.ask(dists))
     claims = []
@@ -387,6 +401,20 @@ def claim(ctx: StudyContext, me: Worker, limit: int) -> list[Claim]:
                                 float(params[space.LEARNING_RATE]), seed)
         claims.append(Claim(trial, config))
     return claims
+
+
+def _unsampled(spec: Spec) -> TrialConfig:
+    """What sizes a claim of trials whose batch size the sampler has yet to choose: the
+    end of the range whose budget trains the most epochs (the smallest batch size, unless
+    a steps budget gives larger ones more epochs)."""
+    from study.trainers import TrialConfig
+
+    bs = spec.search.batch_size
+    ends = (int(bs.low), int(bs.high)) if isinstance(bs, Range) else (min(bs), max(bs))
+    lr = spec.search.learning_rate
+    rate = lr.low if isinstance(lr, Range) else min(lr)
+    longest = max(ends, key=lambda b: (spec.train.plan(int(b), spec.data.n_train).epochs, -b))
+    return TrialConfig.of(spec, int(longest), float(rate), spec.search.seeds[0])
 
 
 # --------------------------------------------------------------------------- recording
@@ -533,8 +561,10 @@ def work(
             claims: list[Claim] = []
             try:
                 signals.check()
+                size = functools.partial(trainer.claim_size, n_train=data.n_train,
+                                         seconds=ctx.spec.run.checkpoint_seconds)
                 with signals.critical():
-                    claims = claim(ctx, me, trainer.batch_limit)
+                    claims = claim(ctx, me, trainer.batch_limit, size)
                 if not claims:
                     trials = ctx.study.get_trials(deepcopy=False)
                     if count_finished(ctx, trials) >= total_trials(ctx):

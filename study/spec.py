@@ -193,6 +193,10 @@ class RunSpec:
     grace_seconds: float = 30.0
     # Stop the study after this many trials in a row raise an error.
     max_failures: int = 3
+    # Trials are claimed, trained and recorded in portions that each take about this
+    # long (measured on the portions before), so a kill loses at most about this much
+    # training; smaller costs more claims and recordings.
+    checkpoint_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -563,6 +567,7 @@ def validate(spec: Spec) -> None:
             f"run.heartbeat_seconds ({spec.run.heartbeat_seconds:g})"
         )
     _positive("run.max_failures", spec.run.max_failures)
+    _positive("run.checkpoint_seconds", spec.run.checkpoint_seconds)
     if not spec.name.strip():
         raise SpecError("name: expected a non-empty study name")
 

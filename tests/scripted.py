@@ -28,6 +28,9 @@ class ScriptedTrainer:
     name: str = "scripted"
     seen: list[TrialConfig] = field(default_factory=list)
 
+    def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
+        return min(self.batch_limit, len(pending))
+
     def train(self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
               ) -> list[TrialResult]:
         out = []

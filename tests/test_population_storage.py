@@ -3,10 +3,16 @@ readers (the rows themselves are compared with the public API's in test_optuna_c
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import math
+import os
+import random
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from wsgiref.util import setup_testing_defaults
@@ -20,7 +26,7 @@ from study.errors import SpecError
 from study.spec import Spec, load_spec
 from study.storage import open_storage
 from study.trainers import get_trainer
-from tests.helpers import run_cli, sql, start_cli
+from tests.helpers import ROOT, cli_env, run_cli, sql, start_cli
 
 SMALL = ["data.n_train=128", "data.n_val=64", "train.epochs=6",
          "search.batch_size=[16, 32]", "search.learning_rate=[1e12, 0.01, 0.001]"]
@@ -152,3 +158,88 @@ def test_kill_9_loses_no_completed_trial(tmp_path: Path) -> None:
           SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id
           AND a.key = 'status' AND a.value_json = '"diverged"')""")
     assert finished == [(5 * 4 * 8,)]
+
+
+# 2 batch sizes x 4 learning rates x 16 seeds = 128 cells, each a few hundred steps.
+KILLED = ["--trainer", "population", "--epochs", "20", "--seeds", ",".join(map(str, range(16))),
+          "--set", "search.batch_size=[32, 64]", "--set", "data.n_train=512",
+          "--set", "data.n_val=128", "--set", "run.checkpoint_seconds=1"]
+
+
+def _trial_rows(db: Path, state: str) -> dict[int, tuple[object, ...]]:
+    """Each trial in `state`: its value and every user attribute, as stored."""
+    rows = sql(db, """
+        SELECT t.trial_id, v.value, t.datetime_start, group_concat(a.key || '=' || a.value_json, '|')
+        FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id
+        JOIN trial_user_attributes a ON a.trial_id = t.trial_id
+        WHERE t.state = ? GROUP BY t.trial_id""", (state,))
+    return {int(str(r[0])): (r[1], r[2], "|".join(sorted(str(r[3]).split("|")))) for r in rows}
+
+
+def _attr(row: tuple[object, ...], key: str) -> object:
+    attrs = dict(a.split("=", 1) for a in str(row[2]).split("|"))
+    return json.loads(attrs[key])
+
+
+def _running(db: Path, pid: int) -> dict[int, tuple[object, ...]]:
+    """The RUNNING trials of the `study` process `pid` (workers are HOST:PID:TAG)."""
+    try:
+        return {k: r for k, r in _trial_rows(db, "RUNNING").items()
+                if f":{pid}:" in str(_attr(r, "worker"))}
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return {}
+
+
+@pytest.mark.slow
+def test_random_kills_lose_at_most_a_claim(tmp_path: Path) -> None:
+    """`kill -9` of a population run at seeded random moments, then a run to the end.
+
+    What a kill loses is the claim in hand (its RUNNING trials). Asserted bound: no more
+    than the larger of one tile (the least claim: at most 32 members on one core) and
+    run.checkpoint_seconds divided by the fastest per-trial seconds that process had
+    measured (its COMPLETE trials' `seconds`): a claim takes only as many tiles as its
+    process's measured speed fits in checkpoint_seconds. Claims of the whole grid would
+    lose all 128 at once.
+    """
+    db = tmp_path / "study.db"
+    args = ["run", "--storage", f"sqlite:///{db}", *KILLED]
+    env = {**cli_env(), "STUDY_THREADS": "1"}  # the same tiles on any machine
+    rng = random.Random(20)
+    kept: dict[int, tuple[object, ...]] = {}
+    losses = []
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not _running(db, proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            break  # it finished the study first
+        time.sleep(rng.uniform(0.0, 6.0))  # somewhere in its first claims
+        os.killpg(proc.pid, signal.SIGKILL)
+        killed_at = datetime.datetime.now()
+        proc.communicate(timeout=60)
+        lost = _running(db, proc.pid)
+        complete = _trial_rows(db, "COMPLETE")
+        measured = [float(str(_attr(r, "seconds"))) for r in complete.values()
+                    if f":{proc.pid}:" in str(_attr(r, "worker"))]
+        bound = max(32, int(1.0 / min(measured)) if measured else 0)
+        started = min(datetime.datetime.fromisoformat(str(r[1])) for r in lost.values()) \
+            if lost else killed_at
+        losses.append((len(lost), bound, round((killed_at - started).total_seconds(), 1)))
+        assert len(lost) <= bound, losses
+        kept.update(complete)
+    assert losses, "the study ended before any kill"
+    print(f"\nper kill: (trials lost, bound, seconds since the lost claim began): {losses}")
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr
+    after = _trial_rows(db, "COMPLETE")
+    assert {k: after.get(k) for k in kept} == kept
+    cells = sql(db, """
+        SELECT COUNT(*), COUNT(DISTINCT group_concat) FROM (
+          SELECT group_concat(p.param_name || '=' || p.param_value, ',') AS group_concat
+          FROM trials t JOIN trial_params p ON p.trial_id = t.trial_id
+          WHERE t.state = 'COMPLETE' GROUP BY t.trial_id)""")
+    assert cells == [(128, 128)]
+    assert "RUNNING" not in dict(sql(db, "SELECT state, COUNT(*) FROM trials GROUP BY state"))

@@ -8,15 +8,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 import pytest
 
 from study import runner, space
-from study.data import make_dataset
+from study.data import Dataset, make_dataset
 from study.errors import SpecError, TooManyFailures
 from study.spec import Spec, load_spec
+from study.trainers import Monitor, TrialConfig, TrialResult, no_monitor
 from tests.helpers import checkout_revision, sql
 from tests.scripted import ScriptedTrainer, loss_at
 
@@ -224,3 +226,50 @@ def test_single_cell_grid(db_url: str) -> None:
     spec = load_spec("article", ["search.batch_size=[16]", "search.learning_rate=[0.01]",
                                  "train.epochs=2", "data.n_train=32"])
     assert run(spec, db_url, ScriptedTrainer()).statuses == {"complete": 1}
+
+
+class SizedTrainer(ScriptedTrainer):
+    """Takes as many trials per claim as `take` says, and checks at each call that every
+    earlier claim is already recorded: nothing is held back across claims."""
+
+    def __init__(self, take: int, db_path: Path) -> None:
+        super().__init__(batch_limit=100)
+        self.take = take
+        self.db_path = db_path
+        self.offered: list[list[tuple[int, float, int]]] = []
+        self.claims: list[int] = []
+
+    def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
+        assert n_train == 100 and seconds == 7.5
+        self.offered.append([(c.batch_size, c.learning_rate, c.seed) for c in pending])
+        return self.take
+
+    def train(self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
+              ) -> list[TrialResult]:
+        finished = sql(self.db_path, "SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
+        assert finished == [(sum(self.claims),)]
+        self.claims.append(len(configs))
+        return super().train(configs, data, monitor)
+
+
+def test_claims_take_what_the_trainer_sizes_and_are_recorded_one_by_one(
+        db_path: Path, db_url: str) -> None:
+    spec = small_spec("search.seeds=[0, 1]", "run.checkpoint_seconds=7.5")
+    trainer = SizedTrainer(5, db_path)
+    assert run(spec, db_url, trainer).statuses == {"complete": 12}
+    assert trainer.claims == [5, 5, 2]
+    # Offered the pending cells in grid order, up to the trainer's limit.
+    cells = [(c.batch_size, c.learning_rate, c.seed) for c in space.grid_cells(spec)]
+    assert trainer.offered == [cells, cells[5:], cells[10:]]
+    # A sampler's trials are sized before it picks them, as its costliest pick (the
+    # smallest batch size trains as many epochs as any and takes the most steps).
+    spec = load_spec("article", [
+        "search.sampler=random", "search.n_trials=7", "search.batch_size={low = 16, high = 64}",
+        "search.learning_rate={low=1e-3, high=0.1}", "train.epochs=2", "data.n_train=100",
+        "run.checkpoint_seconds=7.5"])
+    other = db_path.with_name("sampled.db")
+    trainer = SizedTrainer(3, other)
+    run(spec, f"sqlite:///{other}", trainer)
+    assert trainer.claims == [3, 3, 1]
+    assert [len(o) for o in trainer.offered] == [7, 4, 1]
+    assert {c for o in trainer.offered for c in o} == {(16, 1e-3, 0)}

@@ -168,6 +168,10 @@ BAD = [
     (["train..epochs=5"], r"^--set: expected SECTION\.KEY=VALUE"),
     (["data.n_train=0"], r"^data\.n_train: expected a positive number, got 0"),
     (["run.grace_seconds=1"], r"^run\.grace_seconds: 1 must exceed run\.heartbeat_seconds"),
+    (["run.checkpoint_seconds=0"], r"^run\.checkpoint_seconds: expected a positive number, got 0"),
+    (["run.checkpoint_seconds=-5"],
+     r"^run\.checkpoint_seconds: expected a positive number, got -5"),
+    (["run.checkpoint_seconds='soon'"], r"^run\.checkpoint_seconds: expected a number, got 'soon'"),
 ]
 
 
@@ -196,6 +200,7 @@ def test_identity_diff_ignores_seeds_and_run() -> None:
     a = to_table(load_spec("article"))
     assert identity_diff(a, to_table(load_spec("article", ["search.seeds=[0,1]"]))) is None
     assert identity_diff(a, to_table(load_spec("article", ["run.trainer=keras"]))) is None
+    assert identity_diff(a, to_table(load_spec("article", ["run.checkpoint_seconds=2"]))) is None
     diff = identity_diff(a, to_table(load_spec("article", ["train.epochs=3"])))
     assert diff == "train.epochs: study has 50, this run asks 3"
     diff = identity_diff(a, to_table(load_spec("article", ["analysis.sharpness=true"])))

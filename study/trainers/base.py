@@ -77,8 +77,15 @@ class TrialResult:
 
 class Trainer(Protocol):
     name: str
-    # How many configs the runner should hand over at once.
+    # The most configs the runner should hand over at once.
     batch_limit: int
+
+    def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
+        """How many of `pending` (the next configs to train, in order) to take in the next
+        `train` call so that it takes about `seconds`, judged from the calls before: the
+        runner records each call's results as it returns, so a kill loses at most that
+        call. At least 1 when `pending` is not empty."""
+        ...
 
     def train(
         self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor

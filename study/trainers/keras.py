@@ -256,6 +256,11 @@ class KerasTrainer:
     name = "keras"
     batch_limit = 1  # one model at a time; the runner tells each result as it lands
 
+    def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
+        # One trial is the least a claim can be: a kill loses at most the trial in hand,
+        # however long it is.
+        return min(1, len(pending))
+
     def train(
         self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
     ) -> list[TrialResult]:

@@ -46,7 +46,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -78,9 +78,8 @@ ADAM_EPSILON = 1e-7
 RMSPROP_RHO = 0.9
 RMSPROP_EPSILON = 1e-7
 
-# The runner hands over this many trials at once: the 5-seed article grid (100 trials)
-# is one claim, so each group compiles once. Larger claims only delay the first
-# recorded result; a claim is trained group by group.
+# The most trials the runner hands over at once; within it, `claim_size` sizes each
+# claim by the time it will take (run.checkpoint_seconds).
 BATCH_LIMIT = 400
 # With a pruner, trials must finish before others can be compared with them (Optuna's
 # median pruner waits for 5 completed trials), so claims are smaller.
@@ -210,7 +209,18 @@ class PopulationTrainer:
     def __init__(self, batch_limit: int = BATCH_LIMIT, chunk_epochs: int = CHUNK_EPOCHS) -> None:
         self.batch_limit = batch_limit
         self.chunk_epochs = chunk_epochs
+        # Members per tile and micro-batches per kind, fixed by the first `claim_size`
+        # (until then each call picks its own), so that every claim runs the programs of
+        # the first.
+        self.tile: int | None = None
+        self.micros: dict[Kind, list[int]] = {}
+        # Seconds per epoch of one round of tiles (see `_rounds`), by what a program's
+        # speed depends on, as measured on the latest call that trained such a group.
+        self.speeds: dict[_SpeedKey, float] = {}
         use_compile_cache()
+        # Loads TensorFlow now, when the runner makes the trainer, rather than in the
+        # first `claim_size`, which runs under the study's claim lock.
+        _has_gpu()
 
     @classmethod
     def for_spec(cls, spec: Spec) -> PopulationTrainer:
@@ -220,10 +230,65 @@ class PopulationTrainer:
             return cls(batch_limit=PRUNING_BATCH_LIMIT, chunk_epochs=1)
         return cls()
 
+    def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
+        """How many of `pending` to train next so that it takes about `seconds`.
+
+        The first call fixes the tile and the groups' micro-batches from the work in
+        sight then (`tile_size`, `plan_groups`); every claim is then trained in tiles of
+        that size, the last padded with frozen members, and in those groups, so a later
+        claim of any size and batch sizes runs the programs compiled for the first: the
+        compile cost is paid once per program, not per claim. A claim is one round of
+        tiles (one per core, side by side: the time of one tile) while no speed is
+        measured, then as many tiles as the measured speed of each of its groups fits in
+        `seconds` (a program not measured yet is assumed as slow as the slowest that
+        was), and never less than one round.
+        """
+        if not pending:
+            return 0
+        if self.tile is None:
+            self.tile = tile_size(len(pending))
+        self._learn_micros(pending, n_train)
+        tile = self.tile
+        take = min(len(pending), tile * _parallel_tiles())
+        if not self.speeds:
+            return take
+        slowest = max(self.speeds.values())
+        for k in [*range(take + tile, len(pending), tile), len(pending)]:
+            if k <= take:
+                continue
+            cost = 0.0
+            for g in plan_groups(pending[:k], n_train, self.micros):
+                epochs = max(pending[i].plan(n_train).epochs for i in g.members)
+                cost += (self.speeds.get(_speed_key(g), slowest)
+                         * _rounds(len(g.members), tile) * epochs)
+            if cost > seconds:
+                break
+            take = k
+        return take
+
     def train(
         self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
     ) -> list[TrialResult]:
-        return train_population(configs, data, monitor, chunk_epochs=self.chunk_epochs)
+        timings: list[tuple[Group, int, float]] = []
+        self._learn_micros(configs, data.n_train)
+        results = train_population(configs, data, monitor, chunk_epochs=self.chunk_epochs,
+                                   tile=self.tile, micros=self.micros, timings=timings)
+        for group, tile, seconds in timings:
+            planned = max(configs[i].plan(data.n_train).epochs for i in group.members)
+            # The program runs whole chunks (a group whose members all stopped early
+            # ends at its chunk's end), so the epochs it ran are counted in chunks.
+            trained = max(len(results[i].train_curve) for i in group.members)
+            ran = min(planned, -(-trained // self.chunk_epochs) * self.chunk_epochs)
+            self.speeds[_speed_key(group)] = seconds / (max(ran, 1)
+                                                        * _rounds(len(group.members), tile))
+        return results
+
+    def _learn_micros(self, configs: Sequence[TrialConfig], n_train: int) -> None:
+        """Keep the micro-batches that `configs` add to those of earlier calls."""
+        for g in plan_groups(configs, n_train, self.micros):
+            known = self.micros.setdefault(kind_of(configs[g.members[0]], n_train), [])
+            if g.micro not in known:
+                known.append(g.micro)
 
 
 def use_compile_cache() -> None:
@@ -252,6 +317,9 @@ def train_population(
     initial_weights: Sequence[Weights] | None = None,
     shuffle: bool = True,
     final_weights: list[Weights] | None = None,
+    tile: int | None = None,
+    micros: Mapping[Kind, Sequence[int]] | None = None,
+    timings: list[tuple[Group, int, float]] | None = None,
 ) -> list[TrialResult]:
     """Train `configs` group by group; one result per config, in order.
 
@@ -259,6 +327,11 @@ def train_population(
     kernels and biases per config, as `model.get_weights()` gives them) replaces the
     Glorot draw, `shuffle=False` trains the rows in the order given every epoch, and
     `final_weights`, if given, receives each config's weights after training.
+
+    `tile` fixes the members per program call (by default each group picks its own,
+    `tile_size`) and `micros` the groups' micro-batches (see `plan_groups`), so that
+    calls of other sizes run the same programs; `timings`, if given, receives each
+    group, its tile and its seconds.
     """
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
@@ -267,10 +340,14 @@ def train_population(
                          f"{len(configs)} configs")
     results: list[TrialResult | None] = [None] * len(configs)
     finals: list[Weights | None] = [None] * len(configs)
-    for group in plan_groups(configs, data.n_train):
+    for group in plan_groups(configs, data.n_train, micros):
         weights = None if initial_weights is None else [initial_weights[i] for i in group.members]
+        group_tile = tile_size(len(group.members)) if tile is None else tile
+        start = time.perf_counter()
         out, trained = _train_group(group, [configs[i] for i in group.members], data, monitor,
-                                    chunk_epochs, weights, shuffle)
+                                    chunk_epochs, weights, shuffle, group_tile)
+        if timings is not None:
+            timings.append((group, group_tile, time.perf_counter() - start))
         for i, r, w in zip(group.members, out, trained, strict=True):
             results[i], finals[i] = r, w
     if final_weights is not None:
@@ -296,7 +373,16 @@ class Group:
     analysis: AnalysisSpec
 
 
-def plan_groups(configs: Sequence[TrialConfig], n_train: int) -> list[Group]:
+# What configs must share to train in one group: model, training, probes, and epochs.
+Kind = tuple[ModelSpec, TrainSpec, AnalysisSpec, int]
+
+
+def kind_of(config: TrialConfig, n_train: int) -> Kind:
+    return (config.model, config.train, config.analysis, config.plan(n_train).epochs)
+
+
+def plan_groups(configs: Sequence[TrialConfig], n_train: int,
+                micros: Mapping[Kind, Sequence[int]] | None = None) -> list[Group]:
     """Partition configs into groups that one program can train.
 
     Configs must share everything in `TrialConfig.shape_key` but the batch size, and
@@ -306,13 +392,19 @@ def plan_groups(configs: Sequence[TrialConfig], n_train: int) -> list[Group]:
     which is also faster per row). Batch sizes are taken smallest first; each joins the
     first group whose micro-batch divides it, else opens a group with itself as the
     micro-batch. The article's 16..256 (all multiples of 16) make one group.
+
+    `micros` lists, per kind, micro-batches to offer first (those of earlier calls): a
+    later claim's configs then join the groups, and so run the programs, of the first
+    claim, even when its batch sizes alone would have chosen others.
     """
-    by_kind: dict[tuple[ModelSpec, TrainSpec, AnalysisSpec, int], list[int]] = {}
+    by_kind: dict[Kind, list[int]] = {}
     for i, c in enumerate(configs):
-        by_kind.setdefault((c.model, c.train, c.analysis, c.plan(n_train).epochs), []).append(i)
+        by_kind.setdefault(kind_of(c, n_train), []).append(i)
     groups: list[Group] = []
-    for (model, train, analysis, _epochs), indices in by_kind.items():
-        open_groups: list[tuple[int, list[int]]] = []  # (micro, members)
+    for kind, indices in by_kind.items():
+        model, train, analysis, _epochs = kind
+        # (micro, members)
+        open_groups: list[tuple[int, list[int]]] = [(m, []) for m in (micros or {}).get(kind, ())]
         for i in sorted(indices, key=lambda i: (configs[i].batch_size, i)):
             bs = configs[i].batch_size
             for micro, members in open_groups:
@@ -322,7 +414,7 @@ def plan_groups(configs: Sequence[TrialConfig], n_train: int) -> list[Group]:
             else:
                 open_groups.append((bs, [i]))
         groups += [Group(tuple(members), micro, model, train, analysis)
-                   for micro, members in open_groups]
+                   for micro, members in open_groups if members]
     return groups
 
 
@@ -413,6 +505,26 @@ def _has_gpu() -> bool:
     return bool(tensorflow().config.list_logical_devices("GPU"))
 
 
+def _parallel_tiles() -> int:
+    """Tiles that run side by side: one per core on a CPU, one (all members) on a GPU."""
+    return 1 if _has_gpu() else _threads()
+
+
+def _rounds(members: int, tile: int) -> int:
+    """Rounds of side-by-side tiles it takes to train `members`: what their time grows with."""
+    tiles = -(-members // tile)
+    return -(-tiles // _parallel_tiles())
+
+
+# What a group's seconds per round-epoch depend on besides the tile: its model, training
+# and probes, and its micro-batch (the steps an epoch takes).
+_SpeedKey = tuple[ModelSpec, TrainSpec, AnalysisSpec, int]
+
+
+def _speed_key(group: Group) -> _SpeedKey:
+    return (group.model, group.train, group.analysis, group.micro)
+
+
 def _threads() -> int:
     """Cores this process may use (STUDY_THREADS overrides)."""
     if os.environ.get("STUDY_THREADS"):
@@ -430,6 +542,7 @@ def _train_group(
     chunk_epochs: int,
     initial: Sequence[Weights] | None,
     shuffle: bool,
+    tile: int,
 ) -> tuple[list[TrialResult], list[Weights]]:
     tf = tensorflow()
     start = time.perf_counter()
@@ -453,7 +566,6 @@ def _train_group(
 
     # Members are trained in tiles of equal size (one compiled program serves them all);
     # the last tile is padded with frozen copies of its last member.
-    tile = tile_size(n_members)
     n_tiles = -(-n_members // tile)
     pad = n_tiles * tile - n_members
     theta_all = np.stack([layout.flatten(w) for w in initial])
