@@ -38,6 +38,8 @@ class TrialRecord:
     full_train_loss: float | None = None
     seconds: float | None = None
     extras: dict[str, float] = field(default_factory=dict)
+    train_accuracy: float | None = None  # classification only
+    val_accuracy: float | None = None
 
     @property
     def finished(self) -> bool:

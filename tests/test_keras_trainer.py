@@ -60,7 +60,7 @@ def test_a_finite_blow_up_diverges_at_the_first_epoch_above_the_limit() -> None:
                                  "train.divergence_factor=1000", "search.batch_size=[16]"])
     seen: list[int] = []
     fit = fit_trial(0, TrialConfig.of(spec, 16, 0.3, 0), DATA,
-                    lambda i, epoch, loss, val: seen.append(epoch) is not None)
+                    lambda i, epoch, loss, val, acc: seen.append(epoch) is not None)
     r = fit.result
     kernel, bias = fit.initial
     limit = 1000 * float(np.mean((DATA.x_train @ kernel + bias - DATA.y_train) ** 2))
@@ -81,7 +81,7 @@ def test_a_finite_blow_up_diverges_at_the_first_epoch_above_the_limit() -> None:
 def test_monitor_sees_every_epoch_and_can_prune() -> None:
     seen: list[tuple[int, int, float, float]] = []
 
-    def monitor(i: int, epoch: int, loss: float, val: float) -> bool:
+    def monitor(i: int, epoch: int, loss: float, val: float, acc: float) -> bool:
         seen.append((i, epoch, loss, val))
         return epoch == 2
 

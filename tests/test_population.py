@@ -237,7 +237,7 @@ def test_monitor_sees_every_epoch_in_order_and_prunes() -> None:
     configs = [config(spec, 16, 0.01, 0), config(spec, 32, 0.01, 1)]
     seen: list[tuple[int, int]] = []
 
-    def monitor(i: int, epoch: int, loss: float, val: float) -> bool:
+    def monitor(i: int, epoch: int, loss: float, val: float, acc: float) -> bool:
         seen.append((i, epoch))
         return i == 1 and epoch == 3
 
@@ -258,7 +258,7 @@ def test_pruned_at_a_chunk_end_keeps_its_weights() -> None:
     assert isinstance(trainer, PopulationTrainer) and trainer.chunk_epochs == 1
     data = make_dataset(spec.data)
     c = config(spec, 32, 0.01)
-    (pruned,) = trainer.train([c], data, lambda i, epoch, loss, val: epoch == 2)
+    (pruned,) = trainer.train([c], data, lambda i, epoch, loss, val, acc: epoch == 2)
     short = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=2))
     (two,) = trainer.train([short], data)
     assert pruned.status == "pruned" and pruned.train_curve == pytest.approx(two.train_curve)
