@@ -87,6 +87,13 @@ class Grid:
         return self.cells.get((batch_size, learning_rate))
 
 
+def cell_mean(records: Iterable[TrialRecord], batch_size: int, learning_rate: float,
+              metric: str) -> float | None:
+    """The mean of `metric` (see `metric_of`) over one cell's completed runs; None: none."""
+    cell = grid(records, metric).cell(batch_size, learning_rate)
+    return cell.mean if cell is not None else None
+
+
 def metric_of(record: TrialRecord, metric: str) -> float | None:
     """`objective` (the study's value), `train_loss`, `val_loss`, `full_train_loss`, or `gap`."""
     if metric == "objective":
