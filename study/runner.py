@@ -590,7 +590,10 @@ def _describe(config: TrialConfig, status: str, r: TrialResult) -> str:
     what = f"bs={config.batch_size} lr={config.learning_rate:g} seed={config.seed}"
     if status == "diverged":
         return f"{what}: diverged at epoch {r.diverged_epoch}"
-    return f"{what}: {status} loss={r.train_loss:.4g}"
+    text = f"{what}: {status} loss={r.train_loss:.4g}"
+    if r.val_accuracy_curve:
+        text += f" val_accuracy={r.val_accuracy:.4g}"
+    return text
 
 
 def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: Any) -> None:

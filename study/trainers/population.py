@@ -18,7 +18,10 @@ The math is the reference trainer's (`keras.py`), member by member:
   batch's mean loss by the batch's row count, i.e. the sum of squared errors over the
   epoch divided by the number of rows;
 - validation on the held-out set after every epoch, and the loss on the whole
-  training set after training.
+  training set after training;
+- for the classification losses, the epoch's accuracy as `model.fit`'s accuracy metric
+  reports it (the epoch's rows right, each batch judged before its own update, over
+  the rows), and the held-out accuracy after every epoch.
 
 One program serves several batch sizes. Each step processes a *micro-batch* of `b0`
 rows per member, where `b0` divides every member's batch size; a member accumulates
