@@ -218,6 +218,8 @@ def _correct(loss: str, pred: Tensor, y: Tensor) -> Tensor:
     else:
         hit = tf.equal(tf.cast(tf.argmax(pred, axis=2), tf.float32), y[..., 0])
     return tf.cast(hit, tf.float32)
+
+
 ACTIVATIONS = ("relu", "tanh", "linear")
 SCHEDULES = ("constant", "step", "cosine", "warmup")
 
@@ -672,8 +674,8 @@ def noise_norms(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor,
         idx = tf.constant(part.reshape(members * k, b))
         stacked = tf.repeat(theta, k, axis=0)
         _, _, grad = _gradients(tf, key, stacked, tf.gather(x, idx), tf.gather(y, idx),
-                             tf.ones([members * k, b], tf.float32),
-                             tf.fill([members * k], 1.0 / b))
+                                tf.ones([members * k, b], tf.float32),
+                                tf.fill([members * k], 1.0 / b))
         out[:, r0:r0 + k] = tf.reshape(tf.reduce_sum(grad * grad, axis=1), [members, k]).numpy()
     return out
 
