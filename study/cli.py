@@ -261,7 +261,7 @@ def _print_summary(ctx: object) -> None:
     if spec.is_grid and len(g.batch_sizes) > 1:
         from study import scaling
 
-        s = scaling.scaling(records)
+        s = scaling.scaling(records, spec.train.objective)
         print(f"Scaling (more: study query scaling): {scaling.headline(s, spec.train.optimizer)}")
     counts: dict[str, int] = {}
     for r in records:

@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 # Short names for axes and colour bars; page captions say more.
-OBJECTIVE_LABELS = {"train_loss": "final training loss", "val_loss": "validation loss",
-                    "val_error": "validation error"}
+OBJECTIVE_LABELS = S.OBJECTIVE_LABELS
 METRIC_LABELS = {"objective": "objective", "train_loss": "final training loss",
                  "val_loss": "validation loss", "full_train_loss": "full training-set loss",
                  "train_accuracy": "final training accuracy",

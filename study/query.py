@@ -452,9 +452,8 @@ def _objective_note(spec: Spec | None) -> str:
     """Which objective a table's `objective` is (every objective is minimized)."""
     if spec is None:
         return "Objective: the study's value (no spec stored)."
-    from study.figures import objective_label
-
-    return f"Objective: {objective_label(spec.train.objective)} (train.objective = " \
+    label = S.OBJECTIVE_LABELS.get(spec.train.objective, spec.train.objective)
+    return f"Objective: {label} (train.objective = " \
         f"{spec.train.objective!r}), minimized."
 
 
@@ -673,7 +672,9 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
                     "no optimum per batch size to fit a scaling law to (see study query "
                     "trials).",))
             rows = trial_rows(conn, study_id)
-            table = scaling_table(S.scaling([row.record for row in rows]),
+            table = scaling_table(S.scaling([row.record for row in rows],
+                                            spec.train.objective if spec is not None
+                                            else "objective"),
                                   spec.train.optimizer if spec is not None else None,
                                   spec.train.budget if spec is not None else None)
         else:
