@@ -213,10 +213,11 @@ def _correct(loss: str, pred: Tensor, y: Tensor) -> Tensor:
     BinaryAccuracy(threshold=0) on a logit, or SparseCategoricalAccuracy (the largest
     logit) for integer labels."""
     tf = tensorflow()
+    label = tf.cast(y[..., 0], tf.float32)
     if loss == "cross_entropy":
-        hit = tf.equal(tf.cast(pred[:, :, 0] > 0.0, tf.float32), y[..., 0])
+        hit = tf.equal(tf.cast(pred[:, :, 0] > 0.0, tf.float32), label)
     else:
-        hit = tf.equal(tf.cast(tf.argmax(pred, axis=2), tf.float32), y[..., 0])
+        hit = tf.equal(tf.cast(tf.argmax(pred, axis=2), tf.float32), label)
     return tf.cast(hit, tf.float32)
 
 
