@@ -38,6 +38,8 @@ class TrialRecord:
     full_train_loss: float | None = None
     seconds: float | None = None
     extras: dict[str, float] = field(default_factory=dict)
+    train_accuracy: float | None = None  # classification only
+    val_accuracy: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -83,6 +85,13 @@ class Grid:
 
     def cell(self, batch_size: int, learning_rate: float) -> GridCell | None:
         return self.cells.get((batch_size, learning_rate))
+
+
+def cell_mean(records: Iterable[TrialRecord], batch_size: int, learning_rate: float,
+              metric: str) -> float | None:
+    """The mean of `metric` (see `metric_of`) over one cell's completed runs; None: none."""
+    cell = grid(records, metric).cell(batch_size, learning_rate)
+    return cell.mean if cell is not None else None
 
 
 def metric_of(record: TrialRecord, metric: str) -> float | None:

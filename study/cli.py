@@ -241,7 +241,9 @@ def _print_summary(ctx: object) -> None:
     spec = ctx.spec
     seeds = sorted({r.seed for r in records if r.seed is not None and r.status == "complete"})
     what = {"train_loss": "final training loss (last epoch's mean, the article's metric)",
-            "val_loss": "validation loss after training"}[spec.train.objective]
+            "val_loss": "validation loss after training",
+            "val_error": "validation error after training (1 - validation accuracy)"
+            }[spec.train.objective]
     print()
     g = analysis.grid(records)
     intervals = analysis.repeats(g)
@@ -251,12 +253,15 @@ def _print_summary(ctx: object) -> None:
     print(analysis.render_table(header, rows))
     best = analysis.best(records)
     if best is not None and best.mean is not None:
+        accuracy = analysis.cell_mean(records, best.batch_size, best.learning_rate,
+                                      "val_accuracy")
         print(f"\nBest cell: batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
-              f"{best.mean:.4g} (mean of {len(best.values)})")
+              f"{best.mean:.4g} (mean of {len(best.values)})"
+              + (f"; validation accuracy {accuracy:.4f}" if accuracy is not None else ""))
     if spec.is_grid and len(g.batch_sizes) > 1:
         from study import scaling
 
-        s = scaling.scaling(records)
+        s = scaling.scaling(records, spec.train.objective)
         print(f"Scaling (more: study query scaling): {scaling.headline(s, spec.train.optimizer)}")
     counts: dict[str, int] = {}
     for r in records:

@@ -10,6 +10,17 @@ labelled 1 where two random projections x.u and x.v have the same sign (an XOR o
 half-spaces through the origin), with `LABEL_NOISE` of the labels flipped so that, as
 in the regression set, some loss is irreducible. The validation set shares u and v and
 draws fresh inputs and flips from `val_seed`.
+
+`classification` with `n_classes = k` above 2 is a multi-class set, again one no linear
+model can fit: standard normal inputs, k random projections x.u_1 .. x.u_k (the columns
+of one standard normal (n_features, k) matrix, drawn first, scaled to unit length), and
+the label of a row is the projection of largest *magnitude*, argmax_j |x.u_j| (each
+class a double cone, not a convex region; the classes are about equally frequent).
+`LABEL_NOISE` of the labels are replaced by one of the k - 1 other classes, uniformly,
+so the Bayes error is again `LABEL_NOISE`. The validation set shares the projections and
+draws fresh inputs and flips from `val_seed`. Labels are float32 integers 0..k-1 in one
+column, as the binary set's are. `n_classes = 2` (the default) is the binary set above,
+bit for bit.
 """
 
 from __future__ import annotations
@@ -38,6 +49,12 @@ class Dataset:
     @property
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        """Classes of a classification set, whose labels are 0..k-1: the largest label
+        of either split, plus one."""
+        return int(max(np.max(self.y_train), np.max(self.y_val))) + 1
 
 
 def make_dataset(spec: DataSpec) -> Dataset:
@@ -69,6 +86,8 @@ def _linear(spec: DataSpec) -> Dataset:
 
 
 def _classification(spec: DataSpec) -> Dataset:
+    if spec.n_classes > 2:
+        return _multiclass(spec)
     rng = np.random.RandomState(spec.seed)
     u = rng.standard_normal(spec.n_features)
     v = rng.standard_normal(spec.n_features)
@@ -78,6 +97,26 @@ def _classification(spec: DataSpec) -> Dataset:
         label = (x @ u) * (x @ v) > 0
         flip = r.rand(n) < LABEL_NOISE
         return x.astype(np.float32), (label ^ flip).astype(np.float32)[:, None]
+
+    x, y = draw(rng, spec.n_train)
+    x_val, y_val = draw(np.random.RandomState(spec.val_seed), spec.n_val)
+    return Dataset(x_train=x, y_train=y, x_val=x_val, y_val=y_val, task="classification")
+
+
+def _multiclass(spec: DataSpec) -> Dataset:
+    k = spec.n_classes
+    rng = np.random.RandomState(spec.seed)
+    u = rng.standard_normal((spec.n_features, k))
+    # Unit columns: every projection is N(0, 1), so no class wins by a longer vector.
+    u /= np.linalg.norm(u, axis=0)
+
+    def draw(r: np.random.RandomState, n: int) -> tuple[Array, Array]:
+        x = r.standard_normal((n, spec.n_features))
+        label = np.argmax(np.abs(x @ u), axis=1)
+        # A flipped label moves to one of the other k - 1 classes, uniformly.
+        flip = r.rand(n) < LABEL_NOISE
+        label = np.where(flip, (label + r.randint(1, k, n)) % k, label)
+        return x.astype(np.float32), label.astype(np.float32)[:, None]
 
     x, y = draw(rng, spec.n_train)
     x_val, y_val = draw(np.random.RandomState(spec.val_seed), spec.n_val)

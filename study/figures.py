@@ -34,9 +34,11 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 # Short names for axes and colour bars; page captions say more.
-OBJECTIVE_LABELS = {"train_loss": "final training loss", "val_loss": "validation loss"}
+OBJECTIVE_LABELS = S.OBJECTIVE_LABELS
 METRIC_LABELS = {"objective": "objective", "train_loss": "final training loss",
                  "val_loss": "validation loss", "full_train_loss": "full training-set loss",
+                 "train_accuracy": "final training accuracy",
+                 "val_accuracy": "validation accuracy",
                  "gap": "generalization gap (validation - training)",
                  R.SHARPNESS: "sharpness (top Hessian eigenvalue)"}
 
@@ -48,6 +50,11 @@ PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#f
 
 def objective_label(objective: str) -> str:
     return OBJECTIVE_LABELS.get(objective, objective)
+
+
+def final_words(label: str) -> str:
+    """"Final loss" for a loss; "Final validation error" for what is not one."""
+    return "Final loss" if "loss" in label or label == "objective" else f"Final {label}"
 
 
 # --------------------------------------------------------------------------- article chart
@@ -197,7 +204,7 @@ def article_figure(info: ArticleInfo) -> go.Figure:
                           for lr, b, d, n in info.partly)
         notes.append(f"partly diverged, mean of the rest: {cells}")
     fig.update_layout(
-        title={"text": "Final loss against batch size, one line per learning rate"
+        title={"text": f"{final_words(info.y_label)} against batch size, one line per learning rate"
                        + "".join(f"<br><sup>{n}</sup>" for n in notes)},
         margin={"t": 70 + 18 * len(notes)},
         xaxis={"type": "log", "title": {"text": "batch size"},

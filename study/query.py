@@ -15,6 +15,7 @@ and are decoded here. No pandas: a `Table` is columns plus rows.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -430,15 +431,30 @@ def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool =
 
 
 def _trials(rows: Sequence[TrialRow]) -> Table:
-    columns = ("number", "state", "batch_size", "learning_rate", "seed", "objective",
-               "val_loss", "duration", "status")
+    columns: tuple[str, ...] = ("number", "state", "batch_size", "learning_rate", "seed",
+                                "objective", "val_loss", "duration", "status")
+    # A classification study's trials also have their final accuracies.
+    accuracy = any(row.record.val_accuracy is not None or row.record.train_accuracy is not None
+                   for row in rows)
+    if accuracy:
+        columns += ("train_accuracy", "val_accuracy")
     out = []
     for row in rows:
         r = row.record
-        out.append((r.number, r.state, r.batch_size, r.learning_rate, r.seed, r.value,
-                    r.val_loss, None if row.duration is None else round(row.duration, 2),
-                    r.status))
+        values: tuple[Value, ...] = (
+            r.number, r.state, r.batch_size, r.learning_rate, r.seed, r.value, r.val_loss,
+            None if row.duration is None else round(row.duration, 2), r.status)
+        out.append(values + ((r.train_accuracy, r.val_accuracy) if accuracy else ()))
     return Table(columns, tuple(out))
+
+
+def _objective_note(spec: Spec | None) -> str:
+    """Which objective a table's `objective` is (every objective is minimized)."""
+    if spec is None:
+        return "Objective: the study's value (no spec stored)."
+    label = S.OBJECTIVE_LABELS.get(spec.train.objective, spec.train.objective)
+    return f"Objective: {label} (train.objective = " \
+        f"{spec.train.objective!r}), minimized."
 
 
 def _seed_note(g: analysis.Grid) -> str:
@@ -576,19 +592,29 @@ def _curves(conn: sqlalchemy.engine.Connection, study_id: int, name: str,
                                                      {"study_id": study_id}):
         if int(tid) in wanted:
             reported[int(tid)][int(step)] = _float(value, value_type)
-    columns = ("trial", "batch_size", "learning_rate", "seed", "epoch", "train_loss",
-               "val_loss", "objective")
+    columns: tuple[str, ...] = ("trial", "batch_size", "learning_rate", "seed", "epoch",
+                                "train_loss", "val_loss", "objective")
+    # A classification study's curves also have each epoch's accuracies.
+    accuracy = any(row.attrs.get(R.TRAIN_ACCURACY_CURVE) or row.attrs.get(R.VAL_ACCURACY_CURVE)
+                   for row in rows)
+    if accuracy:
+        columns += ("train_accuracy", "val_accuracy")
+
+    def at(curve: Sequence[Value], epoch: int) -> Value:
+        return curve[epoch - 1] if epoch <= len(curve) else None
+
     out = []
     for row in rows:
         train = row.attrs.get(R.TRAIN_CURVE) or []
         val = row.attrs.get(R.VAL_CURVE) or []
+        train_acc = row.attrs.get(R.TRAIN_ACCURACY_CURVE) or []
+        val_acc = row.attrs.get(R.VAL_ACCURACY_CURVE) or []
         steps = reported.get(row.trial_id, {})
         r = row.record
         for epoch in range(1, max(len(train), len(val), max(steps, default=0)) + 1):
-            out.append((r.number, r.batch_size, r.learning_rate, r.seed, epoch,
-                        train[epoch - 1] if epoch <= len(train) else None,
-                        val[epoch - 1] if epoch <= len(val) else None,
-                        steps.get(epoch)))
+            values: tuple[Value, ...] = (r.number, r.batch_size, r.learning_rate, r.seed, epoch,
+                                         at(train, epoch), at(val, epoch), steps.get(epoch))
+            out.append(values + ((at(train_acc, epoch), at(val_acc, epoch)) if accuracy else ()))
     return Table(columns, tuple(out))
 
 
@@ -646,11 +672,19 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
                     "no optimum per batch size to fit a scaling law to (see study query "
                     "trials).",))
             rows = trial_rows(conn, study_id)
-            return scaling_table(S.scaling([row.record for row in rows]),
-                                 spec.train.optimizer if spec is not None else None,
-                                 spec.train.budget if spec is not None else None)
-        rows = trial_rows(conn, study_id)
-        return {"trials": _trials, "grid": _grid, "best-lr": _best_lr}[name](rows)
+            table = scaling_table(S.scaling([row.record for row in rows],
+                                            spec.train.objective if spec is not None
+                                            else "objective"),
+                                  spec.train.optimizer if spec is not None else None,
+                                  spec.train.budget if spec is not None else None)
+        else:
+            rows = trial_rows(conn, study_id)
+            table = {"trials": _trials, "grid": _grid, "best-lr": _best_lr}[name](rows)
+            if name == "trials":
+                return table
+            spec = _study_spec(conn, study_id)
+        # Say which objective the table's numbers are, above its other notes.
+        return dataclasses.replace(table, notes=(_objective_note(spec), *table.notes))
 
 
 def _study_spec(conn: sqlalchemy.engine.Connection, study_id: int) -> Spec | None:

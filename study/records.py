@@ -32,11 +32,19 @@ VAL_CURVE = "val_curve"
 DIVERGED_EPOCH = "diverged_epoch"
 ERROR = "error"
 TRAINER = "trainer"
+# Classification losses only (absent for mse): the last epoch's training accuracy (as
+# model.fit reports it: the share of the epoch's rows its batches got right), the
+# validation accuracy after training, and both per epoch.
+TRAIN_ACCURACY = "train_accuracy"
+VAL_ACCURACY = "val_accuracy"
+TRAIN_ACCURACY_CURVE = "train_accuracy_curve"
+VAL_ACCURACY_CURVE = "val_accuracy_curve"
 
 CORE_ATTRS = {STATUS, SEED_ATTR, TRAIN_LOSS, VAL_LOSS, FULL_TRAIN_LOSS, STEPS, SECONDS,
-              TRAIN_CURVE, VAL_CURVE, DIVERGED_EPOCH, ERROR, TRAINER}
+              TRAIN_CURVE, VAL_CURVE, DIVERGED_EPOCH, ERROR, TRAINER, TRAIN_ACCURACY,
+              VAL_ACCURACY, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE}
 # Per-epoch lists: only the curves query reads them, so the other readers may skip them.
-CURVES = (TRAIN_CURVE, VAL_CURVE)
+CURVES = (TRAIN_CURVE, VAL_CURVE, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE)
 
 # Measurements the trainers take when the spec's [analysis] section asks for them. Every
 # numeric attribute outside CORE_ATTRS lands in `TrialRecord.extras`, these among them;
@@ -96,6 +104,8 @@ def record(number: int, state: str, params: Mapping[str, object], value: float |
         val_loss=_num(attrs, VAL_LOSS),
         full_train_loss=_num(attrs, FULL_TRAIN_LOSS),
         seconds=_num(attrs, SECONDS),
+        train_accuracy=_num(attrs, TRAIN_ACCURACY),
+        val_accuracy=_num(attrs, VAL_ACCURACY),
         extras=extras,
     )
 

@@ -128,7 +128,8 @@ def load_view(study: optuna.Study, storage: str) -> StudyView:
 
 
 _OBJECTIVE_MEANS = {"train_loss": "the last epoch's mean training loss, the article's metric",
-                    "val_loss": "the held-out loss after training"}
+                    "val_loss": "the held-out loss after training",
+                    "val_error": "1 - the held-out accuracy after training"}
 
 
 _ANALYSIS_HINT = "turn it on in the spec's [analysis] section"
@@ -161,7 +162,8 @@ def our_pages(view: StudyView) -> list[Page]:
     sharp = figures.sharpness_info(records)
     return [
         Page("article.html", "The article's chart",
-             f"Final loss ({label}: {_OBJECTIVE_MEANS.get(view.objective, view.objective)}) "
+             f"{figures.final_words(label)} ({label}: "
+             f"{_OBJECTIVE_MEANS.get(view.objective, view.objective)}) "
              "against batch size, one line per learning rate, both axes "
              f"log-scaled. With repeats: the mean over seeds, its {analysis.BOOTSTRAP_WORDS} "
              "as a band, and each single run as a faint dot. Diverged cells have no loss and "
@@ -358,6 +360,10 @@ def best_text(view: StudyView) -> str:
     else:
         text += f" (mean of {len(best.values)}; single seed)" if len(best.values) == 1 else \
             f" (mean of {len(best.values)})"
+    accuracy = analysis.cell_mean(view.records, best.batch_size, best.learning_rate,
+                                  "val_accuracy")
+    if accuracy is not None:
+        text += f"; validation accuracy {accuracy:.4f}"
     return text
 
 

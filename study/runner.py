@@ -432,6 +432,11 @@ def result_attrs(result: TrialResult, trainer: str) -> dict[str, Any]:
         R.VAL_CURVE: [R.finite_or_none(v) for v in result.val_curve],
         R.TRAINER: trainer,
     }
+    if result.train_accuracy_curve or result.val_accuracy_curve:
+        attrs[R.TRAIN_ACCURACY] = R.finite_or_none(result.train_accuracy)
+        attrs[R.VAL_ACCURACY] = R.finite_or_none(result.val_accuracy)
+        attrs[R.TRAIN_ACCURACY_CURVE] = [R.finite_or_none(v) for v in result.train_accuracy_curve]
+        attrs[R.VAL_ACCURACY_CURVE] = [R.finite_or_none(v) for v in result.val_accuracy_curve]
     if result.diverged_epoch is not None:
         attrs[R.DIVERGED_EPOCH] = result.diverged_epoch
     attrs.update({k: R.finite_or_none(v) for k, v in result.extras.items()})
@@ -439,7 +444,17 @@ def result_attrs(result: TrialResult, trainer: str) -> dict[str, Any]:
 
 
 def objective_of(spec: Spec, result: TrialResult) -> float:
-    return result.train_loss if spec.train.objective == "train_loss" else result.val_loss
+    """The trial's value for Optuna: the last point of `objective_curve`."""
+    curve = objective_curve(spec, result)
+    return curve[-1] if curve else math.nan
+
+
+def objective_curve(spec: Spec, result: TrialResult) -> list[float]:
+    """The objective after each epoch: the training or validation loss, or the
+    validation error (1 - validation accuracy)."""
+    if spec.train.objective == "val_error":
+        return [1.0 - a for a in result.val_accuracy_curve]
+    return result.val_curve if spec.train.objective == "val_loss" else result.train_curve
 
 
 def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialResult],
@@ -456,8 +471,7 @@ def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialRe
             result.diverged_epoch = result.diverged_epoch or len(result.train_curve)
         # The learning curve (but the epochs the pruner already heard), every attribute
         # and the outcome: what `trial.report`, `set_user_attr` and `study.tell` write.
-        curve = result.val_curve if ctx.spec.train.objective == "val_loss" \
-            else result.train_curve
+        curve = objective_curve(ctx.spec, result)
         reported = {epoch: v for epoch, v in enumerate(curve, start=1)
                     if math.isfinite(v) and epoch not in c.reported}
         state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
@@ -606,7 +620,10 @@ def _describe(config: TrialConfig, status: str, r: TrialResult) -> str:
     what = f"bs={config.batch_size} lr={config.learning_rate:g} seed={config.seed}"
     if status == "diverged":
         return f"{what}: diverged at epoch {r.diverged_epoch}"
-    return f"{what}: {status} loss={r.train_loss:.4g}"
+    text = f"{what}: {status} loss={r.train_loss:.4g}"
+    if r.val_accuracy_curve:
+        text += f" val_accuracy={r.val_accuracy:.4g}"
+    return text
 
 
 def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: Any) -> None:
@@ -624,13 +641,14 @@ def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: A
 
 
 def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None,
-             check_stop: Callable[[], None]) -> Callable[[int, int, float, float], bool]:
+             check_stop: Callable[[], None]) -> Callable[[int, int, float, float, float], bool]:
     prune = ctx.spec.search.pruner != "none"
     # Under a steps budget each batch size trains its own number of epochs.
     epochs = [c.config.plan(ctx.spec.data.n_train).epochs for c in claims]
-    report_val = ctx.spec.train.objective == "val_loss"
+    objective = ctx.spec.train.objective
 
-    def monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
+    def monitor(index: int, epoch: int, train_loss: float, val_loss: float,
+                val_accuracy: float) -> bool:
         check_stop()  # a requested stop takes effect between epochs
         c = claims[index]
         if progress is not None:
@@ -640,7 +658,8 @@ def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | No
         if not prune:
             # Nothing reads the curve before the trial ends: `record` writes it whole.
             return False
-        value = val_loss if report_val else train_loss
+        value = {"train_loss": train_loss, "val_loss": val_loss,
+                 "val_error": 1.0 - val_accuracy}[objective]
         if math.isfinite(value):
             c.trial.report(value, epoch)
             c.reported.add(epoch)

@@ -523,6 +523,11 @@ def scaling(records: Sequence[TrialRecord], objective: str = "objective",
 # --------------------------------------------------------------------------- in words
 
 
+# Short names of the objectives (train.objective), for labels and sentences.
+OBJECTIVE_LABELS = {"train_loss": "final training loss", "val_loss": "validation loss",
+                    "val_error": "validation error"}
+
+
 def fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
@@ -538,7 +543,11 @@ def headline(s: Scaling, optimizer: str | None) -> str:
     square-root rule; rejects the inverse, constant and linear rules." """
     who = OPTIMIZER_NAMES.get(optimizer or "", optimizer or "")
     seeds = "1 seed" if s.seeds == 1 else f"{s.seeds} seeds"
-    context = f"({who}, {seeds})" if who else f"({seeds})"
+    # The best learning rate is the best by the study's objective: named unless it is the
+    # article's (the final training loss).
+    by = f"; by {OBJECTIVE_LABELS[s.objective]}" \
+        if s.objective in OBJECTIVE_LABELS and s.objective != "train_loss" else ""
+    context = f"({who}, {seeds}{by})" if who else f"({seeds}{by})"
     if s.fit is None:
         return f"No scaling law {context}: {s.why}."
     f = s.fit

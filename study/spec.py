@@ -28,10 +28,16 @@ ACTIVATIONS = ("relu", "tanh", "linear")
 # Keras 3's optimizers with their defaults; "momentum" is keras.optimizers.SGD with
 # `train.momentum` (and `train.nesterov`).
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
-LOSSES = ("mse", "cross_entropy")
-# The loss each data set's targets call for: real values, or 0/1 labels.
+# mse: regression, one output. cross_entropy: binary classification, one output (a logit),
+# 0/1 labels. sparse_cross_entropy: multi-class classification, one output (a logit) per
+# class, integer labels 0..k-1 (softmax cross-entropy, as
+# keras.losses.SparseCategoricalCrossentropy(from_logits=True)).
+LOSSES = ("mse", "cross_entropy", "sparse_cross_entropy")
+CLASSIFICATION_LOSSES = ("cross_entropy", "sparse_cross_entropy")
+# The loss each data set's targets call for: real values, or 0/1 labels (see `task_loss`).
 TASK_LOSS = {"linear": "mse", "classification": "cross_entropy"}
-OBJECTIVES = ("train_loss", "val_loss")
+# val_error: 1 - the validation accuracy after training, for classification losses only.
+OBJECTIVES = ("train_loss", "val_loss", "val_error")
 BUDGETS = ("epochs", "steps", "examples")
 SCHEDULES = ("constant", "step", "cosine", "warmup")
 # train.divergence_factor's default (see TrainSpec and the README, "Divergence").
@@ -50,7 +56,8 @@ class Range:
 class DataSpec:
     """The synthetic data set; `linear` is the article's: y = X.w + U[0,1) noise.
 
-    `classification` is a binary set (see data.py): 0/1 labels, cross-entropy loss.
+    `classification` is a binary set (see data.py): 0/1 labels, cross-entropy loss; with
+    `n_classes` above 2, a multi-class set (labels 0..n_classes-1, sparse_cross_entropy).
     """
 
     kind: str = "linear"
@@ -59,6 +66,7 @@ class DataSpec:
     n_features: int = 10
     seed: int = 0  # the article's np.random.seed(0): X, then w, then the noise
     val_seed: int = 1  # held-out set: same w, fresh X and noise from this seed
+    n_classes: int = 2  # classes of the `classification` set (2: the binary XOR set)
 
 
 @dataclass(frozen=True)
@@ -479,6 +487,11 @@ def validate(spec: Spec) -> None:
     if spec.data.kind == "classification" and spec.data.n_features < 2:
         raise SpecError(f"data.n_features: the classification set needs at least 2 features, "
                         f"got {spec.data.n_features}")
+    if spec.data.kind == "classification" and spec.data.n_classes < 2:
+        raise SpecError(f"data.n_classes: expected at least 2 classes, got {spec.data.n_classes}")
+    if spec.data.kind != "classification" and spec.data.n_classes != 2:
+        raise SpecError(f"data.n_classes: {spec.data.n_classes} is only for data.kind = "
+                        f"'classification' (the kind is {spec.data.kind!r})")
 
     # hidden = [] is a linear model.
     for i, width in enumerate(spec.model.hidden):
@@ -576,7 +589,7 @@ def _validate_train(spec: Spec) -> None:
     t = spec.train
     _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
     _one_of("train.loss", t.loss, LOSSES)
-    wanted = TASK_LOSS.get(spec.data.kind)
+    wanted = task_loss(spec.data)
     if wanted is not None and t.loss != wanted:
         raise SpecError(f"train.loss: {t.loss!r} does not fit data.kind = {spec.data.kind!r} "
                         f"(use {wanted!r})")
@@ -610,12 +623,24 @@ def _validate_train(spec: Spec) -> None:
         raise SpecError("train.decay_at: the step schedule needs at least one fraction, got []")
     _positive("train.decay_rate", t.decay_rate)
     _one_of("train.objective", t.objective, OBJECTIVES)
+    if t.objective == "val_error" and t.loss not in CLASSIFICATION_LOSSES:
+        raise SpecError(f"train.objective: 'val_error' (1 - validation accuracy) needs a "
+                        f"classification loss ({' or '.join(map(repr, CLASSIFICATION_LOSSES))}), "
+                        f"got train.loss = {t.loss!r}")
     f = t.divergence_factor
     # A factor of 1 or less would call a trial whose loss merely rose above its starting
     # point a blow-up; infinity is "off", which 0 already says.
     if f != 0.0 and not (f > 1.0 and math.isfinite(f)):
         raise SpecError(f"train.divergence_factor: expected 0 (off) or a finite factor above 1, "
                         f"got {f!r}")
+
+
+def task_loss(data: DataSpec) -> str | None:
+    """The loss a built-in data set's targets call for (None: the spec must say): mse for
+    real values, cross_entropy for 0/1 labels, sparse_cross_entropy for more classes."""
+    if data.kind == "classification" and data.n_classes > 2:
+        return "sparse_cross_entropy"
+    return TASK_LOSS.get(data.kind)
 
 
 def _one_of(where: str, value: str, allowed: Sequence[str]) -> None:

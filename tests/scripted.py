@@ -52,7 +52,7 @@ class ScriptedTrainer:
                 if not math.isfinite(loss):
                     status, diverged = "diverged", epoch
                     break
-                if monitor(i, epoch, loss, loss + 0.1):
+                if monitor(i, epoch, loss, loss + 0.1, math.nan):
                     status = "pruned"
                     break
             out.append(TrialResult(status, train, val, train[-1], len(train) * 10, 0.01,

@@ -84,6 +84,52 @@ def _values(db: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
+def test_a_multiclass_study_minimizes_the_validation_error_end_to_end(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    url = f"sqlite:///{db}"
+    small = ["--set", "data.n_train=200", "--set", "data.n_val=100",
+             "--set", "search.batch_size=[16, 32]", "--set", "search.learning_rate=[0.01, 0.001]"]
+    out = run_cli(["run", "--spec", "multiclass", "--epochs", "2", "--seeds", "0,1",
+                   "--storage", url, *small], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert trial_states(db) == {"COMPLETE": 8}
+    values = _values(db)
+    steps = sql(db, """SELECT t.number, v.step, v.intermediate_value
+                       FROM trial_intermediate_values v JOIN trials t ON t.trial_id = v.trial_id""")
+    for number in range(8):
+        attrs = _attrs(db, number)
+        assert attrs["trainer"] == "population"
+        curve = attrs["val_accuracy_curve"]
+        assert isinstance(curve, list) and len(curve) == 2
+        assert len(attrs["train_accuracy_curve"]) == 2  # type: ignore[arg-type]
+        assert all(0.0 <= v <= 1.0 for v in curve)
+        assert attrs["val_accuracy"] == curve[-1]
+        assert attrs["train_accuracy"] == attrs["train_accuracy_curve"][-1]  # type: ignore[index]
+        # The objective is the validation error, after training and per epoch.
+        assert values[number] == pytest.approx(1.0 - curve[-1])
+        assert sorted((s, v) for n, s, v in steps if n == number) == \
+            [(1, pytest.approx(1.0 - curve[0])), (2, pytest.approx(1.0 - curve[1]))]
+    assert "Objective: validation error after training (1 - validation accuracy)" in out.stdout
+    assert "; validation accuracy 0." in out.stdout  # the best cell's
+    assert "(Adam, 2 seeds; by validation error)" in out.stdout  # the scaling headline
+    # Queries say which objective they show, and list the accuracies.
+    trials = run_cli(["query", "trials", "--storage", url, "--format", "csv"])
+    assert trials.stdout.splitlines()[0].endswith(",status,train_accuracy,val_accuracy")
+    for name in ("grid", "best-lr", "scaling"):
+        text = run_cli(["query", name, "--storage", url]).stdout
+        assert "Objective: validation error (train.objective = 'val_error'), minimized." in text
+    assert "(Adam, 2 seeds; by validation error)" in text  # the scaling query's conclusion
+    curves = run_cli(["query", "curves", "--trial", "0", "--storage", url, "--format", "csv"])
+    assert curves.stdout.splitlines()[0] == ("trial,batch_size,learning_rate,seed,epoch,"
+                                             "train_loss,val_loss,objective,train_accuracy,"
+                                             "val_accuracy")
+    report = run_cli(["report", "--storage", url, "--out", str(tmp_path / "dash")])
+    assert report.returncode == 0, report.stderr
+    index = (tmp_path / "dash" / "index.html").read_text()
+    assert "validation error" in index and "validation accuracy 0." in index
+
+
+@pytest.mark.slow
 def test_article_grid_end_to_end_then_resume(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"

@@ -28,6 +28,36 @@ def test_model_is_the_articles_mlp() -> None:
     assert [layer.activation.__name__ for layer in model.layers] == ["relu", "relu", "linear"]
 
 
+def test_the_output_layer_has_one_logit_per_class() -> None:
+    model = build_model(SPEC.model, 10, 4)
+    assert [layer.units for layer in model.layers] == [64, 32, 4]
+
+
+def test_classification_records_accuracy_per_epoch_and_the_monitor_hears_it() -> None:
+    spec = load_spec("article", ["data.n_train=200", "data.n_val=100", "train.epochs=2",
+                                 "search.batch_size=[32]", "data.kind=classification",
+                                 "data.n_classes=3", "train.loss=sparse_cross_entropy"])
+    data = make_dataset(spec.data)
+    heard: list[float] = []
+    fit = fit_trial(0, TrialConfig.of(spec, 32, 0.01, 0), data,
+                    lambda i, epoch, loss, val, acc: heard.append(acc) is None and False)
+    r = fit.result
+    assert len(r.train_accuracy_curve) == len(r.val_accuracy_curve) == 2
+    assert heard == r.val_accuracy_curve
+    # The validation accuracy is that of the final weights: the largest of 3 logits.
+    h = data.x_val
+    for j in range(0, 6, 2):
+        h = (np.maximum(h, 0) if j else h) @ fit.final[j] + fit.final[j + 1]
+    assert h.shape == (100, 3)
+    assert r.val_accuracy == pytest.approx(np.mean(np.argmax(h, 1) == data.y_val[:, 0]), abs=1e-6)
+    # A regression trial has none; its monitor hears NaN.
+    seen: list[float] = []
+    (mse,) = KerasTrainer().train([config()], DATA,
+                                  lambda i, epoch, loss, val, acc: seen.append(acc) is None and False)
+    assert mse.train_accuracy_curve == mse.val_accuracy_curve == []
+    assert len(seen) == 3 and all(math.isnan(v) for v in seen)
+
+
 def test_one_trial_records_everything() -> None:
     (r,) = KerasTrainer().train([config()], DATA)
     assert r.status == "complete"
@@ -60,7 +90,7 @@ def test_a_finite_blow_up_diverges_at_the_first_epoch_above_the_limit() -> None:
                                  "train.divergence_factor=1000", "search.batch_size=[16]"])
     seen: list[int] = []
     fit = fit_trial(0, TrialConfig.of(spec, 16, 0.3, 0), DATA,
-                    lambda i, epoch, loss, val: seen.append(epoch) is not None)
+                    lambda i, epoch, loss, val, acc: seen.append(epoch) is not None)
     r = fit.result
     kernel, bias = fit.initial
     limit = 1000 * float(np.mean((DATA.x_train @ kernel + bias - DATA.y_train) ** 2))
@@ -81,7 +111,7 @@ def test_a_finite_blow_up_diverges_at_the_first_epoch_above_the_limit() -> None:
 def test_monitor_sees_every_epoch_and_can_prune() -> None:
     seen: list[tuple[int, int, float, float]] = []
 
-    def monitor(i: int, epoch: int, loss: float, val: float) -> bool:
+    def monitor(i: int, epoch: int, loss: float, val: float, acc: float) -> bool:
         seen.append((i, epoch, loss, val))
         return epoch == 2
 

@@ -67,6 +67,8 @@ EXACT_CASES = {
     "rmsprop, cosine after warm-up": ["train.optimizer=rmsprop", "train.schedule=cosine",
                                       "train.warmup_fraction=0.2"],
     "adam, cross-entropy": ["data.kind=classification", "train.loss=cross_entropy"],
+    "adam, softmax cross-entropy, 4 classes": ["data.kind=classification", "data.n_classes=4",
+                                               "train.loss=sparse_cross_entropy"],
 }
 EXACT_LRS = {"sgd": (0.01, 0.03, 0.001), "momentum": (0.01, 0.02, 0.001)}
 
@@ -98,6 +100,50 @@ def test_same_weights_same_batches_same_numbers_as_keras(case: str) -> None:
         assert p.steps == k.result.steps == c.plan(data.n_train).steps
     print(f"\nexactness ({case}): max relative error {worst:.2e} over losses, "
           "validation losses, full-set loss and weights")
+
+
+def forward(weights: Weights, x: np.ndarray) -> np.ndarray:
+    """The relu MLP's output logits, by numpy."""
+    h = x
+    for j in range(0, len(weights), 2):
+        h = (np.maximum(h, 0) if j else h) @ weights[j] + weights[j + 1]
+    return h
+
+
+ACCURACY_CASES = {
+    "binary": ["data.kind=classification", "train.loss=cross_entropy"],
+    "4 classes": ["data.kind=classification", "data.n_classes=4",
+                  "train.loss=sparse_cross_entropy"],
+}
+
+
+@pytest.mark.parametrize("case", list(ACCURACY_CASES))
+def test_accuracy_per_epoch_is_keras_s_on_the_same_weights(case: str) -> None:
+    spec = load_spec("article", [*SMALL, "train.epochs=3", *ACCURACY_CASES[case]])
+    data = permuted(make_dataset(spec.data), seed=7)
+    # B=48 accumulates micro-batches of 16, and its last batch of each epoch is partial.
+    configs = [config(spec, 16, 0.01, 1), config(spec, 48, 0.03, 2)]
+    runs = [fit_trial(i, c, data, shuffle=False) for i, c in enumerate(configs)]
+    final: list[Weights] = []
+    results = train_population(configs, data, initial_weights=[r.initial for r in runs],
+                               shuffle=False, final_weights=final)
+    for k, p, w in zip(runs, results, final, strict=True):
+        ours, theirs = p, k.result
+        assert len(ours.train_accuracy_curve) == len(theirs.train_accuracy_curve) == 3
+        assert len(ours.val_accuracy_curve) == len(theirs.val_accuracy_curve) == 3
+        # Shares of 200 and 100 rows: the same rows right, up to float32 rounding.
+        np.testing.assert_allclose(ours.train_accuracy_curve, theirs.train_accuracy_curve,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(ours.val_accuracy_curve, theirs.val_accuracy_curve, rtol=1e-6)
+        assert ours.train_accuracy == ours.train_accuracy_curve[-1]
+        # The validation accuracy after training is that of the final weights.
+        logits = forward(w, data.x_val)
+        guess = np.argmax(logits, axis=1) if logits.shape[1] > 1 else (logits[:, 0] > 0)
+        assert ours.val_accuracy == pytest.approx(np.mean(guess == data.y_val[:, 0]), abs=1e-6)
+        assert len(set(ours.train_accuracy_curve)) > 1  # it learned something
+    # A regression loss has no accuracy.
+    (mse,) = train_population([config(SPEC, 16, 0.01)], DATA)
+    assert mse.train_accuracy_curve == mse.val_accuracy_curve == []
 
 
 def test_glorot_weights_have_keras_shapes_and_spread() -> None:
@@ -237,7 +283,7 @@ def test_monitor_sees_every_epoch_in_order_and_prunes() -> None:
     configs = [config(spec, 16, 0.01, 0), config(spec, 32, 0.01, 1)]
     seen: list[tuple[int, int]] = []
 
-    def monitor(i: int, epoch: int, loss: float, val: float) -> bool:
+    def monitor(i: int, epoch: int, loss: float, val: float, acc: float) -> bool:
         seen.append((i, epoch))
         return i == 1 and epoch == 3
 
@@ -258,7 +304,7 @@ def test_pruned_at_a_chunk_end_keeps_its_weights() -> None:
     assert isinstance(trainer, PopulationTrainer) and trainer.chunk_epochs == 1
     data = make_dataset(spec.data)
     c = config(spec, 32, 0.01)
-    (pruned,) = trainer.train([c], data, lambda i, epoch, loss, val: epoch == 2)
+    (pruned,) = trainer.train([c], data, lambda i, epoch, loss, val, acc: epoch == 2)
     short = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=2))
     (two,) = trainer.train([short], data)
     assert pruned.status == "pruned" and pruned.train_curve == pytest.approx(two.train_curve)

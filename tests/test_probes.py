@@ -19,7 +19,7 @@ from study.noise import estimate_b_simple
 from study.spec import ModelSpec, Spec, TrainSpec, load_spec
 from study.trainers import TrialConfig, TrialResult
 from study.trainers._tf import tensorflow
-from study.trainers.keras import KerasProbe, build_model, fit_trial, make_loss
+from study.trainers.keras import KerasProbe, build_model, fit_trial, make_loss, probe_loss
 from study.trainers.population import (
     layout_of,
     noise_norms,
@@ -171,6 +171,37 @@ def test_both_trainers_measure_the_same_at_the_same_weights() -> None:
     (our_sharp,) = sharpness(key, theta, x, y, 10, 1)
     np.testing.assert_allclose(ours, keras_norms, rtol=1e-4)
     assert our_sharp == pytest.approx(keras_sharp, rel=1e-3)
+
+
+def test_both_trainers_measure_the_same_on_a_multiclass_model() -> None:
+    # Softmax cross-entropy over 3 logits: TensorFlow's fused op has no second
+    # derivative, so both probes differentiate the same function written out.
+    spec = load_spec("article", ["data.n_train=200", "data.n_val=50", "search.batch_size=[16]",
+                                 "data.kind=classification", "data.n_classes=3",
+                                 "train.loss=sparse_cross_entropy"])
+    data = make_dataset(spec.data)
+    tensorflow()
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(4)
+    model = build_model(spec.model, 10, 3)
+    probe = KerasProbe(model, probe_loss(spec.train, 3))
+    # The probe's loss is the trained loss.
+    logits = model(data.x_train)
+    assert float(probe_loss(spec.train, 3)(data.y_train, logits)) == \
+        pytest.approx(float(make_loss(spec.train)(data.y_train, logits)), rel=1e-6)
+    rows = noise_rows(4, 1, 8, (16, 64), data.n_train)[1]
+    keras_norms = probe.noise_norms(data.x_train, data.y_train, rows)
+    keras_sharp = probe.sharpness(data.x_train, data.y_train, 10)
+    tf = tensorflow()
+    key = program_key(spec.model, spec.train, 10, n_outputs=3)
+    theta = layout_of(spec.model, 10, 3).flatten(model.get_weights())[None, :]
+    x, y = tf.constant(data.x_train), tf.constant(data.y_train)
+    ours = noise_norms(key, tf.constant(theta), x, y, rows[None])[0]
+    (our_sharp,) = sharpness(key, theta, x, y, 10, 1)
+    np.testing.assert_allclose(ours, keras_norms, rtol=1e-4)
+    assert our_sharp == pytest.approx(keras_sharp, rel=1e-3) and our_sharp > 0
 
 
 def test_noise_extras_pool_before_dividing_and_keep_each_epoch() -> None:

@@ -132,3 +132,16 @@ def test_the_attribute_names_are_defined_once() -> None:
              for m in pattern.finditer(path.read_text())]
     assert where == []
     assert records.at_epoch(records.NOISE_SCALE, 3) == "noise_scale_epoch_3"
+
+
+def test_accuracies_are_fields_of_the_record_not_extras() -> None:
+    attrs = {"status": "complete", "train_loss": 0.4, "val_loss": 0.5, "train_accuracy": 0.8,
+             "val_accuracy": 0.75, "train_accuracy_curve": [0.6, 0.8],
+             "val_accuracy_curve": [0.7, 0.75], "sharpness": 3.0}
+    r = records.record(0, "COMPLETE", {"batch_size": 16, "learning_rate": 0.01, "seed": 0},
+                       0.25, attrs)
+    assert (r.train_accuracy, r.val_accuracy) == (0.8, 0.75)
+    assert r.extras == {"sharpness": 3.0}
+    assert set(records.CURVES) >= {"train_accuracy_curve", "val_accuracy_curve"}
+    regression = records.record(1, "COMPLETE", {"batch_size": 16}, 0.4, {"train_loss": 0.4})
+    assert regression.train_accuracy is None and regression.val_accuracy is None

@@ -220,6 +220,59 @@ def test_pruner_stops_bad_trials(db_url: str) -> None:
     assert all(t.user_attrs["status"] == "pruned" for t in pruned)
 
 
+def accuracy_at(config: TrialConfig, epoch: int) -> float:
+    """A scripted validation accuracy: rises with the epochs, best at lr = 0.01."""
+    return 0.9 - 0.3 / epoch - (0.2 if config.learning_rate != 0.01 else 0.0) - 0.01 * config.seed
+
+
+class AccuracyTrainer(ScriptedTrainer):
+    """The scripted trainer with a classification's accuracies, told to the monitor."""
+
+    def train(self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
+              ) -> list[TrialResult]:
+        out = []
+        for i, c in enumerate(configs):
+            train: list[float] = []
+            accuracy: list[float] = []
+            status = "complete"
+            for epoch in range(1, c.train.epochs + 1):
+                train.append(loss_at(c, epoch))
+                accuracy.append(accuracy_at(c, epoch))
+                if monitor(i, epoch, train[-1], train[-1] + 0.1, accuracy[-1]):
+                    status = "pruned"
+                    break
+            out.append(TrialResult(status, train, [v + 0.1 for v in train], train[-1], 10, 0.01,
+                                   train_accuracy_curve=[a + 0.05 for a in accuracy],
+                                   val_accuracy_curve=accuracy))
+        return out
+
+
+@pytest.mark.parametrize("pruner", ["none", "median"])
+def test_the_validation_error_is_the_objective_and_the_pruners_curve(db_url: str,
+                                                                     pruner: str) -> None:
+    spec = load_spec("article", [*SMALL, "data.kind=classification", "train.loss=cross_entropy",
+                                 "train.objective=val_error", f"search.pruner={pruner}",
+                                 "search.seeds=[0, 1, 2]"])
+    outcome = run(spec, db_url, AccuracyTrainer())
+    trials = optuna.load_study(study_name="t", storage=db_url).trials
+    assert len(trials) == 18
+    if pruner == "median":
+        assert outcome.statuses.get("pruned", 0) > 0
+    for t in trials:
+        config = TrialConfig.of(spec, t.params["batch_size"], t.params["learning_rate"],
+                                t.user_attrs["seed"])
+        epochs = len(t.user_attrs["val_accuracy_curve"])
+        want = [1.0 - accuracy_at(config, e) for e in range(1, epochs + 1)]
+        assert [t.intermediate_values[e] for e in sorted(t.intermediate_values)] == \
+            pytest.approx(want)
+        assert t.user_attrs["val_accuracy"] == pytest.approx(accuracy_at(config, epochs))
+        assert t.user_attrs["train_accuracy"] == pytest.approx(accuracy_at(config, epochs) + 0.05)
+        if t.state.name == "COMPLETE":
+            assert epochs == 4 and t.value == pytest.approx(want[-1])
+        else:
+            assert t.state.name == "PRUNED" and t.user_attrs["status"] == "pruned"
+
+
 def test_single_cell_grid(db_url: str) -> None:
     # GridSampler's own bookkeeping expects a grid_id our enqueued trials don't carry;
     # with one cell left it used to raise KeyError on tell.

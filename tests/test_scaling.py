@@ -162,6 +162,17 @@ def test_no_fit_without_two_batch_sizes_and_no_verdict_without_an_interval() -> 
     assert "no interval on alpha, so no rule is accepted or rejected" in scaling.headline(two, None)
 
 
+def test_the_headline_names_an_objective_other_than_the_articles() -> None:
+    rs = records([16, 64], LRS, [0], parabola_loss(lambda b: 1e-3 * b / 16))
+    for objective, context in (("objective", "(Adam, 1 seed)"), ("train_loss", "(Adam, 1 seed)"),
+                               ("val_loss", "(Adam, 1 seed; by validation loss)"),
+                               ("val_error", "(Adam, 1 seed; by validation error)")):
+        head = scaling.headline(scaling.scaling(rs, objective), "adam")
+        assert head.startswith(f"Best LR grows as B^1.00 (no interval) {context}: "), head
+    one = scaling.scaling(records([16], LRS, [0], parabola_loss(lambda b: 1e-2)), "val_error")
+    assert scaling.headline(one, None).startswith("No scaling law (1 seed; by validation error)")
+
+
 def test_mccandlish_fit_recovers_its_parameters() -> None:
     lr_max, b_noise = 0.05, 200.0
     bs = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]

@@ -108,6 +108,23 @@ BAD = [
                                    r"'classification' \(use 'cross_entropy'\)"),
     (["data.kind=classification", "data.n_features=1", "train.loss=cross_entropy"],
      r"^data\.n_features: the classification set needs at least 2 features, got 1"),
+    (["data.kind=classification", "data.n_classes=4", "train.loss=cross_entropy"],
+     r"^train\.loss: 'cross_entropy' does not fit data\.kind = 'classification' "
+     r"\(use 'sparse_cross_entropy'\)$"),
+    (["data.kind=classification", "train.loss=sparse_cross_entropy"],
+     r"^train\.loss: 'sparse_cross_entropy' does not fit data\.kind = 'classification' "
+     r"\(use 'cross_entropy'\)$"),
+    (["data.kind=classification", "data.n_classes=1", "train.loss=cross_entropy"],
+     r"^data\.n_classes: expected at least 2 classes, got 1$"),
+    (["data.n_classes=3"], r"^data\.n_classes: 3 is only for data\.kind = 'classification' "
+                           r"\(the kind is 'linear'\)$"),
+    (["train.loss=hinge"], r"^train\.loss: unknown value 'hinge' \(expected one of: mse, "
+                           r"cross_entropy, sparse_cross_entropy\)$"),
+    (["train.objective=val_error"],
+     r"^train\.objective: 'val_error' \(1 - validation accuracy\) needs a classification loss "
+     r"\('cross_entropy' or 'sparse_cross_entropy'\), got train\.loss = 'mse'$"),
+    (["train.objective=accuracy"], r"^train\.objective: unknown value 'accuracy' \(expected one "
+                                   r"of: train_loss, val_loss, val_error\)$"),
     (["train.budget=hours"], r"^train\.budget: unknown value 'hours'"),
     (["train.budget=steps"], r"^train\.steps: expected a positive number, got 0"),
     (["train.budget=examples", "train.examples=-3"],
@@ -210,6 +227,23 @@ def test_identity_diff_ignores_seeds_and_run() -> None:
     assert diff == "train.divergence_factor: study has 1000.0, this run asks 0.0"
 
 
+def test_classification_tasks_and_the_validation_error_objective() -> None:
+    binary = load_spec("classification")
+    assert (binary.data.n_classes, binary.train.loss) == (2, "cross_entropy")
+    multi = load_spec("multiclass")
+    assert (multi.data.kind, multi.data.n_classes) == ("classification", 4)
+    assert (multi.train.loss, multi.train.objective) == ("sparse_cross_entropy", "val_error")
+    assert load_spec("classification", ["train.objective=val_error"]).train.objective == \
+        "val_error"
+    # The class count is part of what a study is; a spec stored before it existed had 2.
+    a = to_table(binary)
+    diff = identity_diff(a, to_table(load_spec("classification", [
+        "data.n_classes=3", "train.loss=sparse_cross_entropy"])))
+    assert diff == "data.n_classes: study has 2, this run asks 3"
+    del a["data"]["n_classes"]
+    assert identity_diff(a, to_table(binary)) is None and from_stored(a) == binary
+
+
 def test_divergence_factor_default_and_off() -> None:
     assert load_spec("article").train.divergence_factor == 1000.0
     assert load_spec("article", ["train.divergence_factor=0"]).train.divergence_factor == 0.0
@@ -270,7 +304,7 @@ def test_budget_plans(budget: str, batch_size: int, expected: tuple[int, ...]) -
 def test_builtin_specs_load_and_differ_as_documented() -> None:
     names = builtin_names()
     assert {"article", "article-seeds", "sgd-scaling", "adam-vs-sgd", "fixed-steps",
-            "classification"} <= set(names)
+            "classification", "multiclass"} <= set(names)
     for name in names:
         spec = load_spec(name)
         assert spec.name == name and spec.description

@@ -20,13 +20,21 @@ Status = Literal["complete", "diverged", "pruned"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Called after every epoch of every config: (config index, epoch from 1, mean training
-# loss of that epoch, validation loss after it). Returning True stops that config
-# (the runner's pruner said so); the result then has status "pruned".
-Monitor = Callable[[int, int, float, float], bool]
+# loss of that epoch, validation loss after it, validation accuracy after it: NaN for a
+# regression loss). Returning True stops that config (the runner's pruner said so); the
+# result then has status "pruned".
+Monitor = Callable[[int, int, float, float, float], bool]
 
 
-def no_monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:
+def no_monitor(index: int, epoch: int, train_loss: float, val_loss: float,
+               val_accuracy: float) -> bool:
     return False
+
+
+def output_width(train: TrainSpec, data: Dataset) -> int:
+    """Units of the model's output layer: one logit per class for sparse_cross_entropy,
+    else one (the regression value, or the binary logit)."""
+    return data.n_classes if train.loss == "sparse_cross_entropy" else 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,11 @@ class TrialResult:
     seconds: float  # wall time of this trial (a share of the batch for stacking trainers)
     diverged_epoch: int | None = None  # first epoch whose loss diverged (see `diverges`)
     extras: dict[str, float] = field(default_factory=dict)
+    # Classification losses only (empty for mse): each epoch's training accuracy as
+    # `model.fit` reports it (the share of the epoch's rows its batches got right, before
+    # each batch's update), and the validation accuracy after each epoch.
+    train_accuracy_curve: list[float] = field(default_factory=list)
+    val_accuracy_curve: list[float] = field(default_factory=list)
 
     @property
     def train_loss(self) -> float:
@@ -73,6 +86,15 @@ class TrialResult:
     @property
     def val_loss(self) -> float:
         return self.val_curve[-1] if self.val_curve else float("nan")
+
+    @property
+    def train_accuracy(self) -> float:
+        """The last epoch's training accuracy (nan without one)."""
+        return self.train_accuracy_curve[-1] if self.train_accuracy_curve else float("nan")
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.val_accuracy_curve[-1] if self.val_accuracy_curve else float("nan")
 
 
 class Trainer(Protocol):

@@ -27,6 +27,7 @@ from study.trainers.base import (
     divergence_limit,
     diverges,
     no_monitor,
+    output_width,
 )
 from study.trainers.probes import SHARPNESS, noise_extras, noise_rows, top_eigenvalue
 from study.trainers.schedule import Schedule
@@ -34,27 +35,65 @@ from study.trainers.schedule import Schedule
 Weights = list[npt.NDArray[np.float32]]
 
 
-def build_model(model: ModelSpec, n_features: int) -> Any:
-    """The article's MLP: Dense(h, activation) per hidden width, then Dense(1).
+def build_model(model: ModelSpec, n_features: int, n_outputs: int = 1) -> Any:
+    """The article's MLP: Dense(h, activation) per hidden width, then Dense(n_outputs)
+    (one unit, or one logit per class for sparse_cross_entropy: see `output_width`).
 
-    With no hidden layers, Dense(1) alone: a linear model.
+    With no hidden layers, the output layer alone: a linear model.
     """
     tensorflow()
     import keras
 
     layers: list[Any] = [keras.Input(shape=(n_features,))]
     layers += [keras.layers.Dense(width, activation=model.activation) for width in model.hidden]
-    layers.append(keras.layers.Dense(1))
+    layers.append(keras.layers.Dense(n_outputs))
     return keras.Sequential(layers)
 
 
 def make_loss(train: TrainSpec) -> Any:
-    """Mean squared error, or binary cross-entropy on the output logit."""
+    """Mean squared error, binary cross-entropy on the output logit, or softmax
+    cross-entropy of the output logits against integer labels."""
     import keras
 
     if train.loss == "cross_entropy":
         return keras.losses.BinaryCrossentropy(from_logits=True)
+    if train.loss == "sparse_cross_entropy":
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return keras.losses.MeanSquaredError()
+
+
+def make_metrics(train: TrainSpec) -> list[Any]:
+    """The accuracy of a classification loss, named "accuracy" (none for mse).
+
+    The output is a logit, so the binary decision is logit > 0 (probability > 0.5), not
+    Keras' default threshold of 0.5; a multi-class decision is the largest logit.
+    """
+    import keras
+
+    if train.loss == "cross_entropy":
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
+    if train.loss == "sparse_cross_entropy":
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return []
+
+
+def probe_loss(train: TrainSpec, n_outputs: int) -> Any:
+    """The loss as the probes differentiate it, twice for the sharpness.
+
+    TensorFlow's fused sparse softmax cross-entropy has no second derivative; the dense
+    softmax cross-entropy of the one-hot labels is the same function and has one.
+    """
+    if train.loss != "sparse_cross_entropy":
+        return make_loss(train)
+    import keras
+
+    tf = tensorflow()
+    dense = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    def loss(y: Any, logits: Any) -> Any:
+        return dense(tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), n_outputs), logits)
+
+    return loss
 
 
 def keras_schedule(s: Schedule) -> Any:
@@ -181,19 +220,22 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
     keras.backend.clear_session()
     # Seeds the initial weights and every epoch's shuffle, so a trial is repeatable.
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.model, data.x_train.shape[1])
+    n_outputs = output_width(config.train, data)
+    model = build_model(config.model, data.x_train.shape[1], n_outputs)
     if initial_weights is not None:
         model.set_weights([np.asarray(w, np.float32) for w in initial_weights])
     initial = [np.array(w) for w in model.get_weights()]
     plan = config.plan(data.n_train)
     loss = make_loss(config.train)
-    model.compile(optimizer=make_optimizer(config, plan.steps), loss=loss)
+    model.compile(optimizer=make_optimizer(config, plan.steps), loss=loss,
+                  metrics=make_metrics(config.train))
     # The scale a blow-up is judged against: the initial weights' loss on the training
     # set, evaluated as the loss after training is (`full` below).
-    limit = divergence_limit(config.train, float(
-        model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0)))
+    limit = divergence_limit(config.train, float(model.evaluate(
+        data.x_train, data.y_train, batch_size=data.n_train, verbose=0, return_dict=True)["loss"]))
     analysis: AnalysisSpec = config.analysis
-    probe = KerasProbe(model, loss) if analysis.noise or analysis.sharpness else None
+    probe = KerasProbe(model, probe_loss(config.train, n_outputs)) \
+        if analysis.noise or analysis.sharpness else None
     noise: dict[int, tuple[list[float], list[float]]] = {}
 
     def measure(epoch: int) -> None:
@@ -226,14 +268,15 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
                                    initial_epoch=whole, epochs=plan.epochs, **common))
     train_curve = [float(v) for h in histories for v in h.history["loss"]]
     val_curve = [float(v) for h in histories for v in h.history.get("val_loss", [])]
+    train_accuracy = [float(v) for h in histories for v in h.history.get("accuracy", [])]
+    val_accuracy = [float(v) for h in histories for v in h.history.get("val_accuracy", [])]
     status: Status = (
         "diverged" if watch.diverged_epoch else "pruned" if watch.pruned else "complete"
     )
     full = float("nan")
     if watch.diverged_epoch is None:
-        full = float(
-            model.evaluate(data.x_train, data.y_train, batch_size=data.n_train, verbose=0)
-        )
+        full = float(model.evaluate(data.x_train, data.y_train, batch_size=data.n_train,
+                                    verbose=0, return_dict=True)["loss"])
     extras = noise_extras(analysis.noise_batches, noise)
     if probe is not None and analysis.sharpness and status == "complete":
         extras[SHARPNESS] = probe.sharpness(data.x_train, data.y_train,
@@ -248,6 +291,8 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
         seconds=seconds,
         diverged_epoch=watch.diverged_epoch,
         extras=extras,
+        train_accuracy_curve=train_accuracy,
+        val_accuracy_curve=val_accuracy,
     )
     return KerasFit(result, initial, [np.array(w) for w in model.get_weights()])
 
@@ -297,13 +342,14 @@ def _watch_class() -> type:
             logs = logs or {}
             loss = float(logs.get("loss", float("nan")))
             val = float(logs.get("val_loss", float("nan")))
+            accuracy = float(logs.get("val_accuracy", float("nan")))
             if diverges(loss, self.limit):
                 self.diverged_epoch = epoch + 1
                 self.model.stop_training = True
                 return
             if self.measure is not None and epoch + 1 in self.at:
                 self.measure(epoch + 1)
-            if self.monitor(self.index, epoch + 1, loss, val):
+            if self.monitor(self.index, epoch + 1, loss, val, accuracy):
                 self.pruned = True
                 self.model.stop_training = True
 

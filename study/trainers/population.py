@@ -18,7 +18,10 @@ The math is the reference trainer's (`keras.py`), member by member:
   batch's mean loss by the batch's row count, i.e. the sum of squared errors over the
   epoch divided by the number of rows;
 - validation on the held-out set after every epoch, and the loss on the whole
-  training set after training.
+  training set after training;
+- for the classification losses, the epoch's accuracy as `model.fit`'s accuracy metric
+  reports it (the epoch's rows right, each batch judged before its own update, over
+  the rows), and the held-out accuracy after every epoch.
 
 One program serves several batch sizes. Each step processes a *micro-batch* of `b0`
 rows per member, where `b0` divides every member's batch size; a member accumulates
@@ -54,7 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from study.data import Dataset
-from study.spec import AnalysisSpec, ModelSpec, Spec, TrainSpec
+from study.spec import CLASSIFICATION_LOSSES, AnalysisSpec, ModelSpec, Spec, TrainSpec
 from study.trainers._tf import tensorflow
 from study.trainers.base import (
     Monitor,
@@ -64,6 +67,7 @@ from study.trainers.base import (
     divergence_limit,
     diverges,
     no_monitor,
+    output_width,
 )
 from study.trainers.probes import SHARPNESS, hvp_of, noise_extras, noise_rows, top_eigenvalue
 from study.trainers.schedule import Schedule
@@ -180,9 +184,42 @@ def _cross_entropy(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=pred), tf.sigmoid(pred) - y
 
 
-# Per-row loss and d(loss)/d(pred), beside a linear output unit.
+def _sparse_cross_entropy(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax cross-entropy of the logits `pred` (members, rows, classes) against the
+    integer labels `y` (rows, 1 per member, or shared), as
+    keras.losses.SparseCategoricalCrossentropy(from_logits=True) computes it: per row
+    logsumexp(logits) - logits[label], (members, rows, 1); its derivative softmax - onehot.
+
+    Written out rather than by tf.nn.sparse_softmax_cross_entropy_with_logits (Keras'
+    op): the fused op has no second derivative, which the sharpness probe takes.
+    """
+    tf = tensorflow()
+    labels = tf.cast(tf.broadcast_to(y, tf.concat([tf.shape(pred)[:-1], [1]], 0)), tf.int32)
+    picked = tf.gather(pred, labels, axis=2, batch_dims=2)
+    loss = tf.reduce_logsumexp(pred, axis=2, keepdims=True) - picked
+    onehot = tf.one_hot(labels[:, :, 0], tf.shape(pred)[2], dtype=pred.dtype)
+    return loss, tf.nn.softmax(pred) - onehot
+
+
+# Per-row loss (members, rows, 1) and d(loss)/d(pred) (the shape of `pred`), beside a
+# linear output layer.
 LOSSES: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {
-    "mse": _mse, "cross_entropy": _cross_entropy}
+    "mse": _mse, "cross_entropy": _cross_entropy, "sparse_cross_entropy": _sparse_cross_entropy}
+
+
+def _correct(loss: str, pred: Tensor, y: Tensor) -> Tensor:
+    """Per row, 1.0 where the prediction is the label, (members, rows): Keras'
+    BinaryAccuracy(threshold=0) on a logit, or SparseCategoricalAccuracy (the largest
+    logit) for integer labels."""
+    tf = tensorflow()
+    label = tf.cast(y[..., 0], tf.float32)
+    if loss == "cross_entropy":
+        hit = tf.equal(tf.cast(pred[:, :, 0] > 0.0, tf.float32), label)
+    else:
+        hit = tf.equal(tf.cast(tf.argmax(pred, axis=2), tf.float32), label)
+    return tf.cast(hit, tf.float32)
+
+
 ACTIVATIONS = ("relu", "tanh", "linear")
 SCHEDULES = ("constant", "step", "cosine", "warmup")
 
@@ -476,8 +513,8 @@ class Layout:
                 for at, shape in zip(self.offsets(), self.shapes, strict=True)]
 
 
-def layout_of(model: ModelSpec, n_features: int) -> Layout:
-    return Layout((n_features, *model.hidden, 1))
+def layout_of(model: ModelSpec, n_features: int, n_outputs: int = 1) -> Layout:
+    return Layout((n_features, *model.hidden, n_outputs))
 
 
 # --------------------------------------------------------------------------- training a group
@@ -548,7 +585,8 @@ def _train_group(
     start = time.perf_counter()
     n_members = len(configs)
     n = data.n_train
-    layout = layout_of(group.model, data.x_train.shape[1])
+    n_outputs = output_width(group.train, data)
+    layout = layout_of(group.model, data.x_train.shape[1], n_outputs)
     if initial is None:
         initial = [glorot_weights(c.seed, layout.sizes) for c in configs]
     for i, weights in enumerate(initial):
@@ -558,7 +596,8 @@ def _train_group(
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
     key = program_key(group.model, train, data.x_train.shape[1], group.micro, chunk_epochs,
-                      shuffle)
+                      shuffle, n_outputs)
+    classifies = key.loss in CLASSIFICATION_LOSSES
     program = _program(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
     xv, yv = tf.constant(data.x_val), tf.constant(data.y_val)
@@ -602,6 +641,8 @@ def _train_group(
     active = np.arange(n_tiles * tile) < n_members
     train_curves: list[list[float]] = [[] for _ in configs]
     val_curves: list[list[float]] = [[] for _ in configs]
+    train_accuracy: list[list[float]] = [[] for _ in configs]
+    val_accuracy: list[list[float]] = [[] for _ in configs]
     status: list[Status] = ["complete"] * n_members
     diverged: list[int | None] = [None] * n_members
     stopped_early = np.zeros(n_members, bool)  # pruned before its chunk ended
@@ -633,28 +674,34 @@ def _train_group(
         n_run = min([n_run] + [e - done for e in noise_at if e > done])
 
         def run_tile(t: int, s: _TileState, done: int = done, n_run: int = n_run
-                     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-            s.theta, s.slots, s.steps, losses, vals = program(
+                     ) -> tuple[npt.NDArray[np.float32], ...]:
+            s.theta, s.slots, s.steps, *outs = program(
                 s.theta, s.slots, s.steps, s.lr, s.batch, s.seeds,
                 tf.constant(active[t * tile:(t + 1) * tile]), tf.constant(done, tf.int32),
                 tf.constant(n_run, tf.int32), x, y, xv, yv, s.epochs, s.last_rows, s.sched,
                 s.bounds, s.values, s.limit)
-            return losses.numpy()[:n_run], vals.numpy()[:n_run]
+            # Per epoch: training loss, validation loss, training and validation accuracy.
+            return tuple(o.numpy()[:n_run] for o in outs)
 
         # XLA runs a CPU program on one core; tiles run side by side, one per core.
         outs = list(_pool().map(run_tile, range(n_tiles), tiles))
-        losses = np.concatenate([o[0] for o in outs], axis=1)
-        vals = np.concatenate([o[1] for o in outs], axis=1)
+        losses, vals, accs, val_accs = (np.concatenate([o[i] for o in outs], axis=1)
+                                        for i in range(4))
         for e in range(n_run):
             epoch = done + e + 1
             for m in map(int, np.flatnonzero(active)):
                 loss, val = float(losses[e, m]), float(vals[e, m])
                 train_curves[m].append(loss)
                 val_curves[m].append(val)
+                val_acc = math.nan
+                if classifies:
+                    val_acc = float(val_accs[e, m])
+                    train_accuracy[m].append(float(accs[e, m]))
+                    val_accuracy[m].append(val_acc)
                 if diverges(loss, limits[m]):
                     # The program froze this member at the end of this epoch too.
                     status[m], diverged[m], active[m] = "diverged", epoch, False
-                elif monitor(group.members[m], epoch, loss, val):
+                elif monitor(group.members[m], epoch, loss, val, val_acc):
                     status[m], active[m] = "pruned", False
                     stopped_early[m] = e < n_run - 1
                 elif epoch == plans[m].epochs:
@@ -684,7 +731,8 @@ def _train_group(
             status=status[m], train_curve=train_curves[m], val_curve=val_curves[m],
             full_train_loss=float("nan") if unknown[m] else float(full[m]),
             steps=plans[m].steps_after(len(train_curves[m])), seconds=share,
-            diverged_epoch=diverged[m], extras=extras))
+            diverged_epoch=diverged[m], extras=extras, train_accuracy_curve=train_accuracy[m],
+            val_accuracy_curve=val_accuracy[m]))
     return results, [layout.unflatten(trained[m]) for m in range(n_members)]
 
 
@@ -738,9 +786,9 @@ def noise_norms(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor,
         k = part.shape[1]
         idx = tf.constant(part.reshape(members * k, b))
         stacked = tf.repeat(theta, k, axis=0)
-        _, grad = _gradients(tf, key, stacked, tf.gather(x, idx), tf.gather(y, idx),
-                             tf.ones([members * k, b], tf.float32),
-                             tf.fill([members * k], 1.0 / b))
+        _, _, grad = _gradients(tf, key, stacked, tf.gather(x, idx), tf.gather(y, idx),
+                                tf.ones([members * k, b], tf.float32),
+                                tf.fill([members * k], 1.0 / b))
         out[:, r0:r0 + k] = tf.reshape(tf.reduce_sum(grad * grad, axis=1), [members, k]).numpy()
     return out
 
@@ -805,11 +853,12 @@ class _ProgramKey:
 
 
 def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
-                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True) -> _ProgramKey:
+                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True, n_outputs: int = 1
+                ) -> _ProgramKey:
     """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
     `sharpness`) read only its model and loss."""
     return _ProgramKey(
-        layout_of(model, n_features), model.activation, train.loss, train.optimizer,
+        layout_of(model, n_features, n_outputs), model.activation, train.loss, train.optimizer,
         (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
         train.schedule, train.warmup_fraction > 0,
         len(train.decay_at) if train.schedule == "step" else 0,
@@ -852,35 +901,51 @@ def _forward(tf: Any, key: _ProgramKey, theta: Tensor, x: Tensor) -> Tensor:
 
 def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """Mean loss of every member on all of (x, y), (members,), in blocks that bound memory."""
+    return evaluate(key, theta, x, y, accuracy=False)[0]
+
+
+def evaluate(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor, accuracy: bool = True
+             ) -> tuple[Tensor, Tensor | None]:
+    """Mean loss and, for a classification loss when `accuracy`, the accuracy of every
+    member on all of (x, y), each (members,), in blocks that bound memory."""
     tf = tensorflow()
     n = int(x.shape[0])
     members = int(theta.shape[0])
     block = max(1, min(n, EVAL_BUDGET // (members * max(key.layout.sizes))))
     loss_fn = LOSSES[key.loss]
+    counts = accuracy and key.loss in CLASSIFICATION_LOSSES
     if block == n:
-        row_loss, _ = loss_fn(_forward(tf, key, theta, x), y[None])
-        return tf.reduce_sum(row_loss, axis=[1, 2]) / float(n)
+        pred = _forward(tf, key, theta, x)
+        row_loss, _ = loss_fn(pred, y[None])
+        hits = tf.reduce_sum(_correct(key.loss, pred, y[None]), axis=1) / float(n) \
+            if counts else None
+        return tf.reduce_sum(row_loss, axis=[1, 2]) / float(n), hits
     blocks = -(-n // block)
     pad = blocks * block - n
     xp, yp = tf.pad(x, [[0, pad], [0, 0]]), tf.pad(y, [[0, pad], [0, 0]])
     weight = tf.pad(tf.ones([n], tf.float32), [[0, pad]])
 
-    def body(i: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+    def body(i: Tensor, total: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         xb = tf.slice(xp, [i * block, 0], [block, x.shape[1]])
         yb = tf.slice(yp, [i * block, 0], [block, 1])
-        row_loss, _ = loss_fn(_forward(tf, key, theta, xb), yb[None])
+        pred = _forward(tf, key, theta, xb)
+        row_loss, _ = loss_fn(pred, yb[None])
         w = tf.slice(weight, [i * block], [block])
-        return i + 1, total + tf.reduce_sum(row_loss[:, :, 0] * w[None, :], axis=1)
+        if counts:
+            right = right + tf.reduce_sum(_correct(key.loss, pred, yb[None]) * w[None, :], axis=1)
+        return i + 1, total + tf.reduce_sum(row_loss[:, :, 0] * w[None, :], axis=1), right
 
-    _, total = tf.while_loop(lambda i, _: i < blocks, body,
-                             (tf.constant(0), tf.zeros([members], tf.float32)))
-    return total / float(n)
+    zeros = tf.zeros([members], tf.float32)
+    _, total, right = tf.while_loop(lambda i, *_: i < blocks, body,
+                                    (tf.constant(0), zeros, zeros))
+    return total / float(n), right / float(n) if counts else None
 
 
 def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor, valid: Tensor,
-               scale: Tensor) -> tuple[Tensor, Tensor]:
-    """Per member: the sum of its valid rows' losses, and the flat gradient of `scale` x
-    that sum (scale = 1/batch rows: the gradient of the batch mean loss).
+               scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per member: the sum of its valid rows' losses, the number of them predicted right
+    (zeros for a regression loss), and the flat gradient of `scale` x the loss sum
+    (scale = 1/batch rows: the gradient of the batch mean loss).
 
     xb (members, rows, features), yb (members, rows, 1), valid (members, rows) 0/1,
     scale (members,). Backpropagation written out: one batched matmul per layer and
@@ -905,7 +970,10 @@ def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor,
         if j:
             delta = tf.matmul(delta, views[j], transpose_b=True) \
                 * act_grad(pre[j // 2 - 1], inputs[j // 2])
-    return tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), tf.concat(grads, axis=1)
+    right = tf.reduce_sum(_correct(key.loss, h, yb) * valid, axis=1) \
+        if key.loss in CLASSIFICATION_LOSSES else tf.zeros([members], tf.float32)
+    return (tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right,
+            tf.concat(grads, axis=1))
 
 
 def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bounds: Tensor,
@@ -984,12 +1052,13 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         scale_table = 1.0 / tf.cast(batch_rows, f32)
 
         def step(k: Tensor, theta: Tensor, slots: tuple[Tensor, ...], acc: Tensor,
-                 steps_taken: Tensor, sse: Tensor) -> tuple[Any, ...]:
+                 steps_taken: Tensor, sse: Tensor, hits: Tensor) -> tuple[Any, ...]:
             idx = tf.slice(order, [0, k * b0], [members, b0])
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
             # The last micro-batch of the epoch, or of a member's rows, may be short.
             valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
-            loss_sum, grad = _gradients(tf, key, theta, xb, yb, valid, tf.gather(scale_table, k))
+            loss_sum, right, grad = _gradients(tf, key, theta, xb, yb, valid,
+                                               tf.gather(scale_table, k))
             acc = acc + grad
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
@@ -1005,13 +1074,15 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
                           for a, b in zip(slots, new_slots, strict=True))
             acc = tf.where(ends[:, None], tf.zeros_like(acc), acc)
             steps_taken = tf.where(apply, stepped, steps_taken)
-            return k + 1, theta, slots, acc, steps_taken, sse + loss_sum
+            return k + 1, theta, slots, acc, steps_taken, sse + loss_sum, hits + right
 
-        _, theta, slots, _, steps_taken, sse = tf.while_loop(
+        _, theta, slots, _, steps_taken, sse, hits = tf.while_loop(
             lambda k, *_: k < micro_steps, step,
             (tf.constant(0), theta, slots, tf.zeros_like(theta), steps_taken,
-             tf.zeros([members], f32)))
-        return theta, slots, steps_taken, sse / tf.cast(rows, f32)
+             tf.zeros([members], f32), tf.zeros([members], f32)))
+        # The epoch's mean loss and accuracy over its rows, as model.fit's trackers.
+        return (theta, slots, steps_taken, sse / tf.cast(rows, f32),
+                hits / tf.cast(rows, f32))
 
     def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
             batch: Tensor, seeds: Tensor, active: Tensor, first_epoch: Tensor, n_epochs: Tensor,
@@ -1021,31 +1092,38 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         n = x.shape[0]
 
         def body(e: Tensor, theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor,
-                 active: Tensor, losses: Tensor, vals: Tensor) -> tuple[Any, ...]:
+                 active: Tensor, losses: Tensor, vals: Tensor, accs: Tensor, val_accs: Tensor
+                 ) -> tuple[Any, ...]:
             at = first_epoch + e
             # A member whose budget is spent rides along frozen; its last epoch may be
             # partial (TrainSpec.plan).
             live = tf.logical_and(active, at < epochs)
             rows = tf.where(at == epochs - 1, last_rows, n)
             order = permutation(seeds, at, n)
-            theta, slots, steps_taken, loss = epoch(theta, slots, steps_taken, lr, batch, live,
-                                                    order, x, y, rows, sched, bounds, values)
+            theta, slots, steps_taken, loss, accuracy = epoch(
+                theta, slots, steps_taken, lr, batch, live, order, x, y, rows, sched, bounds,
+                values)
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
-            vals = tf.tensor_scatter_nd_update(vals, [[e]], mean_loss(key, theta, xv, yv)[None])
+            val_loss, val_accuracy = evaluate(key, theta, xv, yv)
+            vals = tf.tensor_scatter_nd_update(vals, [[e]], val_loss[None])
+            if val_accuracy is not None:
+                accs = tf.tensor_scatter_nd_update(accs, [[e]], accuracy[None])
+                val_accs = tf.tensor_scatter_nd_update(val_accs, [[e]], val_accuracy[None])
             # Diverged: frozen from the end of this epoch on, as model.fit stops there.
             # `loss <= limit` in float32 is base.diverges' test (limit is float32 there
             # too); is_finite is for an inf loss under an inf limit (no factor).
             active = tf.logical_and(active, tf.logical_and(tf.math.is_finite(loss),
                                                            loss <= limit))
-            return e + 1, theta, slots, steps_taken, active, losses, vals
+            return e + 1, theta, slots, steps_taken, active, losses, vals, accs, val_accs
 
         # Per-epoch outputs in fixed-size buffers: XLA needs static shapes, and the
-        # last chunk of a study may be shorter than the others.
+        # last chunk of a study may be shorter than the others. The accuracies stay
+        # zero for a regression loss.
         buffer = tf.zeros([key.chunk_epochs, members], f32)
-        _, theta, slots, steps_taken, _, losses, vals = tf.while_loop(
+        _, theta, slots, steps_taken, _, losses, vals, accs, val_accs = tf.while_loop(
             lambda e, *_: e < n_epochs, body,
-            (tf.constant(0), theta, slots, steps_taken, active, buffer, buffer))
-        return theta, slots, steps_taken, losses, vals
+            (tf.constant(0), theta, slots, steps_taken, active, buffer, buffer, buffer, buffer))
+        return theta, slots, steps_taken, losses, vals, accs, val_accs
 
     # No autograph: the loops are explicit tf.while_loops, and converting Python source
     # took longer than XLA's compile of the result.
