@@ -11,18 +11,21 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from study import errors
     from study.api import Results, load, run
     from study.query import Table
     from study.spec import Spec
 
 __version__ = "0.1.0"
-__all__ = ["Results", "Spec", "Table", "__version__", "load", "run"]
+__all__ = ["Results", "Spec", "Table", "__version__", "errors", "load", "run"]
 
 _LAZY = {"run": "study.api", "load": "study.api", "Results": "study.api",
          "Table": "study.query", "Spec": "study.spec"}
 
 
 def __getattr__(name: str) -> object:
+    if name == "errors":  # `except study.errors.SpecError` after a bare `import study`
+        return importlib.import_module("study.errors")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later lookups skip this function

@@ -50,6 +50,7 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_import_study_and_its_api_does_not_load_tensorflow() -> None:
     probe = subprocess.run([sys.executable, "-c", (
         "import sys, study; study.run; study.load; study.Results; study.Table; study.Spec; "
+        "study.errors.SpecError; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'tensorflow', 'keras', 'optuna', 'plotly', 'sqlalchemy'}))")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -274,14 +275,17 @@ def test_run_stores_what_study_run_stores_then_resumes_and_refuses_a_change(
 
 @pytest.mark.slow
 def test_workers_from_the_api_outside_the_source_tree(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Two worker processes from `study.run(workers=2)`, called from another directory:
     the workers import this package (not whichever `study` is installed) and each cell
-    ends with exactly one COMPLETE trial."""
+    ends with exactly one COMPLETE trial. `progress=True` draws the bar on stderr."""
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "pool.db"
     r = study.run({"name": "pool"}, storage=f"sqlite:///{db}", seeds=[0, 1], overrides=TINY,
-                  workers=2)
+                  workers=2, progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "8/8 trials" in err, err
     cells = sql(db, """SELECT COUNT(*), COUNT(DISTINCT t.trial_id) FROM trials t
                        WHERE t.state = 'COMPLETE'""")
     assert cells == [(8, 8)]
