@@ -225,6 +225,18 @@ def test_a_dict_spec_and_python_overrides_are_not_changed() -> None:
     assert table == to_table(load_spec("article"))  # the caller's table is untouched
 
 
+def test_a_spec_object_or_a_toml_path_is_the_same_spec(tmp_path: Path) -> None:
+    from study.api import resolve_spec
+    from study.spec import to_toml
+
+    spec = load_spec("article", ["train.epochs=7", "search.seeds=[0, 1]"])
+    path = tmp_path / "mine.toml"
+    path.write_text(to_toml(spec))
+    assert resolve_spec(spec) == resolve_spec(path) == resolve_spec(str(path)) == spec
+    assert resolve_spec(spec, {"train.epochs": 3}).train.epochs == 3
+    assert spec.train.epochs == 7
+
+
 # --------------------------------------------------------------------------- real runs
 
 TINY = {"search.batch_size": [16, 64], "search.learning_rate": [0.01, 0.001],
