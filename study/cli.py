@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from study import __version__
-from study.errors import StorageUsageError, StudyError, UsageError
+from study.errors import StorageUsageError, StudyError
 from study.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
@@ -106,21 +106,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     Example: study run --spec article --seeds 0,1,2 --storage sqlite:///storage/study.db
     """
-    from study import runner
+    from study import api
     from study.spec import Spec
-    from study.storage import parse_url, supports_workers
 
     spec = _spec_from_args(args)
     assert isinstance(spec, Spec)
-    parse_url(args.storage)  # a bad URL fails here, before anything is created
-    if args.workers < 1:
-        raise UsageError(f"--workers: expected a positive integer, got {args.workers}")
-    if args.workers > 1 and not supports_workers(args.storage):
-        raise UsageError(f"--workers: {args.workers} workers need PostgreSQL or SQLite storage, "
-                         f"not {_masked(args.storage)}")
-    name = args.study_name or spec.name
-    # The schema and the study are created here, once, before any worker starts.
-    ctx = runner.open_study(spec, args.storage, name, create=True)
+    ctx = api.open_run(spec, args.storage, args.study_name, args.workers)
     _train(ctx, args.workers, _worker_args(args), quiet=False)
     _print_summary(ctx)
     return 0
@@ -173,15 +164,13 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
 
 
 def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> None:
-    from study import runner
-    from study import workers as pool
-    from study.data import make_dataset
+    """`api.train`, with what a person sees: the plan, the progress bar, the trainer's
+    fallback and killed workers (a pool's member says only the fallback)."""
+    from study import api, runner
     from study.progress import Progress
 
     assert isinstance(ctx, runner.StudyContext)
-    spec = ctx.spec
-    total = runner.total_trials(ctx)
-    done = runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False))
+    done, total = api.tally(ctx)
     if done >= total:
         if not quiet:
             print(f"Study {ctx.name!r} is complete ({done}/{total} trials); nothing to train.")
@@ -189,40 +178,31 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
     if not quiet:
         how = f", {workers} workers" if workers > 1 else ""
         print(f"Study {ctx.name!r}: {total - done} of {total} trials to run "
-              f"(spec {spec.name!r}, storage {_masked(ctx.url)}{how}).", file=sys.stderr)
+              f"(spec {ctx.spec.name!r}, storage {_masked(ctx.url)}{how}).", file=sys.stderr)
     progress = None if quiet else Progress(total, done)
     try:
+        # Which trainer trains is never a silent choice: pool workers say it too.
+        killed = api.train(ctx, workers, worker_args, progress, on_fallback=_say_fallback)
+        if killed:
+            print(f"\nstudy: {killed} worker(s) were killed; the others re-ran their trials.",
+                  file=sys.stderr)
         if workers > 1:
-            outcome = pool.run_pool(ctx, workers, worker_args, progress)
-            if outcome.interrupted:
-                raise KeyboardInterrupt
-            if outcome.killed:
-                print(f"\nstudy: {len(outcome.killed)} worker(s) were killed; the others "
-                      "re-ran their trials.", file=sys.stderr)
-            left = total - runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False))
-            if left:
-                raise StudyError(f"{left} trials are left unfinished (workers were killed); "
-                                 "run the same command again to finish them")
-        else:
-            runner.work(ctx, _trainer_factory(spec), lambda: make_dataset(spec.data), progress)
+            api.require_finished(ctx)
     finally:
         if progress is not None:
             progress.close()
 
 
+def _say_fallback(line: str) -> None:
+    print(f"study: {line}", file=sys.stderr)
+
+
 def _trainer_factory(spec: Spec) -> Callable[[], Trainer]:
-    """What the runner calls for its trainer (only once it has work): the spec's trainer,
-    saying on stderr when it falls back to the keras trainer. Pool workers say it too:
-    which trainer trains is never a silent choice."""
-    from study.trainers import choose_trainer
+    """The trainer `study run` and `study worker` train with, saying on stderr when it
+    falls back to the keras trainer."""
+    from study import api
 
-    def make() -> Trainer:
-        trainer, fallback = choose_trainer(spec.run.trainer, spec)
-        if fallback is not None:
-            print(f"study: {fallback}", file=sys.stderr)
-        return trainer
-
-    return make
+    return api.trainer_factory(spec, _say_fallback)
 
 
 def _masked(url: str) -> str:

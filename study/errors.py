@@ -36,3 +36,7 @@ class StorageUsageError(StorageError, UsageError):
 
 class TooManyFailures(StudyError):
     """The study stopped because trials kept raising."""
+
+
+class MissingDependency(StudyError, ImportError):
+    """An optional package a call needs is not installed (e.g. pandas for `Table.to_pandas`)."""

@@ -58,6 +58,33 @@ class Table:
     notes: tuple[str, ...] = ()
     left: tuple[int, ...] = ()  # text-table columns aligned left (besides the first)
 
+    def to_dicts(self) -> list[dict[str, Value]]:
+        """One dict per row, column name to value (NaN and infinities kept as floats)."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def to_pandas(self) -> Any:
+        """The rows as a `pandas.DataFrame` (typed Any: pandas is optional, not a dependency,
+        so its types may be absent); without pandas, `MissingDependency`."""
+        import importlib
+
+        try:
+            # By name: pandas is optional, and its type stubs may be absent too.
+            pandas = importlib.import_module("pandas")
+        except ImportError as e:
+            from study.errors import MissingDependency
+
+            raise MissingDependency(
+                f"Table.to_pandas needs pandas, which is not installed ({e}); "
+                "pip install pandas, or use .to_dicts()") from None
+        return pandas.DataFrame(list(self.rows), columns=list(self.columns))
+
+    def __str__(self) -> str:
+        """The text table `study query` prints, with its notes."""
+        return render(self, "table") or "(no columns)"
+
+    def __repr__(self) -> str:
+        return str(self)
+
 
 # --------------------------------------------------------------------------- formats
 
@@ -98,7 +125,7 @@ def render(table: Table, fmt: str) -> str:
             writer.writerow(["" if v is None else _plain(v) for v in row])
         return buf.getvalue().rstrip("\n")
     if fmt == "json":
-        objects = [dict(zip(table.columns, map(_plain, row), strict=True)) for row in table.rows]
+        objects = [{k: _plain(v) for k, v in row.items()} for row in table.to_dicts()]
         return json.dumps(objects, indent=2, allow_nan=False)
     raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
 

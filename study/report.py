@@ -258,12 +258,20 @@ def _optuna_plots() -> list[tuple[str, str, str, OptunaPlot, int]]:
     ]
 
 
-def optuna_pages(study: optuna.Study, view: StudyView) -> list[Page]:
-    """Optuna's own figures; one that cannot be drawn for this study says why, in the index."""
+def optuna_page_files() -> list[str]:
+    """The page files of Optuna's own figures, in the report's order."""
+    return [file for file, *_ in _optuna_plots()]
+
+
+def optuna_pages(study: optuna.Study, view: StudyView, only: str | None = None) -> list[Page]:
+    """Optuna's own figures (only the page file `only`, when given); one that cannot be
+    drawn for this study says why, in the index."""
     complete = sum(r.state == "COMPLETE" for r in view.records)
     axes = _axes(view)
     pages = []
     for file, title, caption, plot, needs in _optuna_plots():
+        if only is not None and file != only:
+            continue
         if complete < needs:
             pages.append(Page(file, title, caption, None,
                               f"needs {needs} completed trial(s), the study has {complete}"))

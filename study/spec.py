@@ -281,16 +281,43 @@ def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str
     out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
     for item in overrides:
         path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise SpecError(f"--set: {'.'.join(path)}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        _assign(out, path, value, "--set")
     return out
+
+
+def apply_values(table: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `table` with each `"section.key": value` of `values` set: the Python
+    API's overrides, whose values are Python values (a tuple is a list), not TOML text.
+    Unknown keys and wrong types fail in `from_table`, naming the field, as for `--set`."""
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in table.items()}
+    for key, value in values.items():
+        if not isinstance(key, str) or not key.strip() or any(
+                not part.strip() for part in key.split(".")):
+            raise SpecError(f"overrides: expected keys like 'train.epochs', got {key!r}")
+        _assign(out, [part.strip() for part in key.split(".")], _plain_value(value),
+                "overrides")
+    return out
+
+
+def _plain_value(value: Any) -> Any:
+    """Tuples as lists, mappings as dicts: the shapes a TOML table holds."""
+    if isinstance(value, tuple | list):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain_value(v) for k, v in value.items()}
+    return value
+
+
+def _assign(out: dict[str, Any], path: list[str], value: Any, where: str) -> None:
+    node = out
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise SpecError(f"{where}: {'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
 
 
 def load_spec(

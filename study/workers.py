@@ -18,9 +18,12 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -72,12 +75,16 @@ def run_pool(
         stop_requested.append(signum)
         _stop(procs, signalled)
 
-    saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Python lets only the main thread set handlers; called from another thread (a
+    # notebook's background job), the pool runs without them and the caller stops it.
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if main else {}
     try:
         cmd = worker_command(ctx.url, ctx.name, extra_args)
         # Workers learn the pool's size, so the first to claim leaves the others their
         # share before their heartbeats are in (see runner._fair_share).
-        env = {**os.environ, runner.POOL_SIZE_ENV: str(n)}
+        env = {**os.environ, runner.POOL_SIZE_ENV: str(n), **_same_package(os.environ)}
         procs.extend(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env) for _ in range(n))
         failed: int | None = None
         stopping = False
@@ -112,6 +119,24 @@ def run_pool(
                 p.kill()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _same_package(environ: Mapping[str, str]) -> dict[str, str]:
+    """PYTHONPATH for workers that import this very `study` package, not another one.
+
+    `python -m study` imports whatever `study` its working directory and the installed
+    packages offer: a script or notebook that imported a source checkout by its path
+    (or from its own directory) would otherwise start workers running other code, or
+    none. The directory holding this package goes first; an installed package's
+    site-packages is on every worker's path already and is left where it is.
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    installed = {str(Path(p).resolve()) for p in (sysconfig.get_paths()["purelib"],
+                                                  sysconfig.get_paths()["platlib"])}
+    if root in installed:
+        return {}
+    rest = environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join([root, rest]) if rest else root}
 
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]], signalled: set[int]) -> None:

@@ -1,0 +1,369 @@
+"""The Python API: what a notebook or a script calls. The `study` command is glue over it.
+
+    import study
+    results = study.run("article", storage="sqlite:///storage/mine.db",
+                        seeds=[0, 1, 2], overrides={"train.epochs": 20})
+    results.grid()                # the Table `study query grid` prints
+    results.figure("article")     # a plotly Figure, as `study report` draws it
+    study.load("sqlite:///storage/mine.db").best_lr()
+
+`run` creates or resumes a study exactly as `study run` does (the same spec checks, the
+same refusal of a changed identity, the same runner and worker pool); `load` opens an
+existing one as `study query` and `study report` do. Results are read fresh from the
+storage at every call, through the functions behind `study query` and `study report`,
+so the API and the command line cannot disagree. Errors are the typed exceptions of
+`study.errors`; nothing here prints, except the progress bar when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from study.errors import SpecError, StudyError, UsageError
+from study.spec import Spec
+from study.storage import DEFAULT_STORAGE
+
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+    from study.progress import Progress
+    from study.query import Table
+    from study.report import Report, StudyView
+    from study.runner import StudyContext
+    from study.trainers import Trainer
+
+__all__ = ["Results", "load", "run"]
+
+log = logging.getLogger("study")
+
+# A spec: a built-in name, a TOML file's path, a spec table (as in a TOML file), or a Spec.
+SpecLike = str | os.PathLike[str] | Mapping[str, Any] | Spec
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def resolve_spec(spec: SpecLike = "article", overrides: Mapping[str, Any] | None = None, *,
+                 seeds: Sequence[int] | None = None, trainer: str | None = None) -> Spec:
+    """The validated spec `run` would use: `spec`, then `overrides` (`{"train.epochs": 20}`,
+    Python values), then `seeds` and `trainer`. Every error names the field at fault."""
+    from study.spec import apply_values, from_table, read_spec_source, to_table, validate
+
+    table: dict[str, Any]
+    if isinstance(spec, Spec):
+        table = to_table(spec)
+    elif isinstance(spec, str | os.PathLike):
+        table = read_spec_source(os.fspath(spec))
+    elif isinstance(spec, Mapping):
+        table = copy.deepcopy(dict(spec))  # the caller's dict is never changed
+    else:
+        raise SpecError(f"spec: expected a built-in name, a TOML path, a dict or a Spec, "
+                        f"got {type(spec).__name__}")
+    values: dict[str, Any] = {}
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise SpecError(f"overrides: expected a dict like {{'train.epochs': 20}}, "
+                            f"got {type(overrides).__name__}")
+        values.update(overrides)
+    if seeds is not None:
+        values["search.seeds"] = _seed_list(seeds)
+    if trainer is not None:
+        values["run.trainer"] = trainer
+    result = from_table(apply_values(table, values))
+    validate(result)
+    return result
+
+
+def _seed_list(seeds: object) -> list[int]:
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds or any(
+            not isinstance(s, int) or isinstance(s, bool) for s in seeds):
+        raise SpecError(f"seeds: expected a non-empty list of integers like [0, 1, 2], "
+                        f"got {seeds!r}")
+    return list(seeds)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def open_run(spec: Spec, storage: str, study_name: str | None, workers: int) -> StudyContext:
+    """Check the storage and the workers, then create or resume the study (refusing one
+    stored with a different identity). Nothing is written before every check passed."""
+    from study import runner
+    from study.storage import mask, parse_url, supports_workers
+
+    parse_url(storage)  # a bad URL fails here, before anything is created
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"--workers: expected a positive integer, got {workers!r}")
+    if workers > 1 and not supports_workers(storage):
+        raise UsageError(f"--workers: {workers} workers need PostgreSQL or SQLite storage, "
+                         f"not {mask(storage)}")
+    # The schema and the study are created here, once, before any worker starts.
+    return runner.open_study(spec, storage, study_name or spec.name, create=True)
+
+
+def tally(ctx: StudyContext) -> tuple[int, int]:
+    """(finished, total) trials of the study."""
+    from study import runner
+
+    total = runner.total_trials(ctx)
+    return runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False)), total
+
+
+def train(ctx: StudyContext, workers: int = 1, worker_args: Sequence[str] = (),
+          progress: Progress | None = None,
+          on_fallback: Callable[[str], None] | None = None) -> int:
+    """Run every pending trial: in this process, or in `workers` local worker processes.
+
+    Returns how many workers were killed (their trials re-run by the others; see
+    `require_finished`). `on_fallback` hears why the spec's trainer is not the one
+    training, when it is not (a pool's workers say it themselves).
+    """
+    from study import runner
+    from study import workers as pool
+    from study.data import make_dataset
+
+    spec = ctx.spec
+    if workers > 1:
+        outcome = pool.run_pool(ctx, workers, worker_args, progress)
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+        return len(outcome.killed)
+    runner.work(ctx, trainer_factory(spec, on_fallback), lambda: make_dataset(spec.data),
+                progress)
+    return 0
+
+
+def require_finished(ctx: StudyContext) -> None:
+    """Raise when trials are left unfinished (after a pool whose workers were killed)."""
+    done, total = tally(ctx)
+    if done < total:
+        raise StudyError(f"{total - done} trials are left unfinished (workers were killed); "
+                         "run the same command again to finish them")
+
+
+def trainer_factory(spec: Spec, on_fallback: Callable[[str], None] | None = None
+                    ) -> Callable[[], Trainer]:
+    """What the runner calls for its trainer (only once it has work): the spec's trainer,
+    telling `on_fallback` when it falls back to the keras trainer and why."""
+    from study.trainers import choose_trainer
+
+    def make() -> Trainer:
+        trainer, fallback = choose_trainer(spec.run.trainer, spec)
+        if fallback is not None:
+            (on_fallback or log.info)(fallback)
+        return trainer
+
+    return make
+
+
+@contextlib.contextmanager
+def _library_quiet() -> Iterator[None]:
+    """Optuna logs every study and trial at INFO on its own stderr handler, and warns
+    about experimental features: the library does not print, so both are held to
+    errors for the call, and restored after."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="optuna")
+            warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def run(
+    spec: SpecLike = "article",
+    *,
+    # `model=` (a builder) and `data=` (arrays or a Dataset) join here, beside `spec`.
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    seeds: Sequence[int] | None = None,
+    trainer: str | None = None,
+    workers: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Results:
+    """Create or resume a study and run every pending trial, as `study run` does.
+
+    `spec`: a built-in name ("article", ...), a TOML file's path, a dict (a spec table,
+    as a TOML file holds it) or a `Spec`. `overrides`: fields to change, with Python
+    values: `{"train.epochs": 20, "search.batch_size": [16, 64]}`. `seeds` sets
+    `search.seeds`; `trainer` ("auto", "population" or "keras") sets `run.trainer`
+    (None: the spec's, which is "auto" unless it says otherwise). `study_name` defaults
+    to the spec's name. `workers` > 1 starts that many local worker processes on the
+    study (SQLite or PostgreSQL storage), as `study run --workers N` does.
+
+    A study that exists with the same identity (data, model, train, search, analysis)
+    is resumed: finished trials are kept and only pending cells run; a different one is
+    refused (`SpecError`) and nothing is written. `progress=True` draws the progress bar
+    on stderr, with the line saying when the trainer falls back to the keras trainer;
+    otherwise nothing is printed (the fallback goes to the "study" logger at INFO).
+
+    Example:
+        results = study.run("article", storage="sqlite:///storage/mine.db",
+                            seeds=[0, 1], overrides={"train.epochs": 5})
+        print(results.grid())
+    """
+    from study.progress import Progress
+
+    with _library_quiet():
+        resolved = resolve_spec(spec, overrides, seeds=seeds, trainer=trainer)
+        ctx = open_run(resolved, storage, study_name, workers)
+        done, total = tally(ctx)
+        if done < total:
+            bar = Progress(total, done) if progress else None
+            say = (lambda line: print(f"study: {line}", file=sys.stderr)) if progress else None
+            try:
+                train(ctx, workers, progress=bar, on_fallback=say)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if workers > 1:
+                # A killed worker's cells are re-run by the others; if all were killed,
+                # some are left, and a Results would pass for a finished study.
+                require_finished(ctx)
+        return Results(storage, ctx.name)
+
+
+def load(storage: str = DEFAULT_STORAGE, study_name: str | None = None) -> Results:
+    """An existing study, as `study query` and `study report` find it: by name, or
+    without one, "article", or else the storage's only study. Reads only.
+
+    Example:
+        results = study.load("sqlite:///storage/study.db")
+        results.best_lr().to_dicts()
+    """
+    from study.query import study_name as resolve
+
+    return Results(storage, resolve(storage, study_name))
+
+
+# --------------------------------------------------------------------------- results
+
+
+class Results:
+    """A study in a storage, read fresh at every call: the tables `study query` prints,
+    the figures `study report` draws, and the report itself.
+
+    `.name` is the study's name, `.storage` its URL as given (shown with the password
+    masked), `.spec` the `Spec` stored on it (None for a study `study` did not make).
+    """
+
+    def __init__(self, storage: str, name: str) -> None:
+        self._storage = storage
+        self.name = name
+
+    @property
+    def storage(self) -> str:
+        return self._storage
+
+    def __repr__(self) -> str:
+        from study.storage import mask
+
+        return f"Results(study={self.name!r}, storage={mask(self._storage)!r})"
+
+    @property
+    def spec(self) -> Spec | None:
+        from study.spec import from_stored
+        from study.storage import stored_study_attr
+
+        return from_stored(stored_study_attr(self._storage, self.name, "spec"))
+
+    # Tables: exactly what `study query NAME` prints (one code path).
+
+    def _query(self, name: str, trial: int | None = None) -> Table:
+        from study.query import run_named
+
+        return run_named(self._storage, name, self.name, trial)
+
+    def trials(self) -> Table:
+        """One row per trial: number, state, batch size, learning rate, seed, objective, ..."""
+        return self._query("trials")
+
+    def grid(self) -> Table:
+        """The mean objective per batch size (rows) x learning rate (columns); with repeats,
+        each mean's 95% bootstrap interval (`lr=X low` / `lr=X high` columns)."""
+        return self._query("grid")
+
+    def best_lr(self) -> Table:
+        """The best learning rate per batch size, refined, with its interval."""
+        return self._query("best-lr")
+
+    def scaling(self) -> Table:
+        """lr* ~ B^alpha with its interval, the rules' verdicts, McCandlish's fit, the noise
+        scale; the conclusion is in `.notes`."""
+        return self._query("scaling")
+
+    def curves(self, trial: int | None = None) -> Table:
+        """Per-epoch losses of every trial, or of trial number `trial`."""
+        return self._query("curves", trial)
+
+    # Figures and the report: what `study report` draws.
+
+    def _view(self) -> tuple[optuna.Study, StudyView]:
+        import optuna
+
+        from study.report import load_view
+        from study.storage import mask, open_storage
+
+        with _library_quiet():
+            study = optuna.load_study(study_name=self.name,
+                                      storage=open_storage(self._storage, create_schema=False))
+            return study, load_view(study, mask(self._storage))
+
+    def figure_names(self) -> list[str]:
+        """Every page `study report` writes, by name (its file without .html)."""
+        from study.report import our_pages
+
+        _, view = self._view()
+        return [p.file.removesuffix(".html") for p in our_pages(view)] + _optuna_names()
+
+    def figure(self, name: str) -> go.Figure:
+        """The plotly Figure of the report's page `name` ("article", "scaling",
+        "heatmap_objective", "contour", ...; see `figure_names`). A page this study cannot
+        have (no noise scale recorded, too few completed trials) is a `UsageError` saying why.
+        """
+        from study.report import optuna_pages, our_pages
+
+        study, view = self._view()
+        ours = {p.file.removesuffix(".html"): p for p in our_pages(view)}
+        names = [*ours, *_optuna_names()]
+        if name not in names:
+            raise UsageError(f"figure: unknown figure {name!r}; choose one of {', '.join(names)}")
+        if name in ours:
+            page = ours[name]
+        else:
+            with _library_quiet():
+                (page,) = optuna_pages(study, view, only=f"{name}.html")
+        if page.figure is None:
+            raise UsageError(f"figure: {name!r} is not drawn for study {self.name!r}: "
+                             f"{page.skipped}")
+        return page.figure
+
+    def report(self, out_dir: str | os.PathLike[str] = "dashboards", dashboard: bool = True
+               ) -> Report:
+        """Write the report to `out_dir` as `study report` does (every figure, index.html,
+        plotly.min.js); with `dashboard`, also store our figures and the summary note on
+        the study for optuna-dashboard. Returns what was written (`.files`, `.skipped`)."""
+        from study.report import write_report
+
+        with _library_quiet():
+            return write_report(self._storage, self.name, Path(out_dir), dashboard=dashboard)
+
+
+def _optuna_names() -> list[str]:
+    from study.report import optuna_page_files
+
+    return [file.removesuffix(".html") for file in optuna_page_files()]

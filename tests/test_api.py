@@ -1,0 +1,317 @@
+"""The Python API (study/api.py): `study.run`, `study.load`, `Results`, `Table`.
+
+The CLI is the reference: the API stores the same trials as `study run`, and its tables
+are what `study query` prints. Studies are real SQLite files; the tables, figures and
+report use the scripted study of tests/studies.py; one tiny real grid trains through
+both the API and the CLI, and one through a pool of two worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import study
+from study import runner
+from study.data import make_dataset
+from study.errors import MissingDependency, SpecError, StorageUsageError, UsageError
+from study.query import Table
+from study.spec import load_spec, to_table
+from tests.helpers import ROOT, dump, run_cli, sql
+from tests.scripted import ScriptedTrainer
+from tests.studies import make_study
+from tests.studies import spec as scripted_spec
+
+
+def _plain(v: object) -> object:
+    """A value as `study query --format json` writes it: JSON has no NaN or infinity."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A finished scripted grid study (repeats, divergences, noise and sharpness)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'study.db'}"
+    make_study(url)
+    return url
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_import_study_and_its_api_does_not_load_tensorflow() -> None:
+    probe = subprocess.run([sys.executable, "-c", (
+        "import sys, study; study.run; study.load; study.Results; study.Table; study.Spec; "
+        "study.errors.SpecError; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'tensorflow', 'keras', 'optuna', 'plotly', 'sqlalchemy'}))")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]"
+    with pytest.raises(AttributeError, match="module 'study' has no attribute 'nope'"):
+        study.nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+# --------------------------------------------------------------------------- tables
+
+
+TABLES: list[tuple[str, Callable[[study.Results], Table], list[str]]] = [
+    ("trials", lambda r: r.trials(), ["trials"]),
+    ("grid", lambda r: r.grid(), ["grid"]),
+    ("best-lr", lambda r: r.best_lr(), ["best-lr"]),
+    ("scaling", lambda r: r.scaling(), ["scaling"]),
+    ("curves", lambda r: r.curves(), ["curves"]),
+    ("curves of one trial", lambda r: r.curves(trial=3), ["curves", "--trial", "3"]),
+]
+
+
+@pytest.mark.parametrize(("what", "method", "args"), TABLES, ids=[t[0] for t in TABLES])
+def test_every_table_is_what_study_query_prints(
+        scripted: str, what: str, method: Callable[[study.Results], Table], args: list[str]
+) -> None:
+    table = method(study.load(scripted))
+    assert table.rows, what
+    printed = run_cli(["query", *args, "--storage", scripted, "--format", "json"])
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == [{k: _plain(v) for k, v in row.items()}
+                                          for row in table.to_dicts()]
+    # The text form is the command's default output, notes included.
+    text = run_cli(["query", *args, "--storage", scripted])
+    assert text.returncode == 0, text.stderr
+    assert str(table) == repr(table) == text.stdout.rstrip("\n")
+    assert list(table.to_dicts()[0]) == list(table.columns)
+
+
+def test_to_pandas_or_a_typed_error_saying_what_is_missing(scripted: str) -> None:
+    table = study.load(scripted).grid()
+    try:
+        import pandas
+    except ImportError:
+        with pytest.raises(MissingDependency, match=r"Table.to_pandas needs pandas.*\.to_dicts"
+                           ) as caught:
+            table.to_pandas()
+        assert isinstance(caught.value, ImportError)
+        return
+    frame = table.to_pandas()
+    assert isinstance(frame, pandas.DataFrame)
+    assert list(frame.columns) == list(table.columns) and len(frame) == len(table.rows)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def test_load_finds_the_study_as_query_does(tmp_path: Path, scripted: str) -> None:
+    r = study.load(scripted)  # no name: the storage's only study
+    assert r.name == "article" and r.storage == scripted
+    assert r.spec == scripted_spec()
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    make_study(url, "first", seeds="[0]")
+    make_study(url, "second", seeds="[0]")
+    assert study.load(url, "second").name == "second"
+    assert len(study.load(url, "second").trials().rows) == 9
+    with pytest.raises(StorageUsageError, match="holds several studies \\('first', 'second'\\)"):
+        study.load(url)
+    with pytest.raises(StorageUsageError, match=r"no study 'third' in .*studies: 'first'"):
+        study.load(url, "third")
+    with pytest.raises(StorageUsageError, match="no database at"):
+        study.load(f"sqlite:///{tmp_path / 'none.db'}")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_repr_masks_the_password() -> None:
+    r = study.Results("postgresql+psycopg://me:s3cret@127.0.0.1:5/studies", "mine")
+    assert repr(r) == ("Results(study='mine', "
+                       "storage='postgresql+psycopg://me:***@127.0.0.1:5/studies')")
+    assert "s3cret" not in repr(r) and "s3cret" not in str(r)
+
+
+# --------------------------------------------------------------------------- figures and report
+
+
+def test_every_report_page_is_a_figure_and_the_report_writes_them(
+        tmp_path: Path, scripted: str) -> None:
+    import plotly.graph_objects as go
+
+    r = study.load(scripted)
+    names = r.figure_names()
+    for name in ("article", "scaling", "heatmap_objective", "contour", "noise", "sharpness"):
+        assert name in names
+    for name in names:
+        assert isinstance(r.figure(name), go.Figure), name
+    report = r.report(tmp_path / "out", dashboard=False)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted([f"{n}.html" for n in names] + ["index.html", "plotly.min.js"])
+    assert report.skipped == {} and report.study == "article"
+    with pytest.raises(UsageError, match="figure: unknown figure 'articel'; choose one of "
+                                         "article, scaling, "):
+        r.figure("articel")
+
+
+def test_a_page_the_study_cannot_have_says_why(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    spec = load_spec("article", ["search.batch_size=[16, 64]", "search.learning_rate=[0.01]",
+                                 "train.epochs=2", "data.n_train=64", "data.n_val=32"])
+    ctx = runner.open_study(spec, url, "plain", create=True)
+    runner.work(ctx, ScriptedTrainer, lambda: make_dataset(spec.data))
+    r = study.load(url)
+    with pytest.raises(UsageError, match="figure: 'noise' is not drawn for study 'plain': "
+                                         "no trial recorded a noise scale"):
+        r.figure("noise")
+    # With the dashboard (the default), the summary note is stored on the study.
+    r.report(tmp_path / "out")
+    assert (tmp_path / "out" / "index.html").exists()
+    keys = {k for (k,) in sql(tmp_path / "s.db", "SELECT key FROM study_system_attributes")}
+    assert any("note" in str(k) for k in keys), keys
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"spec": "nope"}, SpecError, "spec: unknown spec 'nope'"),
+    ({"spec": 42}, SpecError, "spec: expected a built-in name, a TOML path, a dict or a Spec"),
+    ({"spec": {"train": {"epochz": 1}}}, SpecError, "train.epochz: unknown key"),
+    ({"overrides": {"train.epochz": 3}}, SpecError, "train.epochz: unknown key"),
+    ({"overrides": {"train.epochs": "three"}}, SpecError,
+     "train.epochs: expected an integer, got 'three'"),
+    ({"overrides": {"train.epochs": 0}}, SpecError, "train.epochs: expected a positive number"),
+    ({"overrides": {"search.batch_size": [16, -1]}}, SpecError,
+     "search.batch_size[1]: expected a positive number"),
+    ({"overrides": {"train..epochs": 3}}, SpecError, "overrides: expected keys like"),
+    ({"overrides": {"train.epochs.x": 3}}, SpecError, "train.epochs.x: 'epochs' is not a section"),
+    ({"overrides": ["train.epochs=3"]}, SpecError, "overrides: expected a dict"),
+    ({"seeds": [0, "x"]}, SpecError, "seeds: expected a non-empty list of integers"),
+    ({"seeds": []}, SpecError, "seeds: expected a non-empty list of integers"),
+    ({"trainer": "magic"}, SpecError, "run.trainer: unknown value 'magic'"),
+    ({"workers": 0}, UsageError, "--workers: expected a positive integer, got 0"),
+    ({"storage": "nonsense"}, StorageUsageError, "--storage: 'nonsense' is not a database URL"),
+    ({"storage": "oracle9://x/y"}, StorageUsageError, "unknown database kind 'oracle9'"),
+    ({"storage": "sqlite:///missing/dir/s.db"}, StorageUsageError,
+     "--storage: directory 'missing/dir' does not exist"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), BAD, ids=[b[2][:40] for b in BAD])
+def test_bad_input_raises_the_typed_error_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any],
+        error: type[Exception], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"storage": f"sqlite:///{tmp_path / 's.db'}", **kwargs}
+    with pytest.raises(error) as caught:
+        study.run(**kwargs)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # no database, no lock file, nothing
+
+
+def test_a_dict_spec_and_python_overrides_are_not_changed() -> None:
+    from study.api import resolve_spec
+
+    table = to_table(load_spec("article"))
+    overrides = {"search.batch_size": (16, 64), "search.learning_rate": {"low": 1e-3,
+                                                                        "high": 1e-1}}
+    spec = resolve_spec(table, {**overrides, "search.sampler": "random", "search.n_trials": 4},
+                        seeds=[3])
+    assert spec.search.batch_size == (16, 64) and spec.search.seeds == (3,)
+    assert (spec.search.learning_rate.low, spec.search.learning_rate.high) == (1e-3, 1e-1)  # type: ignore[union-attr]
+    assert table == to_table(load_spec("article"))  # the caller's table is untouched
+
+
+def test_a_spec_object_or_a_toml_path_is_the_same_spec(tmp_path: Path) -> None:
+    from study.api import resolve_spec
+    from study.spec import to_toml
+
+    spec = load_spec("article", ["train.epochs=7", "search.seeds=[0, 1]"])
+    path = tmp_path / "mine.toml"
+    path.write_text(to_toml(spec))
+    assert resolve_spec(spec) == resolve_spec(path) == resolve_spec(str(path)) == spec
+    assert resolve_spec(spec, {"train.epochs": 3}).train.epochs == 3
+    assert spec.train.epochs == 7
+
+
+# --------------------------------------------------------------------------- real runs
+
+TINY = {"search.batch_size": [16, 64], "search.learning_rate": [0.01, 0.001],
+        "train.epochs": 2, "data.n_train": 128, "data.n_val": 64}
+TINY_ARGS = ["--seeds", "0", "--epochs", "2", "--set", "search.batch_size=[16, 64]",
+             "--set", "search.learning_rate=[0.01, 0.001]", "--set", "data.n_train=128",
+             "--set", "data.n_val=64"]
+# What the trials store beside the time they took and who ran them.
+_TRIAL_SQL = """
+SELECT t.number, t.state, v.value,
+  (SELECT GROUP_CONCAT(p.param_name || '=' || p.param_value, ',') FROM
+     (SELECT * FROM trial_params p WHERE p.trial_id = t.trial_id ORDER BY p.param_name) p),
+  (SELECT GROUP_CONCAT(a.key || '=' || a.value_json, ';') FROM
+     (SELECT * FROM trial_user_attributes a WHERE a.trial_id = t.trial_id
+      AND a.key NOT IN ('seconds', 'worker') ORDER BY a.key) a)
+FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id ORDER BY t.number"""
+
+
+def _trials(db: Path) -> list[tuple[object, ...]]:
+    return sql(db, _TRIAL_SQL)
+
+
+@pytest.mark.slow
+def test_run_stores_what_study_run_stores_then_resumes_and_refuses_a_change(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    api_db, cli_db = tmp_path / "api.db", tmp_path / "cli.db"
+    r = study.run("article", storage=f"sqlite:///{api_db}", seeds=[0], overrides=TINY)
+    assert capfd.readouterr() == ("", "")  # the library prints nothing
+    out = run_cli(["run", *TINY_ARGS, "--storage", f"sqlite:///{cli_db}"])
+    assert out.returncode == 0, out.stderr
+    stored = _trials(api_db)
+    assert len(stored) == 4 and {row[1] for row in stored} == {"COMPLETE"}
+    assert stored == _trials(cli_db)  # params, states, values and every trial attribute
+    assert r.name == "article" and r.spec == study.load(f"sqlite:///{cli_db}").spec
+    assert r.grid().rows == study.load(f"sqlite:///{cli_db}").grid().rows
+
+    # Resumed: a finished study trains nothing and no row changes.
+    before = dump(api_db)
+    again = study.run("article", storage=f"sqlite:///{api_db}", seeds=[0], overrides=TINY)
+    assert dump(api_db) == before and again.trials().rows == r.trials().rows
+    # A different identity is refused, naming the field; nothing is written.
+    with pytest.raises(SpecError, match=r"exists with a different spec: train\.epochs: study has "
+                                        r"2, this run asks 3"):
+        study.run("article", storage=f"sqlite:///{api_db}", seeds=[0],
+                  overrides={**TINY, "train.epochs": 3})
+    assert dump(api_db) == before
+
+
+@pytest.mark.slow
+def test_workers_from_the_api_outside_the_source_tree(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Two worker processes from `study.run(workers=2)`, called from another directory:
+    the workers import this package (not whichever `study` is installed) and each cell
+    ends with exactly one COMPLETE trial. `progress=True` draws the bar on stderr."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "pool.db"
+    r = study.run({"name": "pool"}, storage=f"sqlite:///{db}", seeds=[0, 1], overrides=TINY,
+                  workers=2, progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "8/8 trials" in err, err
+    cells = sql(db, """SELECT COUNT(*), COUNT(DISTINCT t.trial_id) FROM trials t
+                       WHERE t.state = 'COMPLETE'""")
+    assert cells == [(8, 8)]
+    assert len({row[3] for row in _trials(db)}) == 8  # eight distinct cells
+    workers = {w for (w,) in sql(db, "SELECT value_json FROM trial_user_attributes "
+                                     "WHERE key = 'worker'")}
+    assert len(workers) == 2  # both workers trained
+    assert r.name == "pool" and len(r.trials().rows) == 8
+
+
+def test_workers_import_the_package_they_were_started_from() -> None:
+    from study.workers import _same_package
+
+    root = str(Path(study.__file__).resolve().parent.parent)
+    assert _same_package({}) == {"PYTHONPATH": root}
+    assert _same_package({"PYTHONPATH": "/elsewhere"}) == {
+        "PYTHONPATH": os.pathsep.join([root, "/elsewhere"])}
