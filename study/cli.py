@@ -19,6 +19,7 @@ from study.errors import StorageUsageError, StudyError, UsageError
 from study.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
+    from study.data import Dataset
     from study.spec import Spec
     from study.trainers import Trainer
 
@@ -119,9 +120,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers: {args.workers} workers need PostgreSQL or SQLite storage, "
                          f"not {_masked(args.storage)}")
     name = args.study_name or spec.name
+    # The data set is loaded and checked before the database is touched: bad data
+    # writes nothing.
+    data = _load_data(spec)
     # The schema and the study are created here, once, before any worker starts.
-    ctx = runner.open_study(spec, args.storage, name, create=True)
-    _train(ctx, args.workers, _worker_args(args), quiet=False)
+    ctx = runner.open_study(spec, args.storage, name, create=True, fingerprint=data.fingerprint)
+    _train(ctx, args.workers, _worker_args(args), quiet=False, data=data)
     _print_summary(ctx)
     return 0
 
@@ -154,9 +158,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.pool_member:
         # The pool's parent owns Ctrl-C and stops us with one SIGTERM.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctx = runner.open_study(spec, args.storage, name, create=False)
-    _train(ctx, 1, [], quiet=args.pool_member)
+    # This worker's own copy of the data (its file, its loader) must be the study's.
+    data = _load_data(spec)
+    ctx = runner.open_study(spec, args.storage, name, create=False, fingerprint=data.fingerprint)
+    _train(ctx, 1, [], quiet=args.pool_member, data=data)
     return 0
+
+
+def _load_data(spec: Spec) -> Dataset:
+    from study.data import check_spec, make_dataset
+
+    data = make_dataset(spec.data)
+    check_spec(spec, data)
+    return data
 
 
 def _worker_args(args: argparse.Namespace) -> list[str]:
@@ -172,10 +186,10 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
     return extra
 
 
-def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> None:
+def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool, data: Dataset
+           ) -> None:
     from study import runner
     from study import workers as pool
-    from study.data import make_dataset
     from study.progress import Progress
 
     assert isinstance(ctx, runner.StudyContext)
@@ -204,7 +218,7 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
                 raise StudyError(f"{left} trials are left unfinished (workers were killed); "
                                  "run the same command again to finish them")
         else:
-            runner.work(ctx, _trainer_factory(spec), lambda: make_dataset(spec.data), progress)
+            runner.work(ctx, _trainer_factory(spec), lambda: data, progress)
     finally:
         if progress is not None:
             progress.close()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from study import optuna_compat, space
 from study import records as R
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
-from study.spec import Spec, identity_diff, to_table
+from study.spec import FINGERPRINT, Spec, identity_diff, to_table
 from study.storage import (
     claim_lock,
     describe_error,
@@ -181,14 +181,17 @@ class StudyContext:
     study: optuna.Study
     storage: Any  # optuna.storages.RDBStorage
     study_id: int
+    fingerprint: str | None = None  # the data set's (data.py), stored with the spec
 
     @property
     def cells(self) -> list[space.Cell]:
         return space.grid_cells(self.spec) if self.spec.is_grid else []
 
 
-def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext:
-    """Create or load the study `name`, refusing one whose stored spec differs.
+def open_study(spec: Spec, url: str, name: str, *, create: bool,
+               fingerprint: str | None = None) -> StudyContext:
+    """Create or load the study `name`, refusing one whose stored spec differs, or whose
+    data had another `fingerprint` (data.py; None: not compared, nor stored).
 
     The check reads the database read-only first, so a mismatched spec writes nothing.
     """
@@ -196,10 +199,17 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext
 
     from study.storage import open_storage
 
-    table = to_table(spec)
     stored = stored_study_attr(url, name, "spec")
+    table = _spec_table(spec, fingerprint, stored)
     if stored is not None:
         diff = identity_diff(stored, table)
+        if diff and diff.startswith("data.fingerprint"):
+            from study.data import describe
+
+            raise SpecError(
+                f"study {name!r} was run on other data than {describe(spec.data)} holds now "
+                f"({diff}); pass --study-name NAME or another --storage to start a new study"
+            )
         if diff:
             raise SpecError(
                 f"study {name!r} exists with a different spec: {diff} "
@@ -224,13 +234,29 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext
             raise StorageUsageError(
                 f"--study-name: no study {name!r} in {mask(url)} (start it with `study run`)"
             ) from None
-    ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name))
+    ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name),
+                       fingerprint)
     _store_provenance(ctx, stored)
     return ctx
 
 
+def _spec_table(spec: Spec, fingerprint: str | None, stored: Any) -> dict[str, Any]:
+    """The spec as stored: its table, with the data's fingerprint (spec.FINGERPRINT).
+
+    Without a fingerprint, the stored one is kept: a caller that did not compute it
+    must not erase it. A study stored before fingerprints gets one on its next run.
+    """
+    table = to_table(spec)
+    section, key = FINGERPRINT
+    if fingerprint is None and isinstance(stored, dict):
+        fingerprint = stored.get(section, {}).get(key)
+    if fingerprint is not None:
+        table[section][key] = fingerprint
+    return table
+
+
 def _store_provenance(ctx: StudyContext, stored: dict[str, Any] | None) -> None:
-    table = to_table(ctx.spec)
+    table = _spec_table(ctx.spec, ctx.fingerprint, stored)
     if stored is None and ctx.study.get_trials(deepcopy=False):
         raise SpecError(
             f"study {ctx.name!r} has trials but no stored spec: it was not made by `study` "
@@ -544,7 +570,8 @@ def work(
                     continue
                 try:
                     results = trainer.train([c.config for c in claims], data,
-                                            _monitor(ctx, claims, progress, signals.check))
+                                            _monitor(ctx, claims, progress, signals.check,
+                                                     data.n_train))
                 except Exception as e:
                     if is_storage_error(e):
                         raise StorageError(describe_error(e, ctx.url)) from e
@@ -594,10 +621,11 @@ def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: A
 
 
 def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None,
-             check_stop: Callable[[], None]) -> Callable[[int, int, float, float], bool]:
+             check_stop: Callable[[], None], n_train: int
+             ) -> Callable[[int, int, float, float], bool]:
     prune = ctx.spec.search.pruner != "none"
     # Under a steps budget each batch size trains its own number of epochs.
-    epochs = [c.config.plan(ctx.spec.data.n_train).epochs for c in claims]
+    epochs = [c.config.plan(n_train).epochs for c in claims]
     report_val = ctx.spec.train.objective == "val_loss"
 
     def monitor(index: int, epoch: int, train_loss: float, val_loss: float) -> bool:

@@ -168,9 +168,14 @@ OPTIMIZERS: dict[str, Callable[[TrainSpec], Optimizer]] = {
 
 
 def _mse(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row loss and its derivative with respect to `pred` (shapes of `pred`)."""
+    """Per-row loss (members, rows, 1) and its derivative with respect to `pred` (its
+    shape). With several outputs, the mean over them, as keras.losses.MeanSquaredError."""
     err = pred - y
-    return err * err, 2.0 * err
+    outputs = int(pred.shape[-1])
+    if outputs == 1:
+        return err * err, 2.0 * err
+    tf = tensorflow()
+    return tf.reduce_mean(err * err, axis=-1, keepdims=True), err * (2.0 / outputs)
 
 
 def _cross_entropy(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -262,6 +267,8 @@ def train_population(
     """
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
+    # An MLP flattens its inputs (the keras model's Flatten): images become rows here.
+    data = data.flat()
     if initial_weights is not None and len(initial_weights) != len(configs):
         raise ValueError(f"initial_weights: {len(initial_weights)} weight lists for "
                          f"{len(configs)} configs")
@@ -353,7 +360,7 @@ class Layout:
     program stays small (XLA compile time grows with the number of ops).
     """
 
-    sizes: tuple[int, ...]  # n_features, hidden widths..., 1
+    sizes: tuple[int, ...]  # n_features, hidden widths..., outputs
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -384,8 +391,8 @@ class Layout:
                 for at, shape in zip(self.offsets(), self.shapes, strict=True)]
 
 
-def layout_of(model: ModelSpec, n_features: int) -> Layout:
-    return Layout((n_features, *model.hidden, 1))
+def layout_of(model: ModelSpec, n_features: int, outputs: int = 1) -> Layout:
+    return Layout((n_features, *model.hidden, outputs))
 
 
 # --------------------------------------------------------------------------- training a group
@@ -435,7 +442,7 @@ def _train_group(
     start = time.perf_counter()
     n_members = len(configs)
     n = data.n_train
-    layout = layout_of(group.model, data.x_train.shape[1])
+    layout = layout_of(group.model, data.n_features, data.n_outputs)
     if initial is None:
         initial = [glorot_weights(c.seed, layout.sizes) for c in configs]
     for i, weights in enumerate(initial):
@@ -444,8 +451,8 @@ def _train_group(
             raise ValueError(f"initial_weights[{i}]: shapes {shapes}, expected {layout.shapes}")
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
-    key = program_key(group.model, train, data.x_train.shape[1], group.micro, chunk_epochs,
-                      shuffle)
+    key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
+                      shuffle, outputs=data.n_outputs)
     program = _program(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
     xv, yv = tf.constant(data.x_val), tf.constant(data.y_val)
@@ -693,11 +700,12 @@ class _ProgramKey:
 
 
 def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
-                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True) -> _ProgramKey:
+                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True, *,
+                outputs: int = 1) -> _ProgramKey:
     """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
     `sharpness`) read only its model and loss."""
     return _ProgramKey(
-        layout_of(model, n_features), model.activation, train.loss, train.optimizer,
+        layout_of(model, n_features, outputs), model.activation, train.loss, train.optimizer,
         (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
         train.schedule, train.warmup_fraction > 0,
         len(train.decay_at) if train.schedule == "step" else 0,
@@ -755,7 +763,7 @@ def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
     def body(i: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
         xb = tf.slice(xp, [i * block, 0], [block, x.shape[1]])
-        yb = tf.slice(yp, [i * block, 0], [block, 1])
+        yb = tf.slice(yp, [i * block, 0], [block, y.shape[1]])
         row_loss, _ = loss_fn(_forward(tf, key, theta, xb), yb[None])
         w = tf.slice(weight, [i * block], [block])
         return i + 1, total + tf.reduce_sum(row_loss[:, :, 0] * w[None, :], axis=1)
