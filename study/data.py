@@ -133,9 +133,9 @@ def describe(spec: DataSpec) -> str:
 def check_spec(spec: Spec, data: Dataset) -> None:
     """The spec's checks that need the data: every batch size fits in its rows, and the
     loss fits its task. SpecError names the field at fault."""
+    check_task(spec, data.task, describe(spec.data))
     check_rows(spec, data.n_train, f"{describe(spec.data)} has " if spec.data.kind not in
                SYNTHETIC_KINDS else "data.n_train = ")
-    check_task(spec, data.task, describe(spec.data))
 
 
 def make_dataset(spec: DataSpec) -> Dataset:

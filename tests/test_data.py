@@ -209,7 +209,8 @@ def test_bad_files_name_the_file_and_what_is_wrong(tmp_path: Path) -> None:
     np.savez(tmp_path / "obj.npz", x_train=np.array([{"a": 1}] * 3, dtype=object), y_train=np.ones(3))
     bad(DataSpec(kind="npz", path=str(tmp_path / "obj.npz")), r"holds Python objects \(pickled\)")
     np.savez(tmp_path / "nox.npz", inputs=np.ones((3, 2)), y_train=np.ones(3))
-    bad(DataSpec(kind="npz", path=str(tmp_path / "nox.npz")), r"has no array 'x_train' \(arrays: inputs, y_train\)")
+    bad(DataSpec(kind="npz", path=str(tmp_path / "nox.npz")),
+        r"has no array 'x_train' \(arrays: inputs, y_train\)")
     (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00garbage")
     bad(DataSpec(kind="csv", path=str(tmp_path / "bin.csv"), target=("y",)), r"is not a CSV file")
     write_csv(tmp_path / "d.csv", "a,b,y", [[1, 2, 3], [4, 5, 6]])
@@ -242,8 +243,8 @@ def test_bad_arrays_name_the_array_and_where(tmp_path: Path) -> None:
     one = DataSpec(kind="npz", path=str(tmp_path / "one.npz"), val_fraction=0.5, task="binary")
     np.savez(tmp_path / "one.npz", x_train=x, y_train=np.ones(4))
     bad(one, r"y_train has a single class \(1\)")
-    bad(npz("tiny.npz", x_train=x, y_train=np.arange(4.0)).__class__(
-        kind="npz", path=str(tmp_path / "tiny.npz"), val_fraction=0.1),
+    tiny = npz("tiny.npz", x_train=x, y_train=np.arange(4.0))
+    bad(dataclasses.replace(tiny, val_fraction=0.1),
         r"^data\.val_fraction: 0\.1 of 4 rows leaves the validation set empty")
     bad(DataSpec(kind="npz", path=str(tmp_path / "tiny.npz")),
         r"^data\.val_fraction: npz file .* has no validation set; set data\.val_fraction")
@@ -257,7 +258,8 @@ def test_a_hostile_loader_is_one_line_naming_it(tmp_path: Path, monkeypatch: pyt
         "def boom():\n    raise RuntimeError('disk on fire\\nsecond line')\n"
         "def three():\n    return 1, 2, 3\n"
         "def objects():\n    return np.array([object()] * 3), np.ones(3)\n"
-        "def half():\n    return {'x_train': np.ones((3, 1)), 'y_train': np.ones(3), 'x_val': np.ones((1, 1))}\n"
+        "def half():\n"
+        "    return {'x_train': np.ones((3, 1)), 'y_train': np.ones(3), 'x_val': np.ones((1, 1))}\n"
         "not_callable = 5\n")
     monkeypatch.chdir(tmp_path)
 
