@@ -328,6 +328,8 @@ def from_stored(table: object) -> Spec | None:
     lacks the fields added since: they take their defaults, which is what that version
     ran with. A key this version does not know (a field since removed) is dropped, so
     an old study can still be read; a value of the wrong type is an error naming it.
+    The data's fingerprint (`FINGERPRINT`), which the runner stores beside the spec's
+    fields, is dropped too: it is compared by `identity_diff`, never set by a spec.
     """
     if not isinstance(table, Mapping):
         return None
@@ -601,8 +603,8 @@ def _validate_data(d: DataSpec) -> None:
             raise SpecError(f"data.{name}: data.kind = {d.kind!r} needs {what}")
         if value and name not in needs and not (name == "features" and d.kind == "csv"):
             raise SpecError(f"data.{name}: {value!r} is not used by data.kind = {d.kind!r}")
-    if (d.kind == "python" and len(d.loader.split(":")) != 2) or \
-            (d.kind == "python" and not all(p.strip() for p in d.loader.split(":"))):
+    parts = d.loader.split(":")
+    if d.loader and (len(parts) != 2 or not all(p.strip() for p in parts)):
         raise SpecError(f"data.loader: expected 'module:function', got {d.loader!r}")
     _unique("data.target", d.target)
     _unique("data.features", d.features)
