@@ -160,6 +160,20 @@ def make_dataset(spec: DataSpec) -> Dataset:
     return _finish(spec, raw)
 
 
+def from_arrays(spec: DataSpec, x_train: Any, y_train: Any, x_val: Any = None, y_val: Any = None,
+                origin: str = "data") -> Dataset:
+    """A Dataset of arrays in memory, through the same checks, split, standardization and
+    fingerprint as a file's (`spec` gives val_fraction, seed, standardize and task;
+    `origin` names the arrays in messages)."""
+    if x_train is None or y_train is None:
+        raise DataError(f"{origin}: x_train and y_train are both needed")
+    if (x_val is None) != (y_val is None):
+        raise DataError(f"{origin}: only one of x_val and y_val was given: give both or neither")
+    return _finish(spec, _Raw(_array(x_train, "x_train", origin), _array(y_train, "y_train", origin),
+                              _array(x_val, "x_val", origin), _array(y_val, "y_val", origin),
+                              origin))
+
+
 # --------------------------------------------------------------------------- synthetic
 
 
@@ -373,16 +387,18 @@ def _python(spec: DataSpec) -> _Raw:
             raise DataError(f"{where} returned no {name!r}; expected {LOADER_CONTRACT}")
     if ("x_val" in parts) != ("y_val" in parts):
         raise DataError(f"{where} returned only one of 'x_val' and 'y_val': give both or neither")
-    arrays: dict[str, Raw] = {}
-    for name, value in parts.items():
-        try:
-            a = np.asarray(value)
-        except Exception as e:
-            raise DataError(f"{where}: {name} is not an array: {type(e).__name__}: "
-                            f"{_first_line(e)}") from None
-        arrays[name] = a
-    return _Raw(arrays["x_train"], arrays["y_train"], arrays.get("x_val"), arrays.get("y_val"),
-                where)
+    x, y, xv, yv = (_array(parts.get(name), name, where) for name in ARRAYS)
+    return _Raw(x, y, xv, yv, where)
+
+
+def _array(value: Any, name: str, origin: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return np.asarray(value)
+    except Exception as e:
+        raise DataError(f"{origin}: {name} is not an array: {type(e).__name__}: "
+                        f"{_first_line(e)}") from None
 
 
 # --------------------------------------------------------------------------- bundled sets

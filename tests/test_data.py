@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from study.data import LABEL_NOISE, fingerprint, make_dataset
+from study.data import LABEL_NOISE, fingerprint, from_arrays, make_dataset
 from study.errors import DataError
 from study.spec import DataSpec
 
@@ -276,3 +276,15 @@ def test_a_hostile_loader_is_one_line_naming_it(tmp_path: Path, monkeypatch: pyt
     loader("odd_mod:three", r"returned a tuple of 3; expected a tuple \(x_train, y_train\)")
     loader("odd_mod:objects", r"x_train holds Python objects; expected numbers")
     loader("odd_mod:half", r"returned only one of 'x_val' and 'y_val'")
+
+
+def test_arrays_in_memory_go_through_the_same_checks_as_a_file(tmp_path: Path) -> None:
+    x, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
+    spec = DataSpec(kind="npz", path=str(tmp_path / "a.npz"), val_fraction=0.3)
+    assert from_arrays(spec, x, y).fingerprint == make_dataset(spec).fingerprint
+    assert from_arrays(spec, x.tolist(), y.tolist()).fingerprint == make_dataset(spec).fingerprint
+    with pytest.raises(DataError, match=r"^arrays: x_train has 10 rows but y_train has 9$"):
+        from_arrays(spec, x, y[:9], origin="arrays")
+    with pytest.raises(DataError, match=r"only one of x_val and y_val"):
+        from_arrays(spec, x, y, x_val=x)
