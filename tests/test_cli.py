@@ -397,6 +397,7 @@ def _csv_study(root: Path) -> None:
         "[search]\nbatch_size = [8, 16]\nlearning_rate = [0.01, 0.001]\n")
 
 
+@pytest.mark.slow
 def test_a_csv_study_trains_end_to_end_and_refuses_changed_data(tmp_path: Path) -> None:
     _csv_study(tmp_path)
     args = ["run", "--spec", "mine.toml", "--storage", "sqlite:///s.db", "--trainer", "population"]
