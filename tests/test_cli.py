@@ -444,3 +444,22 @@ def test_a_study_stored_without_a_fingerprint_resumes_and_gets_one(db_path: Path
     assert out.returncode == 0 and "is complete" in out.stdout, out.stderr
     (stored,) = sql(db_path, "SELECT value_json FROM study_user_attributes WHERE key = 'spec'")
     assert json.loads(str(stored[0]))["data"]["fingerprint"] == make_dataset(spec.data).fingerprint
+
+
+def test_a_worker_whose_copy_of_the_data_differs_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from study import runner
+    from study.data import make_dataset
+    from study.spec import load_spec
+
+    _csv_study(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the spec's path is relative, as a user writes it
+    spec = load_spec("mine.toml")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    runner.open_study(spec, url, "mine", create=True,
+                      fingerprint=make_dataset(spec.data).fingerprint)
+    (tmp_path / "mine.csv").write_text((tmp_path / "mine.csv").read_text().replace("y\n", "y\n0,0,0,0\n", 1))
+    before = dump(tmp_path / "s.db")
+    out = run_cli(["worker", "--storage", url, "--study-name", "mine"], cwd=tmp_path)
+    _one_line_exit_2(out, "study 'mine' was run on other data than csv file 'mine.csv' holds now")
+    assert dump(tmp_path / "s.db") == before
