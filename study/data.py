@@ -134,8 +134,8 @@ def check_spec(spec: Spec, data: Dataset) -> None:
     """The spec's checks that need the data: every batch size fits in its rows, and the
     loss fits its task. SpecError names the field at fault."""
     check_task(spec, data.task, describe(spec.data))
-    check_rows(spec, data.n_train, f"{describe(spec.data)} has " if spec.data.kind not in
-               SYNTHETIC_KINDS else "data.n_train = ")
+    check_rows(spec, data.n_train, f"data.n_train = {data.n_train}" if spec.data.kind in
+               SYNTHETIC_KINDS else f"{describe(spec.data)} has {data.n_train} training rows")
 
 
 def make_dataset(spec: DataSpec) -> Dataset:

@@ -543,7 +543,7 @@ def validate(spec: Spec) -> None:
     bs = s.batch_size
     if spec.data.kind in SYNTHETIC_KINDS:
         # Other sets are checked against their rows once loaded (`check_rows`).
-        check_rows(spec, spec.data.n_train, "data.n_train = ")
+        check_rows(spec, spec.data.n_train, f"data.n_train = {spec.data.n_train}")
     if isinstance(bs, Range) and bs.low != int(bs.low):
         raise SpecError(f"search.batch_size.low: expected an integer, got {bs.low:g}")
     if isinstance(bs, Range) and bs.high != int(bs.high):
@@ -621,16 +621,16 @@ def _validate_data(d: DataSpec) -> None:
                         "(data.n_val, data.val_seed)")
 
 
-def check_rows(spec: Spec, n_train: int, what: str = "") -> None:
+def check_rows(spec: Spec, n_train: int, source: str) -> None:
     """The checks that need the training set's row count: every batch size fits in it,
-    and the noise scale is measured at epochs that are trained."""
+    and the noise scale is measured at epochs that are trained. `source` says where the
+    count comes from, in the message."""
     s, a = spec.search, spec.analysis
     bs = s.batch_size
     biggest = bs.high if isinstance(bs, Range) else max(bs, default=0)
     if biggest > n_train:
         raise SpecError(
-            f"search.batch_size: {biggest:g} is larger than the training set "
-            f"({what}{n_train}{'' if what else ' rows'})"
+            f"search.batch_size: {biggest:g} is larger than the training set ({source})"
         )
     if spec.train.budget != "steps" and a.noise_epochs:
         # Under a steps budget the epoch count depends on the batch size; a trial skips

@@ -368,7 +368,8 @@ BAD_DATA = [
     ('kind = "csv"\npath = "binary.csv"\ntarget = "y"\nval_fraction = 0.2',
      "train.loss: 'mse' does not fit csv file 'binary.csv' (use 'cross_entropy')"),
     ('kind = "csv"\npath = "good.csv"\ntarget = "y"\nval_fraction = 0.5',
-     "search.batch_size: 32 is larger than the training set (csv file 'good.csv' has 20)"),
+     "search.batch_size: 32 is larger than the training set (csv file 'good.csv' has 20 "
+     "training rows)"),
     ('kind = "digits"\nval_fraction = 0.2', "data.task: data.kind = 'digits' has a multi-class "
      "target; training multi-class targets is not supported yet"),
 ]
