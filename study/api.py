@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
 
+    from study.data import Dataset
     from study.progress import Progress
     from study.query import Table
     from study.report import Report, StudyView
@@ -94,9 +95,21 @@ def _seed_list(seeds: object) -> list[int]:
 # --------------------------------------------------------------------------- running
 
 
-def open_run(spec: Spec, storage: str, study_name: str | None, workers: int) -> StudyContext:
+def load_data(spec: Spec) -> Dataset:
+    """The spec's data set, loaded and checked against the spec (its batch sizes fit its
+    rows, its loss fits its task); `DataError` or `SpecError` names what is wrong."""
+    from study.data import check_spec, make_dataset
+
+    data = make_dataset(spec.data)
+    check_spec(spec, data)
+    return data
+
+
+def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, data: Dataset
+             ) -> StudyContext:
     """Check the storage and the workers, then create or resume the study (refusing one
-    stored with a different identity). Nothing is written before every check passed."""
+    stored with a different identity or other data: `data`, from `load_data`). Nothing
+    is written before every check passed."""
     from study import runner
     from study.storage import mask, parse_url, supports_workers
 
@@ -107,7 +120,8 @@ def open_run(spec: Spec, storage: str, study_name: str | None, workers: int) -> 
         raise UsageError(f"--workers: {workers} workers need PostgreSQL or SQLite storage, "
                          f"not {mask(storage)}")
     # The schema and the study are created here, once, before any worker starts.
-    return runner.open_study(spec, storage, study_name or spec.name, create=True)
+    return runner.open_study(spec, storage, study_name or spec.name, create=True,
+                             fingerprint=data.fingerprint)
 
 
 def tally(ctx: StudyContext) -> tuple[int, int]:
@@ -118,7 +132,7 @@ def tally(ctx: StudyContext) -> tuple[int, int]:
     return runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False)), total
 
 
-def train(ctx: StudyContext, workers: int = 1, worker_args: Sequence[str] = (),
+def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Sequence[str] = (),
           progress: Progress | None = None,
           on_fallback: Callable[[str], None] | None = None) -> int:
     """Run every pending trial: in this process, or in `workers` local worker processes.
@@ -129,7 +143,6 @@ def train(ctx: StudyContext, workers: int = 1, worker_args: Sequence[str] = (),
     """
     from study import runner
     from study import workers as pool
-    from study.data import make_dataset
 
     spec = ctx.spec
     if workers > 1:
@@ -137,8 +150,7 @@ def train(ctx: StudyContext, workers: int = 1, worker_args: Sequence[str] = (),
         if outcome.interrupted:
             raise KeyboardInterrupt
         return len(outcome.killed)
-    runner.work(ctx, trainer_factory(spec, on_fallback), lambda: make_dataset(spec.data),
-                progress)
+    runner.work(ctx, trainer_factory(spec, on_fallback), lambda: data, progress)
     return 0
 
 
@@ -220,13 +232,14 @@ def run(
 
     with _library_quiet():
         resolved = resolve_spec(spec, overrides, seeds=seeds, trainer=trainer)
-        ctx = open_run(resolved, storage, study_name, workers)
+        data = load_data(resolved)
+        ctx = open_run(resolved, storage, study_name, workers, data)
         done, total = tally(ctx)
         if done < total:
             bar = Progress(total, done) if progress else None
             say = (lambda line: print(f"study: {line}", file=sys.stderr)) if progress else None
             try:
-                train(ctx, workers, progress=bar, on_fallback=say)
+                train(ctx, data, workers, progress=bar, on_fallback=say)
             finally:
                 if bar is not None:
                     bar.close()

@@ -19,6 +19,7 @@ from study.errors import StorageUsageError, StudyError
 from study.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
+    from study.data import Dataset
     from study.spec import Spec
     from study.trainers import Trainer
 
@@ -111,8 +112,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _spec_from_args(args)
     assert isinstance(spec, Spec)
-    ctx = api.open_run(spec, args.storage, args.study_name, args.workers)
-    _train(ctx, args.workers, _worker_args(args), quiet=False)
+    # The data set is loaded and checked before the database is touched: bad data
+    # writes nothing.
+    data = api.load_data(spec)
+    ctx = api.open_run(spec, args.storage, args.study_name, args.workers, data)
+    _train(ctx, args.workers, _worker_args(args), quiet=False, data=data)
     _print_summary(ctx)
     return 0
 
@@ -125,7 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     Example: study worker --storage postgresql+psycopg://user:pw@dbhost/study --study-name article
     """
-    from study import runner
+    from study import api, runner
     from study.spec import apply_overrides, from_stored, from_table, to_table, validate
     from study.storage import parse_url, stored_study_attr
 
@@ -145,8 +149,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.pool_member:
         # The pool's parent owns Ctrl-C and stops us with one SIGTERM.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctx = runner.open_study(spec, args.storage, name, create=False)
-    _train(ctx, 1, [], quiet=args.pool_member)
+    # This worker's own copy of the data (its file, its loader) must be the study's.
+    data = api.load_data(spec)
+    ctx = runner.open_study(spec, args.storage, name, create=False, fingerprint=data.fingerprint)
+    _train(ctx, 1, [], quiet=args.pool_member, data=data)
     return 0
 
 
@@ -163,7 +169,8 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
     return extra
 
 
-def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> None:
+def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool, data: Dataset
+           ) -> None:
     """`api.train`, with what a person sees: the plan, the progress bar, the trainer's
     fallback and killed workers (a pool's member says only the fallback)."""
     from study import api, runner
@@ -182,7 +189,8 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool) -> No
     progress = None if quiet else Progress(total, done)
     try:
         # Which trainer trains is never a silent choice: pool workers say it too.
-        killed = api.train(ctx, workers, worker_args, progress, on_fallback=_say_fallback)
+        killed = api.train(ctx, data, workers, worker_args, progress,
+                           on_fallback=_say_fallback)
         if killed:
             print(f"\nstudy: {killed} worker(s) were killed; the others re-ran their trials.",
                   file=sys.stderr)

@@ -24,6 +24,10 @@ class SpecError(UsageError):
     """A spec (file, built-in, or override) that fails validation."""
 
 
+class DataError(UsageError):
+    """A data set that cannot be loaded or used as given (a file, a column, a loader)."""
+
+
 class StorageError(StudyError):
     """The storage cannot be opened or used (bad URL, server gone)."""
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from study import optuna_compat, space
 from study import records as R
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
-from study.spec import Range, Spec, identity_diff, to_table
+from study.spec import FINGERPRINT, Range, Spec, identity_diff, to_table
 from study.storage import (
     claim_lock,
     describe_error,
@@ -182,14 +182,17 @@ class StudyContext:
     study: optuna.Study
     storage: Any  # optuna.storages.RDBStorage
     study_id: int
+    fingerprint: str | None = None  # the data set's (data.py), stored with the spec
 
     @property
     def cells(self) -> list[space.Cell]:
         return space.grid_cells(self.spec) if self.spec.is_grid else []
 
 
-def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext:
-    """Create or load the study `name`, refusing one whose stored spec differs.
+def open_study(spec: Spec, url: str, name: str, *, create: bool,
+               fingerprint: str | None = None) -> StudyContext:
+    """Create or load the study `name`, refusing one whose stored spec differs, or whose
+    data had another `fingerprint` (data.py; None: not compared, nor stored).
 
     The check reads the database read-only first, so a mismatched spec writes nothing.
     """
@@ -197,10 +200,17 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext
 
     from study.storage import open_storage
 
-    table = to_table(spec)
     stored = stored_study_attr(url, name, "spec")
+    table = _spec_table(spec, fingerprint, stored)
     if stored is not None:
         diff = identity_diff(stored, table)
+        if diff and diff.startswith("data.fingerprint"):
+            from study.data import describe
+
+            raise SpecError(
+                f"study {name!r} was run on other data than {describe(spec.data)} holds now "
+                f"({diff}); pass --study-name NAME or another --storage to start a new study"
+            )
         if diff:
             raise SpecError(
                 f"study {name!r} exists with a different spec: {diff} "
@@ -225,13 +235,29 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool) -> StudyContext
             raise StorageUsageError(
                 f"--study-name: no study {name!r} in {mask(url)} (start it with `study run`)"
             ) from None
-    ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name))
+    ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name),
+                       fingerprint)
     _store_provenance(ctx, stored)
     return ctx
 
 
+def _spec_table(spec: Spec, fingerprint: str | None, stored: Any) -> dict[str, Any]:
+    """The spec as stored: its table, with the data's fingerprint (spec.FINGERPRINT).
+
+    Without a fingerprint, the stored one is kept: a caller that did not compute it
+    must not erase it. A study stored before fingerprints gets one on its next run.
+    """
+    table = to_table(spec)
+    section, key = FINGERPRINT
+    if fingerprint is None and isinstance(stored, dict):
+        fingerprint = stored.get(section, {}).get(key)
+    if fingerprint is not None:
+        table[section][key] = fingerprint
+    return table
+
+
 def _store_provenance(ctx: StudyContext, stored: dict[str, Any] | None) -> None:
-    table = to_table(ctx.spec)
+    table = _spec_table(ctx.spec, ctx.fingerprint, stored)
     if stored is None and ctx.study.get_trials(deepcopy=False):
         raise SpecError(
             f"study {ctx.name!r} has trials but no stored spec: it was not made by `study` "
@@ -345,12 +371,14 @@ def _fair_share(ctx: StudyContext, me: Worker, pending: int) -> int:
 
 
 def claim(ctx: StudyContext, me: Worker, limit: int,
-          size: Callable[[Sequence[TrialConfig]], int] | None = None) -> list[Claim]:
+          size: Callable[[Sequence[TrialConfig]], int] | None = None,
+          n_train: int | None = None) -> list[Claim]:
     """Take up to `limit` trials to run, under the study's claim lock.
 
     `size`, given the configs of the trials this claim could take (in the order it takes
     them), says how many to take: the trainer's `claim_size`, which keeps a claim to about
     `run.checkpoint_seconds` of training, since its results are recorded only as it ends.
+    `n_train` is the data set's training rows (a budget's epochs depend on them).
     """
     from study.trainers import TrialConfig
 
@@ -386,7 +414,8 @@ def claim(ctx: StudyContext, me: Worker, limit: int,
             running = sum(t.state.name in ("RUNNING", "WAITING") for t in trials)
             limit = max(0, min(limit, spec.search.n_trials - finished - running))
             if size is not None and limit:
-                limit = max(1, min(limit, size([_unsampled(spec)] * limit)))
+                rows = spec.data.n_train if n_train is None else n_train  # the data's own
+                limit = max(1, min(limit, size([_unsampled(spec, rows)] * limit)))
             for _ in range(limit):
                 ctx.study.enqueue_trial({}, user_attrs=owner)
                 claimed.append(ctx.study.ask(dists))
@@ -403,7 +432,7 @@ def claim(ctx: StudyContext, me: Worker, limit: int,
     return claims
 
 
-def _unsampled(spec: Spec) -> TrialConfig:
+def _unsampled(spec: Spec, n_train: int) -> TrialConfig:
     """What sizes a claim of trials whose batch size the sampler has yet to choose: the
     end of the range whose budget trains the most epochs (the smallest batch size, unless
     a steps budget gives larger ones more epochs)."""
@@ -413,7 +442,7 @@ def _unsampled(spec: Spec) -> TrialConfig:
     ends = (int(bs.low), int(bs.high)) if isinstance(bs, Range) else (min(bs), max(bs))
     lr = spec.search.learning_rate
     rate = lr.low if isinstance(lr, Range) else min(lr)
-    longest = max(ends, key=lambda b: (spec.train.plan(int(b), spec.data.n_train).epochs, -b))
+    longest = max(ends, key=lambda b: (spec.train.plan(int(b), n_train).epochs, -b))
     return TrialConfig.of(spec, int(longest), float(rate), spec.search.seeds[0])
 
 
@@ -578,7 +607,7 @@ def work(
                 size = functools.partial(trainer.claim_size, n_train=data.n_train,
                                          seconds=ctx.spec.run.checkpoint_seconds)
                 with signals.critical():
-                    claims = claim(ctx, me, trainer.batch_limit, size)
+                    claims = claim(ctx, me, trainer.batch_limit, size, data.n_train)
                 if not claims:
                     trials = ctx.study.get_trials(deepcopy=False)
                     if count_finished(ctx, trials) >= total_trials(ctx):
@@ -588,7 +617,8 @@ def work(
                     continue
                 try:
                     results = trainer.train([c.config for c in claims], data,
-                                            _monitor(ctx, claims, progress, signals.check))
+                                            _monitor(ctx, claims, progress, signals.check,
+                                                     data.n_train))
                 except Exception as e:
                     if is_storage_error(e):
                         raise StorageError(describe_error(e, ctx.url)) from e
@@ -641,10 +671,11 @@ def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: A
 
 
 def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None,
-             check_stop: Callable[[], None]) -> Callable[[int, int, float, float, float], bool]:
+             check_stop: Callable[[], None], n_train: int
+             ) -> Callable[[int, int, float, float, float], bool]:
     prune = ctx.spec.search.pruner != "none"
     # Under a steps budget each batch size trains its own number of epochs.
-    epochs = [c.config.plan(ctx.spec.data.n_train).epochs for c in claims]
+    epochs = [c.config.plan(n_train).epochs for c in claims]
     objective = ctx.spec.train.objective
 
     def monitor(index: int, epoch: int, train_loss: float, val_loss: float,

@@ -23,19 +23,26 @@ from study.errors import SpecError
 SAMPLERS = ("grid", "tpe", "random", "qmc")
 PRUNERS = ("none", "median", "hyperband")
 TRAINERS = ("auto", "keras", "population")
-DATA_KINDS = ("linear", "classification")
+DATA_KINDS = ("linear", "classification", "npz", "csv", "python", "diabetes", "digits")
+# Kinds generated from `data.n_train`, `n_val`, `n_features` and `val_seed`; the
+# others bring their own rows (see data.py).
+SYNTHETIC_KINDS = ("linear", "classification")
+TASKS = ("regression", "binary", "multiclass")
 ACTIVATIONS = ("relu", "tanh", "linear")
 # Keras 3's optimizers with their defaults; "momentum" is keras.optimizers.SGD with
 # `train.momentum` (and `train.nesterov`).
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
-# mse: regression, one output. cross_entropy: binary classification, one output (a logit),
-# 0/1 labels. sparse_cross_entropy: multi-class classification, one output (a logit) per
-# class, integer labels 0..k-1 (softmax cross-entropy, as
+# mse: regression, one output per target column. cross_entropy: binary classification,
+# one output (a logit), 0/1 labels. sparse_cross_entropy: multi-class classification, one
+# output (a logit) per class, integer labels 0..k-1 (softmax cross-entropy, as
 # keras.losses.SparseCategoricalCrossentropy(from_logits=True)).
 LOSSES = ("mse", "cross_entropy", "sparse_cross_entropy")
 CLASSIFICATION_LOSSES = ("cross_entropy", "sparse_cross_entropy")
-# The loss each data set's targets call for: real values, or 0/1 labels (see `task_loss`).
-TASK_LOSS = {"linear": "mse", "classification": "cross_entropy"}
+# The loss each task's targets call for: real values, 0/1 labels, or class indices.
+TASK_LOSS = {"regression": "mse", "binary": "cross_entropy", "multiclass": "sparse_cross_entropy"}
+# The task of each data set whose task the spec alone tells (see `kind_task`).
+KIND_TASK = {"linear": "regression", "classification": "binary", "diabetes": "regression",
+             "digits": "multiclass"}
 # val_error: 1 - the validation accuracy after training, for classification losses only.
 OBJECTIVES = ("train_loss", "val_loss", "val_error")
 BUDGETS = ("epochs", "steps", "examples")
@@ -54,19 +61,34 @@ class Range:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """The synthetic data set; `linear` is the article's: y = X.w + U[0,1) noise.
+    """The data set (see data.py); `linear` is the article's: y = X.w + U[0,1) noise.
 
     `classification` is a binary set (see data.py): 0/1 labels, cross-entropy loss; with
     `n_classes` above 2, a multi-class set (labels 0..n_classes-1, sparse_cross_entropy).
+    `npz` and `csv` read the file at `path`; `python` calls `loader`; `diabetes` and
+    `digits` are scikit-learn's bundled sets.
     """
 
     kind: str = "linear"
+    # Synthetic sets only (SYNTHETIC_KINDS): their sizes.
     n_train: int = 1000
     n_val: int = 1000
     n_features: int = 10
     seed: int = 0  # the article's np.random.seed(0): X, then w, then the noise
     val_seed: int = 1  # held-out set: same w, fresh X and noise from this seed
     n_classes: int = 2  # classes of the `classification` set (2: the binary XOR set)
+    path: str = ""  # npz, csv: the file, relative to the current directory
+    target: tuple[str, ...] = ()  # csv: the target column(s); a name is a list of one
+    features: tuple[str, ...] = ()  # csv: the input columns (default: every other one)
+    loader: str = ""  # python: "module:function", returning the arrays (data.py)
+    # regression | binary | multiclass; "" : decided from the data (data.py, _task_of).
+    task: str = ""
+    # A source with no validation set holds out this share of its rows, drawn with
+    # `seed` (per class for a classification target).
+    val_fraction: float = 0.0
+    # Inputs scaled to zero mean, unit variance per feature, by the training rows'
+    # statistics (applied to both sets).
+    standardize: bool = False
 
 
 @dataclass(frozen=True)
@@ -345,6 +367,8 @@ def from_stored(table: object) -> Spec | None:
     lacks the fields added since: they take their defaults, which is what that version
     ran with. A key this version does not know (a field since removed) is dropped, so
     an old study can still be read; a value of the wrong type is an error naming it.
+    The data's fingerprint (`FINGERPRINT`), which the runner stores beside the spec's
+    fields, is dropped too: it is compared by `identity_diff`, never set by a spec.
     """
     if not isinstance(table, Mapping):
         return None
@@ -398,6 +422,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                       _scalar(float, value["high"], f"{where}.high"))
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(tp)
+        if item_type is str and isinstance(value, str):
+            return (value,)  # `target = "y"` is the list of one column
         if not isinstance(value, list):
             raise SpecError(f"{where}: expected a list, got {value!r}")
         return tuple(_scalar(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
@@ -505,20 +531,7 @@ def _toml_value(value: Any) -> str:
 
 def validate(spec: Spec) -> None:
     """Every rule in one place; raises SpecError naming the first field at fault."""
-    _one_of("data.kind", spec.data.kind, DATA_KINDS)
-    _positive("data.n_train", spec.data.n_train)
-    _positive("data.n_val", spec.data.n_val)
-    _positive("data.n_features", spec.data.n_features)
-    _non_negative("data.seed", spec.data.seed)
-    _non_negative("data.val_seed", spec.data.val_seed)
-    if spec.data.kind == "classification" and spec.data.n_features < 2:
-        raise SpecError(f"data.n_features: the classification set needs at least 2 features, "
-                        f"got {spec.data.n_features}")
-    if spec.data.kind == "classification" and spec.data.n_classes < 2:
-        raise SpecError(f"data.n_classes: expected at least 2 classes, got {spec.data.n_classes}")
-    if spec.data.kind != "classification" and spec.data.n_classes != 2:
-        raise SpecError(f"data.n_classes: {spec.data.n_classes} is only for data.kind = "
-                        f"'classification' (the kind is {spec.data.kind!r})")
+    _validate_data(spec.data)
 
     # hidden = [] is a linear model.
     for i, width in enumerate(spec.model.hidden):
@@ -531,13 +544,6 @@ def validate(spec: Spec) -> None:
     for i, epoch in enumerate(a.noise_epochs):
         _non_negative(f"analysis.noise_epochs[{i}]", epoch)
     _unique("analysis.noise_epochs", a.noise_epochs)
-    if spec.train.budget != "steps" and a.noise_epochs:
-        # Under a steps budget the epoch count depends on the batch size; a trial skips
-        # the epochs it does not reach.
-        last = spec.train.plan(1, spec.data.n_train).epochs
-        if max(a.noise_epochs) > last:
-            raise SpecError(f"analysis.noise_epochs: epoch {max(a.noise_epochs)} is after the "
-                            f"last one ({last})")
     if len(a.noise_batches) != 2:
         raise SpecError(f"analysis.noise_batches: expected two batch sizes [small, big], "
                         f"got {list(a.noise_batches)}")
@@ -574,12 +580,9 @@ def validate(spec: Spec) -> None:
                 _positive(f"{where}[{i}]", v)
             _unique(where, axis)
     bs = s.batch_size
-    biggest = bs.high if isinstance(bs, Range) else max(bs)
-    if biggest > spec.data.n_train:
-        raise SpecError(
-            f"search.batch_size: {biggest:g} is larger than the training set "
-            f"(data.n_train = {spec.data.n_train})"
-        )
+    if spec.data.kind in SYNTHETIC_KINDS:
+        # Other sets are checked against their rows once loaded (`check_rows`).
+        check_rows(spec, spec.data.n_train, f"data.n_train = {spec.data.n_train}")
     if isinstance(bs, Range) and bs.low != int(bs.low):
         raise SpecError(f"search.batch_size.low: expected an integer, got {bs.low:g}")
     if isinstance(bs, Range) and bs.high != int(bs.high):
@@ -612,14 +615,92 @@ def validate(spec: Spec) -> None:
         raise SpecError("name: expected a non-empty study name")
 
 
+def _validate_data(d: DataSpec) -> None:
+    _one_of("data.kind", d.kind, DATA_KINDS)
+    _non_negative("data.seed", d.seed)
+    if d.kind in SYNTHETIC_KINDS:
+        _positive("data.n_train", d.n_train)
+        _positive("data.n_val", d.n_val)
+        _positive("data.n_features", d.n_features)
+        _non_negative("data.val_seed", d.val_seed)
+    else:
+        # The sizes of a set that brings its own rows are its own.
+        defaults = DataSpec()
+        for name in ("n_train", "n_val", "n_features", "val_seed"):
+            if getattr(d, name) != getattr(defaults, name):
+                raise SpecError(f"data.{name}: only for the synthetic sets "
+                                f"({', '.join(SYNTHETIC_KINDS)}); data.kind = {d.kind!r} brings "
+                                "its own rows")
+    if d.kind == "classification" and d.n_features < 2:
+        raise SpecError(f"data.n_features: the classification set needs at least 2 features, "
+                        f"got {d.n_features}")
+    if d.kind == "classification" and d.n_classes < 2:
+        raise SpecError(f"data.n_classes: expected at least 2 classes, got {d.n_classes}")
+    if d.kind != "classification" and d.n_classes != 2:
+        raise SpecError(f"data.n_classes: {d.n_classes} is only for data.kind = "
+                        f"'classification' (the kind is {d.kind!r})")
+    needs = {"npz": ("path",), "csv": ("path", "target"), "python": ("loader",)}.get(d.kind, ())
+    for name in ("path", "target", "features", "loader"):
+        value = getattr(d, name)
+        if name in needs and not value:
+            what = {"path": "the path of the file", "target": "the target column (a name or a "
+                    "list)", "loader": "'module:function'"}[name]
+            raise SpecError(f"data.{name}: data.kind = {d.kind!r} needs {what}")
+        if value and name not in needs and not (name == "features" and d.kind == "csv"):
+            raise SpecError(f"data.{name}: {value!r} is not used by data.kind = {d.kind!r}")
+    parts = d.loader.split(":")
+    if d.loader and (len(parts) != 2 or not all(p.strip() for p in parts)):
+        raise SpecError(f"data.loader: expected 'module:function', got {d.loader!r}")
+    _unique("data.target", d.target)
+    _unique("data.features", d.features)
+    if d.task:
+        _one_of("data.task", d.task, TASKS)
+        known = kind_task(d)
+        if known is not None and d.task != known:
+            raise SpecError(f"data.task: {d.task!r} does not fit data.kind = {d.kind!r}, whose "
+                            f"task is {known!r}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise SpecError(f"data.val_fraction: expected a fraction in [0, 1), got {d.val_fraction!r}")
+    if d.val_fraction and d.kind in SYNTHETIC_KINDS:
+        raise SpecError(f"data.val_fraction: data.kind = {d.kind!r} draws its own validation set "
+                        "(data.n_val, data.val_seed)")
+
+
+def check_rows(spec: Spec, n_train: int, source: str) -> None:
+    """The checks that need the training set's row count: every batch size fits in it,
+    and the noise scale is measured at epochs that are trained. `source` says where the
+    count comes from, in the message."""
+    s, a = spec.search, spec.analysis
+    bs = s.batch_size
+    biggest = bs.high if isinstance(bs, Range) else max(bs, default=0)
+    if biggest > n_train:
+        raise SpecError(
+            f"search.batch_size: {biggest:g} is larger than the training set ({source})"
+        )
+    if spec.train.budget != "steps" and a.noise_epochs:
+        # Under a steps budget the epoch count depends on the batch size; a trial skips
+        # the epochs it does not reach.
+        last = spec.train.plan(1, n_train).epochs
+        if max(a.noise_epochs) > last:
+            raise SpecError(f"analysis.noise_epochs: epoch {max(a.noise_epochs)} is after the "
+                            f"last one ({last})")
+
+
+def check_task(spec: Spec, task: str, data: str) -> None:
+    """The loss fits the data's task (`data` names the data set in the message)."""
+    wanted = TASK_LOSS[task]
+    if spec.train.loss != wanted:
+        raise SpecError(f"train.loss: {spec.train.loss!r} does not fit {data} "
+                        f"(use {wanted!r})")
+
+
 def _validate_train(spec: Spec) -> None:
     t = spec.train
     _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
     _one_of("train.loss", t.loss, LOSSES)
-    wanted = task_loss(spec.data)
-    if wanted is not None and t.loss != wanted:
-        raise SpecError(f"train.loss: {t.loss!r} does not fit data.kind = {spec.data.kind!r} "
-                        f"(use {wanted!r})")
+    task = spec.data.task or kind_task(spec.data)
+    if task is not None:
+        check_task(spec, task, f"data.kind = {spec.data.kind!r}")
     _one_of("train.budget", t.budget, BUDGETS)
     _positive("train.epochs", t.epochs)
     for name in ("steps", "examples"):
@@ -662,12 +743,20 @@ def _validate_train(spec: Spec) -> None:
                         f"got {f!r}")
 
 
-def task_loss(data: DataSpec) -> str | None:
-    """The loss a built-in data set's targets call for (None: the spec must say): mse for
-    real values, cross_entropy for 0/1 labels, sparse_cross_entropy for more classes."""
+def kind_task(data: DataSpec) -> str | None:
+    """The task of a data set the spec alone tells (None: decided from the data, data.py):
+    the synthetic classification set is multi-class with `n_classes` above 2."""
     if data.kind == "classification" and data.n_classes > 2:
-        return "sparse_cross_entropy"
-    return TASK_LOSS.get(data.kind)
+        return "multiclass"
+    return KIND_TASK.get(data.kind)
+
+
+def task_loss(data: DataSpec) -> str | None:
+    """The loss a data set's targets call for, where the spec alone tells (None: the data
+    decides): mse for real values, cross_entropy for 0/1 labels, sparse_cross_entropy for
+    class indices."""
+    task = data.task or kind_task(data)
+    return None if task is None else TASK_LOSS[task]
 
 
 def _one_of(where: str, value: str, allowed: Sequence[str]) -> None:
@@ -685,8 +774,8 @@ def _non_negative(where: str, value: int) -> None:
         raise SpecError(f"{where}: expected a non-negative integer, got {value!r}")
 
 
-def _unique(where: str, values: Sequence[float]) -> None:
-    seen: set[float] = set()
+def _unique(where: str, values: Sequence[float | str]) -> None:
+    seen: set[float | str] = set()
     for v in values:
         if v in seen:
             raise SpecError(f"{where}: value {v!r} is listed twice")
@@ -709,11 +798,28 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
         a = {**base, **stored.get(section, {})}
         b = {**base, **current.get(section, {})}
         for key in sorted(set(a) | set(b)):
-            if section == "search" and key == "seeds":
+            if (section == "search" and key == "seeds") or (section, key) == FINGERPRINT:
                 continue
             if a.get(key) != b.get(key):
                 return f"{section}.{key}: study has {a.get(key)!r}, this run asks {b.get(key)!r}"
-    return None
+    return fingerprint_diff(stored, current)
+
+
+# Where the stored spec keeps the data set's fingerprint (data.py, `fingerprint`): a key
+# the runner writes beside the spec's own fields, not a field a spec file sets.
+FINGERPRINT = ("data", "fingerprint")
+
+
+def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """How the data fingerprints of two spec tables differ; None when they agree or
+    either has none (a study stored before fingerprints: it resumes, and gets one)."""
+    section, key = FINGERPRINT
+    a = stored.get(section, {}).get(key)
+    b = current.get(section, {}).get(key)
+    if a is None or b is None or a == b:
+        return None
+    # The first 12 hex digits tell two data sets apart in a message; both are stored.
+    return f"data.fingerprint: study has {str(a)[:19]}..., this run's data {str(b)[:19]}..."
 
 
 def with_seeds(spec: Spec, seeds: Sequence[int]) -> Spec:

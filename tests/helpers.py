@@ -16,6 +16,9 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("STUDY_VERBOSE", None)
     env["PYTHONUNBUFFERED"] = "1"
+    # The tree under test, whatever the working directory (a test's tmp_path) or an
+    # installed copy elsewhere.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 

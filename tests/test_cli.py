@@ -361,3 +361,152 @@ def test_worker_joins_a_study_stored_by_an_earlier_version(db_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert sql(db_path, "SELECT state, COUNT(*) FROM trials GROUP BY state") == before == [("COMPLETE", 2)]
+
+
+# --------------------------------------------------------------------------- your own data
+
+
+def _data_files(root: Path) -> None:
+    """The files the bad-data cases read, each wrong in one way (or right, as a base)."""
+    import numpy as np
+
+    rows = "".join(f"{i / 10},{(i * 7) % 5},{i % 3 + 0.5}\n" for i in range(40))
+    (root / "good.csv").write_text("a,b,y\n" + rows)
+    (root / "word.csv").write_text("a,b,y\n1,2,3\n4,five,6\n")
+    (root / "nan.csv").write_text("a,b,y\n1,2,3\n4,5,nan\n")
+    (root / "header.csv").write_text("a,b,y\n")
+    (root / "ones.csv").write_text("a,b,y\n" + "".join(f"{i},{i},1\n" for i in range(20)))
+    (root / "binary.csv").write_text("a,b,y\n" + "".join(f"{i},{i % 4},{i % 2}\n" for i in range(20)))
+    (root / "text.npz").write_text("not a zip")
+    (root / "folder.npz").mkdir()
+    np.savez(root / "short.npz", x_train=np.ones((5, 2)), y_train=np.ones(4))
+    np.savez(root / "objects.npz", x_train=np.array([None] * 5, dtype=object), y_train=np.ones(5))
+    (root / "loaders_mod.py").write_text(
+        "def boom():\n    raise ValueError('no data today')\n"
+        "def nothing():\n    return None\n")
+
+
+BAD_DATA = [
+    ('kind = "csv"\npath = "missing.csv"\ntarget = "y"', "data.path: 'missing.csv': file not found"),
+    ('kind = "npz"\npath = "text.npz"', "data.path: 'text.npz' is not an npz file"),
+    ('kind = "npz"\npath = "folder.npz"', "data.path: 'folder.npz' is a directory"),
+    ('kind = "npz"\npath = "objects.npz"\nval_fraction = 0.2', "holds Python objects (pickled)"),
+    ('kind = "npz"\npath = "short.npz"\nval_fraction = 0.2', "x_train has 5 rows but y_train has 4"),
+    ('kind = "csv"\npath = "good.csv"\ntarget = "z"\nval_fraction = 0.2',
+     "data.target: no column 'z' in 'good.csv' (columns: a, b, y)"),
+    ('kind = "csv"\npath = "word.csv"\ntarget = "y"\nval_fraction = 0.2',
+     "'word.csv' line 3, column 'b': 'five' is not a number"),
+    ('kind = "csv"\npath = "nan.csv"\ntarget = "y"\nval_fraction = 0.2',
+     "'nan.csv' line 3, column 'y': 'nan' is not a finite number"),
+    ('kind = "csv"\npath = "header.csv"\ntarget = "y"\nval_fraction = 0.2', "the training set is empty"),
+    ('kind = "csv"\npath = "ones.csv"\ntarget = "y"\ntask = "binary"\nval_fraction = 0.2\n'
+     '[train]\nloss = "cross_entropy"', "y_train has a single class (1)"),
+    ('kind = "csv"\npath = "good.csv"\ntarget = "y"\nval_fraction = 0.01',
+     "data.val_fraction: 0.01 of 40 rows leaves the validation set empty"),
+    ('kind = "csv"\npath = "good.csv"\ntarget = "y"', "data.val_fraction: csv file 'good.csv' has no "
+     "validation set"),
+    ('kind = "python"\nloader = "loaders_mod:boom"\nval_fraction = 0.2',
+     "data.loader: 'loaders_mod:boom' raised ValueError: no data today"),
+    ('kind = "python"\nloader = "loaders_mod:nothing"\nval_fraction = 0.2',
+     "data.loader: 'loaders_mod:nothing' returned a NoneType; expected a tuple"),
+    ('kind = "python"\nloader = "no_such_module_q:load"\nval_fraction = 0.2',
+     "data.loader: 'no_such_module_q:load' does not import: ModuleNotFoundError"),
+    ('kind = "csv"\npath = "binary.csv"\ntarget = "y"\nval_fraction = 0.2',
+     "train.loss: 'mse' does not fit csv file 'binary.csv' (use 'cross_entropy')"),
+    ('kind = "csv"\npath = "good.csv"\ntarget = "y"\nval_fraction = 0.5',
+     "search.batch_size: 32 is larger than the training set (csv file 'good.csv' has 20 "
+     "training rows)"),
+    ('kind = "digits"\nval_fraction = 0.2',
+     "train.loss: 'mse' does not fit data.kind = 'digits' (use 'sparse_cross_entropy')"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_DATA)
+def test_bad_data_is_one_line_exit_2_and_no_database(tmp_path: Path, data: str, message: str
+                                                     ) -> None:
+    _data_files(tmp_path)
+    (tmp_path / "s.toml").write_text(f'name = "mine"\n[data]\n{data}\n'
+                                     "[search]\nbatch_size = [16, 32]\n")
+    out = run_cli(["run", "--spec", "s.toml", "--storage", "sqlite:///s.db"], cwd=tmp_path)
+    _one_line_exit_2(out, message)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("s.db")]
+
+
+def _csv_study(root: Path) -> None:
+    rng = __import__("numpy").random.default_rng(0)
+    x = rng.normal(size=(96, 3)).round(4)
+    y = x @ [1.0, -1.0, 0.5] + 0.1 * rng.normal(size=96).round(4)
+    (root / "mine.csv").write_text("a,b,c,y\n" + "".join(
+        f"{r[0]},{r[1]},{r[2]},{t:.4f}\n" for r, t in zip(x.tolist(), y.tolist(), strict=True)))
+    (root / "mine.toml").write_text(
+        'name = "mine"\n[data]\nkind = "csv"\npath = "mine.csv"\ntarget = "y"\n'
+        "val_fraction = 0.25\nstandardize = true\n[model]\nhidden = [8]\n[train]\nepochs = 3\n"
+        "[search]\nbatch_size = [8, 16]\nlearning_rate = [0.01, 0.001]\n")
+
+
+@pytest.mark.slow
+def test_a_csv_study_trains_end_to_end_and_refuses_changed_data(tmp_path: Path) -> None:
+    _csv_study(tmp_path)
+    args = ["run", "--spec", "mine.toml", "--storage", "sqlite:///s.db", "--trainer", "population"]
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "falls back" not in out.stderr and "keras trainer" not in out.stderr
+    db = tmp_path / "s.db"
+    assert trial_states(db) == {"COMPLETE": 4}
+    (stored,) = sql(db, "SELECT value_json FROM study_user_attributes WHERE key = 'spec'")
+    spec = json.loads(str(stored[0]))
+    assert spec["data"]["path"] == "mine.csv" and spec["data"]["target"] == ["y"]
+    assert str(spec["data"]["fingerprint"]).startswith("sha256:")
+    # The same data resumes (nothing left to train)...
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "is complete" in again.stdout, again.stderr
+    # ...one changed value does not, and the database is left as it was.
+    before = dump(db)
+    text = (tmp_path / "mine.csv").read_text().splitlines()
+    text[5] = "9.5," + text[5].split(",", 1)[1]
+    (tmp_path / "mine.csv").write_text("\n".join(text) + "\n")
+    out = run_cli(args, cwd=tmp_path)
+    _one_line_exit_2(out, "study 'mine' was run on other data than csv file 'mine.csv' holds now "
+                          f"(data.fingerprint: study has {spec['data']['fingerprint'][:19]}...")
+    assert "pass --study-name NAME or another --storage to start a new study" in out.stderr
+    assert dump(db) == before
+
+
+def test_a_study_stored_without_a_fingerprint_resumes_and_gets_one(db_path: Path) -> None:
+    from study import runner
+    from study.data import make_dataset
+    from study.spec import load_spec
+    from tests.scripted import ScriptedTrainer
+
+    url = f"sqlite:///{db_path}"
+    spec = load_spec("article", ["search.batch_size=[16]", "search.learning_rate=[0.01]",
+                                 "train.epochs=2", "data.n_train=64", "data.n_val=32"])
+    ctx = runner.open_study(spec, url, "old", create=True)  # as before fingerprints: none
+    runner.work(ctx, ScriptedTrainer, lambda: make_dataset(spec.data))
+    (stored,) = sql(db_path, "SELECT value_json FROM study_user_attributes WHERE key = 'spec'")
+    assert "fingerprint" not in json.loads(str(stored[0]))["data"]
+    out = run_cli(["run", "--storage", url, "--study-name", "old", "--set", "search.batch_size=[16]",
+                   "--set", "search.learning_rate=[0.01]", "--epochs", "2",
+                   "--set", "data.n_train=64", "--set", "data.n_val=32"])
+    assert out.returncode == 0 and "is complete" in out.stdout, out.stderr
+    (stored,) = sql(db_path, "SELECT value_json FROM study_user_attributes WHERE key = 'spec'")
+    assert json.loads(str(stored[0]))["data"]["fingerprint"] == make_dataset(spec.data).fingerprint
+
+
+def test_a_worker_whose_copy_of_the_data_differs_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from study import runner
+    from study.data import make_dataset
+    from study.spec import load_spec
+
+    _csv_study(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the spec's path is relative, as a user writes it
+    spec = load_spec("mine.toml")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    runner.open_study(spec, url, "mine", create=True,
+                      fingerprint=make_dataset(spec.data).fingerprint)
+    (tmp_path / "mine.csv").write_text((tmp_path / "mine.csv").read_text().replace("y\n", "y\n0,0,0,0\n", 1))
+    before = dump(tmp_path / "s.db")
+    out = run_cli(["worker", "--storage", url, "--study-name", "mine"], cwd=tmp_path)
+    _one_line_exit_2(out, "study 'mine' was run on other data than csv file 'mine.csv' holds now")
+    assert dump(tmp_path / "s.db") == before

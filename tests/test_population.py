@@ -146,6 +146,30 @@ def test_accuracy_per_epoch_is_keras_s_on_the_same_weights(case: str) -> None:
     assert mse.train_accuracy_curve == mse.val_accuracy_curve == []
 
 
+def test_images_and_several_outputs_same_numbers_as_keras() -> None:
+    """(n, h, w, c) inputs: the keras model's Flatten and the population trainer's
+    reshape are the same math; two regression outputs: the mean of their squared errors."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(120, 4, 4, 1)).astype(np.float32)
+    w = rng.normal(size=(16, 2)).astype(np.float32)
+    y = (x.reshape(120, 16) @ w + 0.1 * rng.normal(size=(120, 2))).astype(np.float32)
+    data = Dataset(x[:96], y[:96], x[96:], y[96:], "regression")
+    spec = load_spec("article", ["search.batch_size=[16]", "train.epochs=2", "model.hidden=[8]"])
+    configs = [config(spec, bs, lr, seed) for bs, lr, seed in ((16, 0.01, 1), (32, 0.003, 2))]
+    runs = [fit_trial(i, c, data, shuffle=False) for i, c in enumerate(configs)]
+    assert [a.shape for a in runs[0].initial] == [(16, 8), (8,), (8, 2), (2,)]
+    final: list[Weights] = []
+    results = train_population(configs, data, initial_weights=[r.initial for r in runs],
+                               shuffle=False, final_weights=final)
+    for k, p, fw in zip(runs, results, final, strict=True):
+        errors = [rel(a, b) for a, b in zip(p.train_curve + p.val_curve,
+                                            k.result.train_curve + k.result.val_curve, strict=True)]
+        errors.append(rel(p.full_train_loss, k.result.full_train_loss))
+        errors += [float(np.linalg.norm(a - b) / np.linalg.norm(b))
+                   for a, b in zip(fw, k.final, strict=True)]
+        assert max(errors) < 1e-5, errors
+
+
 def test_glorot_weights_have_keras_shapes_and_spread() -> None:
     w = glorot_weights(0, [10, 64, 32, 1])
     assert [a.shape for a in w] == [(10, 64), (64,), (64, 32), (32,), (32, 1), (1,)]

@@ -77,6 +77,25 @@ def test_ranges_for_other_samplers() -> None:
 
 
 BAD = [
+    (["data.kind=csv"], r"^data\.path: data\.kind = 'csv' needs the path of the file"),
+    (["data.kind=csv", "data.path=a.csv"], r"^data\.target: data\.kind = 'csv' needs the target"),
+    (["data.kind=npz", "data.path=a.npz", "data.n_train=5"],
+     r"^data\.n_train: only for the synthetic sets \(linear, classification\)"),
+    (["data.path=a.csv"], r"^data\.path: 'a\.csv' is not used by data\.kind = 'linear'"),
+    (["data.kind=npz", "data.path=a.npz", "data.features=['a']"],
+     r"^data\.features: \('a',\) is not used by data\.kind = 'npz'"),
+    (["data.kind=python", "data.loader=nocolon"], r"^data\.loader: expected 'module:function'"),
+    (["data.kind=csv", "data.path=a.csv", "data.target=['y', 'y']"],
+     r"^data\.target: value 'y' is listed twice"),
+    (["data.task=ordinal"], r"^data\.task: unknown value 'ordinal'"),
+    (["data.kind=diabetes", "data.task=binary"],
+     r"^data\.task: 'binary' does not fit data\.kind = 'diabetes', whose task is 'regression'"),
+    (["data.kind=diabetes", "data.val_fraction=1.5"],
+     r"^data\.val_fraction: expected a fraction in \[0, 1\), got 1\.5"),
+    (["data.val_fraction=0.2"], r"^data\.val_fraction: data\.kind = 'linear' draws its own"),
+    (["data.kind=digits", "data.val_fraction=0.2", "train.loss=cross_entropy"],
+     r"^train\.loss: 'cross_entropy' does not fit data\.kind = 'digits' "
+     r"\(use 'sparse_cross_entropy'\)"),
     (["nosuch.key=1"], r"^nosuch: unknown key"),
     (["train.epochz=1"], r"^train\.epochz: unknown key"),
     (["train.epochs=ten"], r"^train\.epochs: expected an integer, got 'ten'"),
@@ -314,3 +333,24 @@ def test_builtin_specs_load_and_differ_as_documented() -> None:
     assert load_spec("sgd-scaling").train.budget == "examples"
     assert load_spec("fixed-steps").train.budget == "steps"
     assert load_spec("classification").data.kind == "classification"
+
+
+def test_a_csv_target_may_be_one_name_or_a_list() -> None:
+    base = ["data.kind=csv", "data.path=a.csv", "data.val_fraction=0.2"]
+    assert load_spec("article", [*base, "data.target=y"]).data.target == ("y",)
+    two = load_spec("article", [*base, "data.target=['y', 'z']", "data.features=['a']"])
+    assert two.data.target == ("y", "z") and two.data.features == ("a",)
+
+
+def test_the_stored_fingerprint_is_compared_only_when_both_sides_have_one() -> None:
+    table = to_table(load_spec("article"))
+    stamped = {**table, "data": {**table["data"], "fingerprint": "sha256:aa"}}
+    other = {**table, "data": {**table["data"], "fingerprint": "sha256:bb"}}
+    assert identity_diff(table, stamped) is None and identity_diff(stamped, table) is None
+    assert identity_diff(stamped, stamped) is None
+    assert identity_diff(stamped, other) == ("data.fingerprint: study has sha256:aa..., "
+                                             "this run's data sha256:bb...")
+    # A spec difference is named before the data's.
+    moved = {**other, "data": {**other["data"], "seed": 5}}
+    assert identity_diff(stamped, moved) == "data.seed: study has 0, this run asks 5"
+    assert from_stored(stamped) == load_spec("article")  # not a field: dropped on reading

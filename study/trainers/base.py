@@ -33,8 +33,8 @@ def no_monitor(index: int, epoch: int, train_loss: float, val_loss: float,
 
 def output_width(train: TrainSpec, data: Dataset) -> int:
     """Units of the model's output layer: one logit per class for sparse_cross_entropy,
-    else one (the regression value, or the binary logit)."""
-    return data.n_classes if train.loss == "sparse_cross_entropy" else 1
+    else one per target column (the regression values, or the binary logit)."""
+    return data.n_classes if train.loss == "sparse_cross_entropy" else data.n_outputs
 
 
 @dataclass(frozen=True)

@@ -35,18 +35,23 @@ from study.trainers.schedule import Schedule
 Weights = list[npt.NDArray[np.float32]]
 
 
-def build_model(model: ModelSpec, n_features: int, n_outputs: int = 1) -> Any:
-    """The article's MLP: Dense(h, activation) per hidden width, then Dense(n_outputs)
-    (one unit, or one logit per class for sparse_cross_entropy: see `output_width`).
+def build_model(model: ModelSpec, input_shape: int | Sequence[int], outputs: int = 1) -> Any:
+    """The article's MLP: Dense(h, activation) per hidden width, then Dense(outputs)
+    (one unit per regression target, or one logit per class for sparse_cross_entropy:
+    see `output_width`).
 
-    With no hidden layers, the output layer alone: a linear model.
+    With no hidden layers, Dense(outputs) alone: a linear model. Inputs of more than one
+    dimension (images) pass through a Flatten first: an MLP sees a row of features.
     """
     tensorflow()
     import keras
 
-    layers: list[Any] = [keras.Input(shape=(n_features,))]
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    layers: list[Any] = [keras.Input(shape=shape)]
+    if len(shape) > 1:
+        layers.append(keras.layers.Flatten())
     layers += [keras.layers.Dense(width, activation=model.activation) for width in model.hidden]
-    layers.append(keras.layers.Dense(n_outputs))
+    layers.append(keras.layers.Dense(outputs))
     return keras.Sequential(layers)
 
 
@@ -221,7 +226,7 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
     # Seeds the initial weights and every epoch's shuffle, so a trial is repeatable.
     keras.utils.set_random_seed(config.seed)
     n_outputs = output_width(config.train, data)
-    model = build_model(config.model, data.x_train.shape[1], n_outputs)
+    model = build_model(config.model, data.input_shape, n_outputs)
     if initial_weights is not None:
         model.set_weights([np.asarray(w, np.float32) for w in initial_weights])
     initial = [np.array(w) for w in model.get_weights()]

@@ -171,9 +171,14 @@ OPTIMIZERS: dict[str, Callable[[TrainSpec], Optimizer]] = {
 
 
 def _mse(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row loss and its derivative with respect to `pred` (shapes of `pred`)."""
+    """Per-row loss (members, rows, 1) and its derivative with respect to `pred` (its
+    shape). With several outputs, the mean over them, as keras.losses.MeanSquaredError."""
     err = pred - y
-    return err * err, 2.0 * err
+    outputs = int(pred.shape[-1])
+    if outputs == 1:
+        return err * err, 2.0 * err
+    tf = tensorflow()
+    return tf.reduce_mean(err * err, axis=-1, keepdims=True), err * (2.0 / outputs)
 
 
 def _cross_entropy(pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -372,6 +377,8 @@ def train_population(
     """
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
+    # An MLP flattens its inputs (the keras model's Flatten): images become rows here.
+    data = data.flat()
     if initial_weights is not None and len(initial_weights) != len(configs):
         raise ValueError(f"initial_weights: {len(initial_weights)} weight lists for "
                          f"{len(configs)} configs")
@@ -482,7 +489,7 @@ class Layout:
     program stays small (XLA compile time grows with the number of ops).
     """
 
-    sizes: tuple[int, ...]  # n_features, hidden widths..., 1
+    sizes: tuple[int, ...]  # n_features, hidden widths..., outputs
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -586,7 +593,7 @@ def _train_group(
     n_members = len(configs)
     n = data.n_train
     n_outputs = output_width(group.train, data)
-    layout = layout_of(group.model, data.x_train.shape[1], n_outputs)
+    layout = layout_of(group.model, data.n_features, n_outputs)
     if initial is None:
         initial = [glorot_weights(c.seed, layout.sizes) for c in configs]
     for i, weights in enumerate(initial):
@@ -595,7 +602,7 @@ def _train_group(
             raise ValueError(f"initial_weights[{i}]: shapes {shapes}, expected {layout.shapes}")
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
-    key = program_key(group.model, train, data.x_train.shape[1], group.micro, chunk_epochs,
+    key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
                       shuffle, n_outputs)
     classifies = key.loss in CLASSIFICATION_LOSSES
     program = _program(key)
@@ -927,7 +934,7 @@ def evaluate(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor, accuracy: bo
 
     def body(i: Tensor, total: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         xb = tf.slice(xp, [i * block, 0], [block, x.shape[1]])
-        yb = tf.slice(yp, [i * block, 0], [block, 1])
+        yb = tf.slice(yp, [i * block, 0], [block, y.shape[1]])
         pred = _forward(tf, key, theta, xb)
         row_loss, _ = loss_fn(pred, yb[None])
         w = tf.slice(weight, [i * block], [block])
