@@ -84,6 +84,25 @@ def _values(db: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
+def test_the_digits_spec_trains_real_images_and_prints_the_best_validation_accuracy(
+        tmp_path: Path) -> None:
+    """`make study SPEC=digits`: scikit-learn's bundled images, nothing fetched, ten
+    classes; two epochs on two batch sizes keep it short."""
+    db = tmp_path / "d.db"
+    out = run_cli(["run", "--spec", "digits", "--epochs", "2", "--storage", f"sqlite:///{db}",
+                   "--set", "search.batch_size=[32, 64]"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert trial_states(db) == {"COMPLETE": 8}
+    accuracies = {n: _attrs(db, n)["val_accuracy"] for n in range(8)}
+    best = min(_values(db).items(), key=lambda kv: kv[1])
+    # The best cell is the least validation error, and its accuracy is said.
+    assert best[1] == pytest.approx(1.0 - accuracies[best[0]])  # type: ignore[operator]
+    assert f"validation accuracy {accuracies[best[0]]:.4g}" in out.stdout
+    # 360 held-out images of ten classes: two epochs already beat chance by far.
+    assert max(accuracies.values()) > 0.5  # type: ignore[type-var]
+
+
+@pytest.mark.slow
 def test_a_multiclass_study_minimizes_the_validation_error_end_to_end(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     url = f"sqlite:///{db}"

@@ -323,7 +323,7 @@ def test_budget_plans(budget: str, batch_size: int, expected: tuple[int, ...]) -
 def test_builtin_specs_load_and_differ_as_documented() -> None:
     names = builtin_names()
     assert {"article", "article-seeds", "sgd-scaling", "adam-vs-sgd", "fixed-steps",
-            "classification", "multiclass"} <= set(names)
+            "classification", "multiclass", "digits"} <= set(names)
     for name in names:
         spec = load_spec(name)
         assert spec.name == name and spec.description
