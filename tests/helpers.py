@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -31,10 +32,19 @@ def run_cli(args: Sequence[str], cwd: Path | None = None, timeout: float = 600
     )
 
 
+def _interactive_signals() -> None:
+    # A command started from a terminal takes Ctrl-C. A shell without job control (a CI
+    # runner's `cmd &`) starts its background jobs with SIGINT ignored, which the children
+    # inherit and `study` honours (a pool member leaves Ctrl-C to its parent): give the
+    # process under test the disposition a person's terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "study", *args],
         cwd=cwd or ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_interactive_signals,
     )
 
 
