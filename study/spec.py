@@ -751,14 +751,6 @@ def kind_task(data: DataSpec) -> str | None:
     return KIND_TASK.get(data.kind)
 
 
-def task_loss(data: DataSpec) -> str | None:
-    """The loss a data set's targets call for, where the spec alone tells (None: the data
-    decides): mse for real values, cross_entropy for 0/1 labels, sparse_cross_entropy for
-    class indices."""
-    task = data.task or kind_task(data)
-    return None if task is None else TASK_LOSS[task]
-
-
 def _one_of(where: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise SpecError(f"{where}: unknown value {value!r} (expected one of: {', '.join(allowed)})")
