@@ -41,15 +41,12 @@ classes; then the validation split (`data.val_fraction`, when the source has non
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
-import importlib
 import math
 import os
-import sys
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +56,7 @@ import numpy.typing as npt
 
 from study.errors import DataError
 from study.spec import SYNTHETIC_KINDS, DataSpec, Spec, check_rows, check_task
+from study.user_code import cwd_on_path, first_line, load_function
 
 Array = npt.NDArray[np.float32]
 Raw = npt.NDArray[Any]
@@ -290,9 +288,9 @@ def _npz(spec: DataSpec) -> _Raw:
         if "pickle" in str(e):
             raise DataError(f"{where}: an array holds Python objects (pickled); only numeric "
                             "arrays are read (allow_pickle=False)") from None
-        raise DataError(f"{where} is not a readable npz file: {_first_line(e)}") from None
+        raise DataError(f"{where} is not a readable npz file: {first_line(e)}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{where} is not a readable npz file: {_first_line(e)}") from None
+        raise DataError(f"{where} is not a readable npz file: {first_line(e)}") from None
     for name in ("x_train", "y_train"):
         if name not in arrays:
             raise DataError(f"{where} has no array {name!r} (arrays: {', '.join(names) or 'none'})")
@@ -315,7 +313,7 @@ def _csv(spec: DataSpec) -> _Raw:
     except UnicodeDecodeError:
         raise DataError(f"{where} is not a CSV file (not UTF-8 text)") from None
     except (OSError, csv.Error) as e:
-        raise DataError(f"{where} is not a readable CSV file: {_first_line(e)}") from None
+        raise DataError(f"{where} is not a readable CSV file: {first_line(e)}") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise DataError(f"{where} is empty (expected a header row of column names, then rows)")
     header = [cell.strip() for cell in rows[0]]
@@ -372,44 +370,15 @@ def _is_number(text: str) -> bool:
 # --------------------------------------------------------------------------- a loader
 
 
-@contextlib.contextmanager
-def _with_cwd_on_path() -> Iterator[None]:
-    # The loader's module is found on sys.path plus the current directory, as
-    # `python -m` would find it, without leaving the directory on the path.
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(cwd)
-
-
 def _python(spec: DataSpec) -> _Raw:
     where = f"data.loader: {spec.loader!r}"
-    module_name, sep, attr = spec.loader.partition(":")
-    if not sep or not module_name.strip() or not attr.strip():
-        raise DataError(f"data.loader: expected 'module:function', got {spec.loader!r}")
-    # A user's module is foreign code: whatever its import or its call raises (a syntax
-    # error, SystemExit, anything) becomes one line naming the loader.
+    fn = load_function(spec.loader, "data.loader", DataError)
+    # The loader is foreign code: whatever its call raises becomes one line naming it.
     try:
-        with _with_cwd_on_path():
-            module = importlib.import_module(module_name.strip())
-    except (Exception, SystemExit) as e:
-        raise DataError(f"{where} does not import: {type(e).__name__}: {_first_line(e)}") from None
-    fn = getattr(module, attr.strip(), None)
-    if fn is None:
-        raise DataError(f"{where}: module {module_name!r} has no {attr!r}")
-    if not callable(fn):
-        raise DataError(f"{where}: {attr!r} is not a function")
-    try:
-        with _with_cwd_on_path():
+        with cwd_on_path():
             out = fn()
     except (Exception, SystemExit) as e:
-        raise DataError(f"{where} raised {type(e).__name__}: {_first_line(e)}") from None
+        raise DataError(f"{where} raised {type(e).__name__}: {first_line(e)}") from None
     parts: dict[str, Any]
     if isinstance(out, Mapping):
         unknown = sorted(str(k) for k in out if k not in ARRAYS)
@@ -437,7 +406,7 @@ def _array(value: Any, name: str, origin: str) -> Any:
         return np.asarray(value)
     except Exception as e:
         raise DataError(f"{origin}: {name} is not an array: {type(e).__name__}: "
-                        f"{_first_line(e)}") from None
+                        f"{first_line(e)}") from None
 
 
 # --------------------------------------------------------------------------- bundled sets
@@ -463,11 +432,6 @@ def _bundled(spec: DataSpec) -> _Raw:
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 def _check_array(name: str, a: Raw, origin: str) -> Raw:

@@ -93,13 +93,21 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An MLP: Dense(h, activation) for each h in `hidden`, then Dense(1).
+    """The model: the MLP shorthand, or a user's builder.
 
-    `hidden = []` is a linear model, Dense(1) alone (linear or logistic regression).
+    The shorthand is Dense(h, activation) for each h in `hidden` (each followed by
+    Dropout(`dropout`) when it is above zero), then Dense(outputs); `hidden = []` is a
+    linear model, Dense(outputs) alone (linear or logistic regression).
+
+    `builder = "module:function"` names a function `(input_shape, outputs) ->
+    keras.Model` (uncompiled) instead; `hidden`, `activation` and `dropout` then do not
+    apply. See `study.models`.
     """
 
     hidden: tuple[int, ...] = (64, 32)
     activation: str = "relu"
+    dropout: float = 0.0
+    builder: str = ""
 
 
 @dataclass(frozen=True)
@@ -537,6 +545,13 @@ def validate(spec: Spec) -> None:
     for i, width in enumerate(spec.model.hidden):
         _positive(f"model.hidden[{i}]", width)
     _one_of("model.activation", spec.model.activation, ACTIVATIONS)
+    if not 0.0 <= spec.model.dropout < 1.0:
+        raise SpecError(f"model.dropout: expected a rate in [0, 1), got {spec.model.dropout!r}")
+    if spec.model.builder:
+        module, sep, function = spec.model.builder.partition(":")
+        if not sep or not module.strip() or not function.strip():
+            raise SpecError(f"model.builder: expected 'module:function', "
+                            f"got {spec.model.builder!r}")
 
     _validate_train(spec)
 

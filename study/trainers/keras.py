@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from study.data import Dataset
-from study.spec import AnalysisSpec, ModelSpec, TrainSpec
+from study.models import build_model
+from study.spec import AnalysisSpec, TrainSpec
 from study.trainers._tf import tensorflow
 from study.trainers.base import (
     Monitor,
@@ -33,26 +34,6 @@ from study.trainers.probes import SHARPNESS, noise_extras, noise_rows, top_eigen
 from study.trainers.schedule import Schedule
 
 Weights = list[npt.NDArray[np.float32]]
-
-
-def build_model(model: ModelSpec, input_shape: int | Sequence[int], outputs: int = 1) -> Any:
-    """The article's MLP: Dense(h, activation) per hidden width, then Dense(outputs)
-    (one unit per regression target, or one logit per class for sparse_cross_entropy:
-    see `output_width`).
-
-    With no hidden layers, Dense(outputs) alone: a linear model. Inputs of more than one
-    dimension (images) pass through a Flatten first: an MLP sees a row of features.
-    """
-    tensorflow()
-    import keras
-
-    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-    layers: list[Any] = [keras.Input(shape=shape)]
-    if len(shape) > 1:
-        layers.append(keras.layers.Flatten())
-    layers += [keras.layers.Dense(width, activation=model.activation) for width in model.hidden]
-    layers.append(keras.layers.Dense(outputs))
-    return keras.Sequential(layers)
 
 
 def make_loss(train: TrainSpec) -> Any:

@@ -1,0 +1,60 @@
+"""A user's own code, named by a `module:function` string: a data loader, a model builder.
+
+The string is foreign input and the module foreign code: whatever importing it or
+calling the function raises (a syntax error, SystemExit, anything) becomes one line of
+the caller's error class naming the string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from study.errors import UsageError
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+@contextlib.contextmanager
+def cwd_on_path() -> Iterator[None]:
+    """The module is found on sys.path plus the current directory, as `python -m` would
+    find it, without leaving the directory on the path."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(cwd)
+
+
+def load_function(ref: str, where: str, error: type[UsageError]) -> Callable[..., Any]:
+    """The function `ref` ("module:function") names; `error(...)` one line otherwise.
+
+    `where` names the field the string came from ("data.loader", "model.builder").
+    """
+    named = f"{where}: {ref!r}"
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name.strip() or not attr.strip():
+        raise error(f"{where}: expected 'module:function', got {ref!r}")
+    try:
+        with cwd_on_path():
+            module = importlib.import_module(module_name.strip())
+    except (Exception, SystemExit) as e:
+        raise error(f"{named} does not import: {type(e).__name__}: {first_line(e)}") from None
+    fn = getattr(module, attr.strip(), None)
+    if fn is None:
+        raise error(f"{named}: module {module_name!r} has no {attr!r}")
+    if not callable(fn):
+        raise error(f"{named}: {attr!r} is not a function")
+    return fn  # type: ignore[no-any-return]
