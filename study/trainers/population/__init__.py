@@ -41,6 +41,7 @@ the same program for it.
 
 The package, one concern per module: `optimizers` (the update rules), `losses` (losses,
 their derivatives, accuracy), `layout` (members' parameter rows, grouping, tiles),
+`layers` (each fused layer's math), `network` (the model read as a chain of layers),
 `program` (the compiled epoch loop), `probes` (noise scale and sharpness on a
 population), `support` (what it can train) and `trainer` (the runner's seam).
 """
@@ -52,10 +53,10 @@ from study.trainers.population.layout import (
     Layout,
     Weights,
     glorot_weights,
-    layout_of,
     plan_groups,
     tile_size,
 )
+from study.trainers.population.network import Net, layout_of, net_of
 from study.trainers.population.probes import noise_norms, sharpness
 from study.trainers.population.program import _programs, program_key
 from study.trainers.population.support import unsupported
@@ -68,11 +69,13 @@ from study.trainers.population.trainer import (
 __all__ = [
     "Group",
     "Layout",
+    "Net",
     "PopulationTrainer",
     "Weights",
     "_programs",
     "glorot_weights",
     "layout_of",
+    "net_of",
     "noise_norms",
     "plan_groups",
     "program_key",

@@ -113,18 +113,20 @@ def glorot_weights(seed: int, sizes: Sequence[int]) -> Weights:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each layer's kernel and bias live in a member's flat parameter vector.
+    """Where each layer's parameters (kernel and bias, LayerNormalization's gamma and
+    beta) live in a member's flat parameter vector, in `model.get_weights()` order.
 
     All of a member's parameters are one row of a (members, size) matrix, so the
     optimizer is one element-wise update over the whole population and the compiled
     program stays small (XLA compile time grows with the number of ops).
     """
 
-    sizes: tuple[int, ...]  # n_features, hidden widths..., outputs
+    params: tuple[tuple[int, ...], ...]  # each parameter tensor's shape
+    sizes: tuple[int, ...]  # n_features, then each Dense layer's units
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
-        return [s for a, b in itertools.pairwise(self.sizes) for s in ((a, b), (b,))]
+        return list(self.params)
 
     @property
     def size(self) -> int:
@@ -149,10 +151,6 @@ class Layout:
         members = theta.shape[0]
         return [tf.reshape(theta[:, at:at + math.prod(shape)], [members, *shape])
                 for at, shape in zip(self.offsets(), self.shapes, strict=True)]
-
-
-def layout_of(model: ModelSpec, n_features: int, n_outputs: int = 1) -> Layout:
-    return Layout((n_features, *model.hidden, n_outputs))
 
 
 def tile_size(members: int) -> int:

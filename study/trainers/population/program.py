@@ -12,8 +12,11 @@ import numpy.typing as npt
 
 from study.spec import CLASSIFICATION_LOSSES, ModelSpec, TrainSpec
 from study.trainers._tf import tensorflow
-from study.trainers.population.layout import EVAL_BUDGET, Layout, layout_of
+from study.trainers.population import layers
+from study.trainers.population.layers import mix as _mix
+from study.trainers.population.layout import EVAL_BUDGET, Layout
 from study.trainers.population.losses import LOSSES, _correct
+from study.trainers.population.network import Net, shorthand_net
 from study.trainers.population.optimizers import OPTIMIZERS
 
 Tensor = Any  # a tf.Tensor; TensorFlow ships no type stubs
@@ -27,8 +30,7 @@ CHUNK_EPOCHS = 10
 class _ProgramKey:
     """What a compiled program is specialized on, besides its tensors' shapes."""
 
-    layout: Layout
-    activation: str
+    net: Net
     loss: str
     optimizer: str
     optimizer_args: tuple[float | bool, ...]  # SGD momentum's (momentum, nesterov)
@@ -39,14 +41,24 @@ class _ProgramKey:
     chunk_epochs: int
     shuffle: bool
 
+    @property
+    def layout(self) -> Layout:
+        return self.net.layout
+
 
 def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
-                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True, n_outputs: int = 1
-                ) -> _ProgramKey:
+                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True, n_outputs: int = 1,
+                net: Net | None = None) -> _ProgramKey:
     """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
-    `sharpness`) read only its model and loss."""
+    `sharpness`) read only its model and loss. `net` is the model read as a Net (see
+    network.py), the shorthand's by default."""
+    if net is None:
+        shorthand = shorthand_net(model, n_features, n_outputs)
+        if isinstance(shorthand, str):
+            raise ValueError(f"the population trainer does not support {shorthand}")
+        net = shorthand
     return _ProgramKey(
-        layout_of(model, n_features, n_outputs), model.activation, train.loss, train.optimizer,
+        net, train.loss, train.optimizer,
         (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
         train.schedule, train.warmup_fraction > 0,
         len(train.decay_at) if train.schedule == "step" else 0,
@@ -64,27 +76,10 @@ def _program(key: _ProgramKey) -> Callable[..., Any]:
     return _programs[key]
 
 
-def _activation(tf: Any, name: str) -> tuple[Callable[[Tensor], Tensor],
-                                              Callable[[Tensor, Tensor], Tensor]]:
-    """The activation and its derivative, the latter from pre-activation z and output a."""
-    if name == "relu":
-        return tf.nn.relu, lambda z, a: tf.cast(z > 0, z.dtype)
-    if name == "tanh":
-        return tf.tanh, lambda z, a: 1.0 - a * a
-    return (lambda z: z), (lambda z, a: tf.ones_like(z))
-
-
 def _forward(tf: Any, key: _ProgramKey, theta: Tensor, x: Tensor) -> Tensor:
-    """Predictions of every member, (members, rows, 1); x is (rows, features) or per member."""
-    act, _ = _activation(tf, key.activation)
-    views = key.layout.views(tf, theta)
-    h = x
-    for j in range(0, len(views), 2):
-        if j:
-            h = act(h)
-        h = (tf.einsum("nf,mfo->mno", h, views[j]) if len(h.shape) == 2
-             else tf.matmul(h, views[j])) + views[j + 1][:, None, :]
-    return h
+    """Predictions of every member, (members, rows, outputs), Dropout off; x is (rows,
+    features) or per member. The logits, for a model with a softmax or sigmoid output."""
+    return layers.forward(tf, key.net.ops, key.layout.views(tf, theta), x)
 
 
 def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -130,34 +125,29 @@ def evaluate(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor, accuracy: bo
 
 
 def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor, valid: Tensor,
-               scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+               scale: Tensor, drop: tuple[Tensor, Tensor] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor]:
     """Per member: the sum of its valid rows' losses, the number of them predicted right
     (zeros for a regression loss), and the flat gradient of `scale` x the loss sum
     (scale = 1/batch rows: the gradient of the batch mean loss).
 
     xb (members, rows, features), yb (members, rows, 1), valid (members, rows) 0/1,
-    scale (members,). Backpropagation written out: one batched matmul per layer and
-    direction, which XLA compiles smaller than the tape's.
+    scale (members,). `drop`, for a network with Dropout: each member's mask base and
+    the rows' positions in the epoch (see layers.dropout_keep). Backpropagation written
+    out (layers.py), which XLA compiles smaller than the tape's.
     """
-    act, act_grad = _activation(tf, key.activation)
+    ops = key.net.ops
     views = key.layout.views(tf, theta)
     members = theta.shape[0]
-    inputs, pre = [xb], []
-    h = xb
-    for j in range(0, len(views), 2):
-        z = tf.matmul(h, views[j]) + views[j + 1][:, None, :]
-        pre.append(z)
-        h = act(z) if j + 2 < len(views) else z
-        inputs.append(h)
+    masks = None
+    if drop is not None:
+        masks = [layers.dropout_keep(tf, op, *drop) if isinstance(op, layers.Dropout) else None
+                 for op in ops]
+    caches: list[layers.Cache] = []
+    h = layers.forward(tf, ops, views, xb, masks, caches)
     row_loss, d_pred = LOSSES[key.loss](h, yb)
     delta = d_pred * (valid[:, :, None] * scale[:, None, None])
-    grads: list[Tensor] = [None] * len(views)
-    for j in range(len(views) - 2, -1, -2):
-        grads[j] = tf.reshape(tf.matmul(inputs[j // 2], delta, transpose_a=True), [members, -1])
-        grads[j + 1] = tf.reduce_sum(delta, axis=1)
-        if j:
-            delta = tf.matmul(delta, views[j], transpose_b=True) \
-                * act_grad(pre[j // 2 - 1], inputs[j // 2])
+    grads = layers.backward(tf, ops, views, caches, delta)
     right = tf.reduce_sum(_correct(key.loss, h, yb) * valid, axis=1) \
         if key.loss in CLASSIFICATION_LOSSES else tf.zeros([members], tf.float32)
     return (tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right,
@@ -188,15 +178,6 @@ def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bo
     return tf.where(s < warmup, (lr - 0.0) * (s / warmup) + 0.0, decayed(s - warmup))
 
 
-def _mix(tf: Any, x: Tensor) -> Tensor:
-    """A 32-bit integer hash (lowbias32): counter-based randomness, the same on any device."""
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
-    x = x * tf.constant(0x7FEB352D, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
-    x = x * tf.constant(0x846CA68B, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
-
-
 def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     tf = tensorflow()
     optimizer = OPTIMIZERS[key.optimizer](_train_of(key))
@@ -214,10 +195,19 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         keys = _mix(tf, tf.bitwise.bitwise_xor(base[:, None], rows[None, :]))
         return tf.argsort(keys, axis=1, stable=True)
 
+    def dropout_base(seeds: Tensor, epoch: Tensor) -> Tensor:
+        """Each member's Dropout mask base in `epoch`: its own stream, apart from the
+        shuffle's (a salted seed)."""
+        golden = tf.constant(0x9E3779B9, tf.uint32)
+        salted = tf.bitwise.bitwise_xor(tf.cast(seeds, tf.uint32), tf.constant(0x5BD1E995, tf.uint32))
+        return _mix(tf, _mix(tf, salted) + tf.cast(epoch, tf.uint32) * golden)
+
     def epoch(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
-              batch: Tensor, active: Tensor, order: Tensor, x: Tensor, y: Tensor, rows: Tensor,
-              sched: Tensor, bounds: Tensor, values: Tensor) -> tuple[Any, ...]:
-        """One pass over the first `rows` (per member) of each member's order."""
+              batch: Tensor, active: Tensor, order: Tensor, drop_base: Tensor, x: Tensor,
+              y: Tensor, rows: Tensor, sched: Tensor, bounds: Tensor, values: Tensor
+              ) -> tuple[Any, ...]:
+        """One pass over the first `rows` (per member) of each member's order;
+        `drop_base` seeds the members' Dropout masks of the epoch."""
         n = x.shape[0]
         members = order.shape[0]
         micro_steps = -(-n // b0)
@@ -245,8 +235,9 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
             # The last micro-batch of the epoch, or of a member's rows, may be short.
             valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
+            drop = (drop_base, k * b0 + tf.range(b0)) if key.net.dropout else None
             loss_sum, right, grad = _gradients(tf, key, theta, xb, yb, valid,
-                                               tf.gather(scale_table, k))
+                                               tf.gather(scale_table, k), drop)
             acc = acc + grad
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
@@ -289,8 +280,8 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             rows = tf.where(at == epochs - 1, last_rows, n)
             order = permutation(seeds, at, n)
             theta, slots, steps_taken, loss, accuracy = epoch(
-                theta, slots, steps_taken, lr, batch, live, order, x, y, rows, sched, bounds,
-                values)
+                theta, slots, steps_taken, lr, batch, live, order, dropout_base(seeds, at), x, y,
+                rows, sched, bounds, values)
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
             val_loss, val_accuracy = evaluate(key, theta, xv, yv)
             vals = tf.tensor_scatter_nd_update(vals, [[e]], val_loss[None])

@@ -38,10 +38,10 @@ from study.trainers.population.layout import (
     _SpeedKey,
     glorot_weights,
     kind_of,
-    layout_of,
     plan_groups,
     tile_size,
 )
+from study.trainers.population.network import initial_weights, net_of, with_loss
 from study.trainers.population.optimizers import OPTIMIZERS
 from study.trainers.population.probes import noise_norms, sharpness
 from study.trainers.population.program import CHUNK_EPOCHS, mean_loss, program_key
@@ -195,6 +195,7 @@ def train_population(
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
     # An MLP flattens its inputs (the keras model's Flatten): images become rows here.
+    input_shape = data.input_shape
     data = data.flat()
     if initial_weights is not None and len(initial_weights) != len(configs):
         raise ValueError(f"initial_weights: {len(initial_weights)} weight lists for "
@@ -206,7 +207,7 @@ def train_population(
         group_tile = tile_size(len(group.members)) if tile is None else tile
         start = time.perf_counter()
         out, trained = _train_group(group, [configs[i] for i in group.members], data, monitor,
-                                    chunk_epochs, weights, shuffle, group_tile)
+                                    chunk_epochs, weights, shuffle, group_tile, input_shape)
         if timings is not None:
             timings.append((group, group_tile, time.perf_counter() - start))
         for i, r, w in zip(group.members, out, trained, strict=True):
@@ -225,15 +226,25 @@ def _train_group(
     initial: Sequence[Weights] | None,
     shuffle: bool,
     tile: int,
+    input_shape: tuple[int, ...],
 ) -> tuple[list[TrialResult], list[Weights]]:
     tf = tensorflow()
     start = time.perf_counter()
     n_members = len(configs)
     n = data.n_train
     n_outputs = output_width(group.train, data)
-    layout = layout_of(group.model, data.n_features, n_outputs)
+    net = net_of(group.model, input_shape, n_outputs)
+    if not isinstance(net, str):
+        net = with_loss(net, group.train.loss)
+    if isinstance(net, str):
+        raise ValueError(f"the population trainer does not support {net}")
+    layout = net.layout
     if initial is None:
-        initial = [glorot_weights(c.seed, layout.sizes) for c in configs]
+        # The shorthand draws from numpy (the same distribution as Keras, another
+        # stream); a builder's model is built per member as the keras trainer builds it.
+        initial = [glorot_weights(c.seed, layout.sizes) if not group.model.builder
+                   else initial_weights(group.model, input_shape, n_outputs, c.seed)
+                   for c in configs]
     for i, weights in enumerate(initial):
         shapes = [tuple(np.shape(w)) for w in weights]
         if shapes != layout.shapes:
@@ -241,7 +252,7 @@ def _train_group(
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
     key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
-                      shuffle, n_outputs)
+                      shuffle, n_outputs, net)
     classifies = key.loss in CLASSIFICATION_LOSSES
     program = programs._program(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
