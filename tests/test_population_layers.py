@@ -16,18 +16,21 @@ from study.spec import Spec, load_spec
 from study.trainers import TrialConfig, choose_trainer
 from study.trainers._tf import tensorflow
 from study.trainers.base import output_width
-from study.trainers.keras import KerasTrainer, fit_trial, make_loss
+from study.trainers.keras import KerasProbe, KerasTrainer, fit_trial, make_loss, probe_loss
 from study.trainers.population import (
     PopulationTrainer,
     Weights,
     net_of,
+    noise_norms,
     program_key,
+    sharpness,
     train_population,
     unsupported,
 )
 from study.trainers.population import layers as fused
 from study.trainers.population.network import initial_weights
 from study.trainers.population.program import _gradients, mean_loss
+from study.trainers.probes import noise_rows
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +113,38 @@ def test_probability_outputs_compile_keras_losses_on_probabilities() -> None:
 
         model = build_model(spec.model, data.input_shape, output_width(spec.train, data))
         assert make_loss(spec.train, model).get_config()["from_logits"] is logits
+
+
+@pytest.mark.parametrize("name, overrides", [("layernorm", []),
+                                              ("softmax_output", MULTICLASS)])
+def test_probes_measure_a_fused_model_as_keras_s(name: str, overrides: list[str]) -> None:
+    """The noise-scale and sharpness probes on a builder's fused model (LayerNormalization;
+    a softmax output) measure what the keras trainer's probes measure at the same weights."""
+    tf = tensorflow()
+    spec = builder_spec(name, *overrides)
+    data = make_dataset(spec.data)
+    outputs = output_width(spec.train, data)
+    net = net_of(spec.model, data.input_shape, outputs)
+    assert not isinstance(net, str)
+    from study.models import build_model
+    from study.trainers.population.network import with_loss
+
+    net = with_loss(net, spec.train.loss)
+    assert not isinstance(net, str)
+    weights = initial_weights(spec.model, data.input_shape, outputs, 4)
+    model = build_model(spec.model, data.input_shape, outputs)
+    model.set_weights(weights)
+    probe = KerasProbe(model, probe_loss(spec.train, outputs, model))
+    rows = noise_rows(4, 1, 8, (16, 64), data.n_train)[1]
+    keras_norms = probe.noise_norms(data.x_train, data.y_train, rows)
+    keras_sharp = probe.sharpness(data.x_train, data.y_train, 10)
+    key = program_key(spec.model, spec.train, data.n_features, n_outputs=outputs, net=net)
+    theta = net.layout.flatten(weights)[None, :]
+    x, y = tf.constant(data.x_train), tf.constant(data.y_train)
+    ours = noise_norms(key, tf.constant(theta), x, y, rows[None])[0]
+    (our_sharp,) = sharpness(key, theta, x, y, 10, 1)
+    np.testing.assert_allclose(ours, keras_norms, rtol=1e-4)
+    assert our_sharp == pytest.approx(keras_sharp, rel=1e-3) and our_sharp > 0
 
 
 # --------------------------------------------------------------------------- Dropout

@@ -175,9 +175,12 @@ def forward(tf: Any, ops: Sequence[Op], views: Sequence[Tensor], h: Tensor,
 
 def _layer_norm(tf: Any, op: LayerNorm, params: Sequence[Tensor], x: Tensor
                 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    # keras/src/ops/nn.py `_layer_normalization` (not rms_scaling), with tf.nn.moments.
+    # keras/src/ops/nn.py `_layer_normalization` (not rms_scaling), with tf.nn.moments,
+    # whose variance stops the gradient at the mean: the first derivative is the same
+    # either way, but the sharpness probe differentiates this twice, as Keras' does.
     mean = tf.reduce_mean(x, axis=-1, keepdims=True)
-    variance = tf.reduce_mean(tf.math.squared_difference(x, mean), axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=-1,
+                              keepdims=True)
     r = tf.math.rsqrt(variance + op.epsilon)
     inv = r * params[0][:, None, :] if op.scale else r
     res = -mean * inv
