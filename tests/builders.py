@@ -120,3 +120,10 @@ def dense_on_images(shape: Sequence[int], outputs: int) -> Any:
     keras = _keras()
     return keras.Sequential([keras.Input(shape=tuple(shape)), keras.layers.Dense(3),
                              keras.layers.Flatten(), keras.layers.Dense(outputs)])
+
+
+def selu(shape: Sequence[int], outputs: int) -> Any:
+    keras = _keras()
+    return keras.Sequential([keras.Input(shape=tuple(shape)),
+                             keras.layers.Dense(8, activation="selu"),
+                             keras.layers.Dense(outputs)])

@@ -298,6 +298,7 @@ def test_what_falls_back_is_named() -> None:
         "batchnorm": "layer 'batch_normalization' (BatchNormalization)",
         "residual": "a model that is not a chain of layers",
         "regularized": "layer 'dense' (Dense) with a kernel_regularizer",
+        "selu": "layer 'dense' (Dense) with activation 'selu'",
     }
     for name, reason in cases.items():
         assert unsupported(builder_spec(name), data) == reason

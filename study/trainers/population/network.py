@@ -81,11 +81,20 @@ def net_of(model: ModelSpec, input_shape: Sequence[int], n_outputs: int) -> Net 
 @functools.cache
 def _builder_net(model: ModelSpec, shape: tuple[int, ...], n_outputs: int) -> Net | str:
     # Cached: building a user's model costs a Keras graph and the user's code, once.
-    keras_model = _build(model, shape, n_outputs)
-    return read_model(keras_model, shape)
+    return read_model(_build(model, shape, n_outputs), shape)
 
 
-def _build(model: ModelSpec, shape: tuple[int, ...], n_outputs: int) -> Any:
+def initial_weights(model: ModelSpec, shape: Sequence[int], n_outputs: int, seed: int
+                    ) -> Weights:
+    """A builder model's initial weights for `seed`, drawn as the keras trainer draws
+    them (`fit_trial`: clear_session, set_random_seed(seed), build): the two trainers
+    start from the same weights, draw for draw."""
+    built = _build(model, tuple(int(d) for d in shape), n_outputs, seed)
+    return [np.asarray(w, np.float32) for w in built.get_weights()]
+
+
+def _build(model: ModelSpec, shape: tuple[int, ...], n_outputs: int, seed: int | None = None
+           ) -> Any:
     from study.models import build_model
     from study.trainers._tf import tensorflow
 
@@ -95,28 +104,8 @@ def _build(model: ModelSpec, shape: tuple[int, ...], n_outputs: int) -> Any:
     # A fresh session, as the keras trainer builds every trial's model: layer names
     # (which the reasons quote) start from their defaults.
     keras.backend.clear_session()
-    return build_model(model, shape, n_outputs)
-
-
-def initial_weights(model: ModelSpec, shape: Sequence[int], n_outputs: int, seed: int
-                    ) -> Weights:
-    """A builder model's initial weights for `seed`, drawn as the keras trainer draws
-    them (`fit_trial`: clear_session, set_random_seed(seed), build): the two trainers
-    start from the same weights, draw for draw."""
-    import keras
-
-    from study.trainers._tf import tensorflow
-
-    tensorflow()
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    built = _build_seeded(model, tuple(int(d) for d in shape), n_outputs)
-    return [np.asarray(w, np.float32) for w in built.get_weights()]
-
-
-def _build_seeded(model: ModelSpec, shape: tuple[int, ...], n_outputs: int) -> Any:
-    from study.models import build_model
-
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     return build_model(model, shape, n_outputs)
 
 
@@ -153,13 +142,13 @@ def read_model(model: Any, input_shape: tuple[int, ...]) -> Net | str:
             ops.append(Dense(width, int(layer.units), bool(layer.use_bias)))
             act = activation_name(layer.activation)
             if act is None or act not in (*ACTIVATIONS, *OUTPUT_ACTIVATIONS):
-                return f"{named} with activation {act or layer.activation!r}"
+                return f"{named} with activation {_label(act, layer.activation)}"
             if act != "linear":
                 ops.append(Activation(act))
         elif kind is keras.layers.Activation:
             act = activation_name(layer.activation)
             if act is None or act not in (*ACTIVATIONS, *OUTPUT_ACTIVATIONS):
-                return f"{named} with activation {act or layer.activation!r}"
+                return f"{named} with activation {_label(act, layer.activation)}"
             if act != "linear":
                 ops.append(Activation(act))
         elif kind is keras.layers.Dropout:
@@ -179,9 +168,8 @@ def read_model(model: Any, input_shape: tuple[int, ...]) -> Net | str:
         else:
             return named
         shape = out_shape
-        for i, op in enumerate(ops):
-            if isinstance(op, Activation) and op.name == "softmax" and i != len(ops) - 1:
-                return f"{named} after a softmax (fused on the output layer only)"
+        if any(isinstance(op, Activation) and op.name == "softmax" for op in ops[:-1]):
+            return f"{named} after a softmax (fused on the output layer only)"
     return Net(tuple(ops), math.prod(input_shape))
 
 
@@ -197,6 +185,10 @@ def with_loss(net: Net, loss: str) -> Net | str:
     if last.name == "sigmoid" and loss == "mse":
         return net  # a squashed regression output: the sigmoid is an ordinary activation
     return f"a {last.name} output layer under train.loss = {loss!r}"
+
+
+def _label(name: str | None, fn: Any) -> str:
+    return repr(name) if name else repr(getattr(fn, "__name__", "a custom function"))
 
 
 def _plain(layer: Any) -> str | None:
