@@ -122,7 +122,7 @@ def _instrument_training(report: ChildReport) -> None:
 
         cls.train = timed_train  # type: ignore[method-assign]
 
-    build = population._program
+    build = population.program._program
     seen: set[tuple[Any, ...]] = set()
     lock = threading.Lock()
 
@@ -147,7 +147,7 @@ def _instrument_training(report: ChildReport) -> None:
 
         return timed_run
 
-    setattr(population, "_program", program)  # noqa: B010
+    setattr(population.program, "_program", program)  # noqa: B010
 
 
 def child(argv: Sequence[str], out: Path) -> None:

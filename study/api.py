@@ -150,7 +150,7 @@ def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Seque
         if outcome.interrupted:
             raise KeyboardInterrupt
         return len(outcome.killed)
-    runner.work(ctx, trainer_factory(spec, on_fallback), lambda: data, progress)
+    runner.work(ctx, trainer_factory(spec, on_fallback, data), lambda: data, progress)
     return 0
 
 
@@ -162,14 +162,14 @@ def require_finished(ctx: StudyContext) -> None:
                          "run the same command again to finish them")
 
 
-def trainer_factory(spec: Spec, on_fallback: Callable[[str], None] | None = None
-                    ) -> Callable[[], Trainer]:
-    """What the runner calls for its trainer (only once it has work): the spec's trainer,
-    telling `on_fallback` when it falls back to the keras trainer and why."""
+def trainer_factory(spec: Spec, on_fallback: Callable[[str], None] | None = None,
+                    data: Dataset | None = None) -> Callable[[], Trainer]:
+    """What the runner calls for its trainer (only once it has work): the spec's trainer
+    for `data`, telling `on_fallback` when it falls back to the keras trainer and why."""
     from study.trainers import choose_trainer
 
     def make() -> Trainer:
-        trainer, fallback = choose_trainer(spec.run.trainer, spec)
+        trainer, fallback = choose_trainer(spec.run.trainer, spec, data)
         if fallback is not None:
             (on_fallback or log.info)(fallback)
         return trainer

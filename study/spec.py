@@ -28,7 +28,7 @@ DATA_KINDS = ("linear", "classification", "npz", "csv", "python", "diabetes", "d
 # others bring their own rows (see data.py).
 SYNTHETIC_KINDS = ("linear", "classification")
 TASKS = ("regression", "binary", "multiclass")
-ACTIVATIONS = ("relu", "tanh", "linear")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "linear")
 # Keras 3's optimizers with their defaults; "momentum" is keras.optimizers.SGD with
 # `train.momentum` (and `train.nesterov`).
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")

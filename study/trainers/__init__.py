@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from study.errors import SpecError
 from study.spec import Spec
 from study.trainers.base import Monitor, Trainer, TrialConfig, TrialResult, no_monitor
+
+if TYPE_CHECKING:
+    from study.data import Dataset
 
 __all__ = ["Monitor", "Trainer", "TrialConfig", "TrialResult", "choose_trainer", "get_trainer",
            "no_monitor"]
@@ -12,13 +17,15 @@ __all__ = ["Monitor", "Trainer", "TrialConfig", "TrialResult", "choose_trainer",
 NAMES = ("auto", "keras", "population")
 
 
-def choose_trainer(name: str, spec: Spec) -> tuple[Trainer, str | None]:
+def choose_trainer(name: str, spec: Spec, data: Dataset | None = None
+                   ) -> tuple[Trainer, str | None]:
     """The trainer called `name`, and why it is not the one asked for (None when it is).
 
     "auto" and "population" give the population trainer (many trials in one compiled
     program) when it supports the spec. When it does not, they give the keras reference
     trainer, with the reason as one sentence for the caller to show: a spec is never
-    trained by a trainer that would get it wrong.
+    trained by a trainer that would get it wrong. A builder's model is read for `data`
+    (its input shape and outputs): without the data it trains with the keras trainer.
     """
     from study.trainers.keras import KerasTrainer
 
@@ -27,7 +34,7 @@ def choose_trainer(name: str, spec: Spec) -> tuple[Trainer, str | None]:
     if name in ("auto", "population"):
         from study.trainers.population import PopulationTrainer, unsupported
 
-        reason = unsupported(spec)
+        reason = unsupported(spec, data)
         if reason is None:
             return PopulationTrainer.for_spec(spec), None
         return KerasTrainer(), (f"the population trainer does not support {reason}; "
@@ -35,6 +42,6 @@ def choose_trainer(name: str, spec: Spec) -> tuple[Trainer, str | None]:
     raise SpecError(f"--trainer: unknown trainer {name!r} (expected one of: {', '.join(NAMES)})")
 
 
-def get_trainer(name: str, spec: Spec) -> Trainer:
+def get_trainer(name: str, spec: Spec, data: Dataset | None = None) -> Trainer:
     """`choose_trainer` without the reason."""
-    return choose_trainer(name, spec)[0]
+    return choose_trainer(name, spec, data)[0]

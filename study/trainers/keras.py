@@ -36,45 +36,79 @@ from study.trainers.schedule import Schedule
 Weights = list[npt.NDArray[np.float32]]
 
 
-def make_loss(train: TrainSpec) -> Any:
-    """Mean squared error, binary cross-entropy on the output logit, or softmax
-    cross-entropy of the output logits against integer labels."""
+# keras.activations' functions by name, to read a layer's activation back.
+_ACTIVATION_NAMES = ("relu", "tanh", "sigmoid", "gelu", "linear", "softmax", "selu", "elu",
+                     "silu", "swish", "softplus", "softsign", "exponential", "leaky_relu",
+                     "relu6", "hard_sigmoid", "hard_silu", "mish", "log_softmax")
+
+
+def activation_name(fn: Any) -> str | None:
+    """The keras.activations name of `fn` (a layer's `activation`), None for other code."""
     import keras
 
+    for name in _ACTIVATION_NAMES:
+        if getattr(keras.activations, name, None) is fn:
+            return name
+    return None
+
+
+def output_activation(model: Any) -> str | None:
+    """Whether the model's last layer ends in a softmax or sigmoid ("softmax", "sigmoid"):
+    then it outputs probabilities rather than logits. None otherwise."""
+    layers = getattr(model, "layers", None) or [None]
+    name = activation_name(getattr(layers[-1], "activation", None))
+    return name if name in ("softmax", "sigmoid") else None
+
+
+def make_loss(train: TrainSpec, model: Any = None) -> Any:
+    """Mean squared error, binary cross-entropy on the output logit, or softmax
+    cross-entropy of the output logits against integer labels.
+
+    A model whose output layer ends in a softmax or sigmoid outputs probabilities, so
+    its cross-entropy is compiled with from_logits=False. Keras then takes the logits
+    the activation recorded on its output (`_keras_logits`, keras/src/backend/tensorflow/
+    nn.py `_get_logits`) and computes the loss from them, unclipped, as from_logits=True
+    on those logits would.
+    """
+    import keras
+
+    logits = output_activation(model) is None
     if train.loss == "cross_entropy":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
+        return keras.losses.BinaryCrossentropy(from_logits=logits)
     if train.loss == "sparse_cross_entropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
     return keras.losses.MeanSquaredError()
 
 
-def make_metrics(train: TrainSpec) -> list[Any]:
+def make_metrics(train: TrainSpec, model: Any = None) -> list[Any]:
     """The accuracy of a classification loss, named "accuracy" (none for mse).
 
-    The output is a logit, so the binary decision is logit > 0 (probability > 0.5), not
-    Keras' default threshold of 0.5; a multi-class decision is the largest logit.
+    A logit output decides binary as logit > 0, not Keras' default threshold of 0.5; a
+    sigmoid output as probability > 0.5, the same decision. A multi-class decision is
+    the largest output.
     """
     import keras
 
     if train.loss == "cross_entropy":
-        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
+        threshold = 0.5 if output_activation(model) == "sigmoid" else 0.0
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=threshold)]
     if train.loss == "sparse_cross_entropy":
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     return []
 
 
-def probe_loss(train: TrainSpec, n_outputs: int) -> Any:
+def probe_loss(train: TrainSpec, n_outputs: int, model: Any = None) -> Any:
     """The loss as the probes differentiate it, twice for the sharpness.
 
     TensorFlow's fused sparse softmax cross-entropy has no second derivative; the dense
     softmax cross-entropy of the one-hot labels is the same function and has one.
     """
     if train.loss != "sparse_cross_entropy":
-        return make_loss(train)
+        return make_loss(train, model)
     import keras
 
     tf = tensorflow()
-    dense = keras.losses.CategoricalCrossentropy(from_logits=True)
+    dense = keras.losses.CategoricalCrossentropy(from_logits=output_activation(model) is None)
 
     def loss(y: Any, logits: Any) -> Any:
         return dense(tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), n_outputs), logits)
@@ -212,15 +246,15 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
         model.set_weights([np.asarray(w, np.float32) for w in initial_weights])
     initial = [np.array(w) for w in model.get_weights()]
     plan = config.plan(data.n_train)
-    loss = make_loss(config.train)
+    loss = make_loss(config.train, model)
     model.compile(optimizer=make_optimizer(config, plan.steps), loss=loss,
-                  metrics=make_metrics(config.train))
+                  metrics=make_metrics(config.train, model))
     # The scale a blow-up is judged against: the initial weights' loss on the training
     # set, evaluated as the loss after training is (`full` below).
     limit = divergence_limit(config.train, float(model.evaluate(
         data.x_train, data.y_train, batch_size=data.n_train, verbose=0, return_dict=True)["loss"]))
     analysis: AnalysisSpec = config.analysis
-    probe = KerasProbe(model, probe_loss(config.train, n_outputs)) \
+    probe = KerasProbe(model, probe_loss(config.train, n_outputs, model)) \
         if analysis.noise or analysis.sharpness else None
     noise: dict[int, tuple[list[float], list[float]]] = {}
 

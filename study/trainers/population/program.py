@@ -1,0 +1,318 @@
+"""The compiled program: the epoch loop of a tile of members, steps included."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from study.spec import CLASSIFICATION_LOSSES, ModelSpec, TrainSpec
+from study.trainers._tf import tensorflow
+from study.trainers.population import layers
+from study.trainers.population.layers import mix as _mix
+from study.trainers.population.layout import EVAL_BUDGET, Layout
+from study.trainers.population.losses import LOSSES, _correct
+from study.trainers.population.network import Net, shorthand_net
+from study.trainers.population.optimizers import OPTIMIZERS
+
+Tensor = Any  # a tf.Tensor; TensorFlow ships no type stubs
+Weights = list[npt.NDArray[np.float32]]  # [kernel_1, bias_1, kernel_2, bias_2, ...]
+
+# Epochs per call of the compiled program; the monitor sees them all after each call.
+CHUNK_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class _ProgramKey:
+    """What a compiled program is specialized on, besides its tensors' shapes."""
+
+    net: Net
+    loss: str
+    optimizer: str
+    optimizer_args: tuple[float | bool, ...]  # SGD momentum's (momentum, nesterov)
+    schedule: str
+    warmup: bool  # whether the schedule starts with a linear warm-up
+    boundaries: int  # step decay's boundaries
+    micro: int
+    chunk_epochs: int
+    shuffle: bool
+
+    @property
+    def layout(self) -> Layout:
+        return self.net.layout
+
+
+def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
+                chunk_epochs: int = CHUNK_EPOCHS, shuffle: bool = True, n_outputs: int = 1,
+                net: Net | None = None) -> _ProgramKey:
+    """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
+    `sharpness`) read only its model and loss. `net` is the model read as a Net (see
+    network.py), the shorthand's by default."""
+    if net is None:
+        shorthand = shorthand_net(model, n_features, n_outputs)
+        if isinstance(shorthand, str):
+            raise ValueError(f"the population trainer does not support {shorthand}")
+        net = shorthand
+    return _ProgramKey(
+        net, train.loss, train.optimizer,
+        (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
+        train.schedule, train.warmup_fraction > 0,
+        len(train.decay_at) if train.schedule == "step" else 0,
+        micro, chunk_epochs, shuffle)
+
+
+_programs: dict[_ProgramKey, Callable[..., Any]] = {}
+
+
+def _program(key: _ProgramKey) -> Callable[..., Any]:
+    # tf.function keeps one trace (and XLA one executable) per input shape signature,
+    # so a second claim of the same shape reuses the compiled program.
+    if key not in _programs:
+        _programs[key] = _build_program(key)
+    return _programs[key]
+
+
+def _forward(tf: Any, key: _ProgramKey, theta: Tensor, x: Tensor) -> Tensor:
+    """Predictions of every member, (members, rows, outputs), Dropout off; x is (rows,
+    features) or per member. The logits, for a model with a softmax or sigmoid output."""
+    return layers.forward(tf, key.net.ops, key.layout.views(tf, theta), x)
+
+
+def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Mean loss of every member on all of (x, y), (members,), in blocks that bound memory."""
+    return evaluate(key, theta, x, y, accuracy=False)[0]
+
+
+def evaluate(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor, accuracy: bool = True
+             ) -> tuple[Tensor, Tensor | None]:
+    """Mean loss and, for a classification loss when `accuracy`, the accuracy of every
+    member on all of (x, y), each (members,), in blocks that bound memory."""
+    tf = tensorflow()
+    n = int(x.shape[0])
+    members = int(theta.shape[0])
+    block = max(1, min(n, EVAL_BUDGET // (members * max(key.layout.sizes))))
+    loss_fn = LOSSES[key.loss]
+    counts = accuracy and key.loss in CLASSIFICATION_LOSSES
+    if block == n:
+        pred = _forward(tf, key, theta, x)
+        row_loss, _ = loss_fn(pred, y[None])
+        hits = tf.reduce_sum(_correct(key.loss, pred, y[None]), axis=1) / float(n) \
+            if counts else None
+        return tf.reduce_sum(row_loss, axis=[1, 2]) / float(n), hits
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    xp, yp = tf.pad(x, [[0, pad], [0, 0]]), tf.pad(y, [[0, pad], [0, 0]])
+    weight = tf.pad(tf.ones([n], tf.float32), [[0, pad]])
+
+    def body(i: Tensor, total: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        xb = tf.slice(xp, [i * block, 0], [block, x.shape[1]])
+        yb = tf.slice(yp, [i * block, 0], [block, y.shape[1]])
+        pred = _forward(tf, key, theta, xb)
+        row_loss, _ = loss_fn(pred, yb[None])
+        w = tf.slice(weight, [i * block], [block])
+        if counts:
+            right = right + tf.reduce_sum(_correct(key.loss, pred, yb[None]) * w[None, :], axis=1)
+        return i + 1, total + tf.reduce_sum(row_loss[:, :, 0] * w[None, :], axis=1), right
+
+    zeros = tf.zeros([members], tf.float32)
+    _, total, right = tf.while_loop(lambda i, *_: i < blocks, body,
+                                    (tf.constant(0), zeros, zeros))
+    return total / float(n), right / float(n) if counts else None
+
+
+def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor, valid: Tensor,
+               scale: Tensor, drop: tuple[Tensor, Tensor] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per member: the sum of its valid rows' losses, the number of them predicted right
+    (zeros for a regression loss), and the flat gradient of `scale` x the loss sum
+    (scale = 1/batch rows: the gradient of the batch mean loss).
+
+    xb (members, rows, features), yb (members, rows, 1), valid (members, rows) 0/1,
+    scale (members,). `drop`, for a network with Dropout: each member's mask base and
+    the rows' positions in the epoch (see layers.dropout_keep). Backpropagation written
+    out (layers.py), which XLA compiles smaller than the tape's.
+    """
+    ops = key.net.ops
+    views = key.layout.views(tf, theta)
+    members = theta.shape[0]
+    masks = None
+    if drop is not None:
+        masks = [layers.dropout_keep(tf, op, *drop) if isinstance(op, layers.Dropout) else None
+                 for op in ops]
+    caches: list[layers.Cache] = []
+    h = layers.forward(tf, ops, views, xb, masks, caches)
+    row_loss, d_pred = LOSSES[key.loss](h, yb)
+    delta = d_pred * (valid[:, :, None] * scale[:, None, None])
+    grads = layers.backward(tf, ops, views, caches, delta)
+    right = tf.reduce_sum(_correct(key.loss, h, yb) * valid, axis=1) \
+        if key.loss in CLASSIFICATION_LOSSES else tf.zeros([members], tf.float32)
+    return (tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right,
+            tf.concat(grads, axis=1))
+
+
+def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bounds: Tensor,
+          values: Tensor) -> Tensor:
+    """Each member's learning rate at `step` (updates already applied), (members,): the
+    formulas of keras.optimizers.schedules in their float32 order (see schedule.py)."""
+    if key.schedule == "constant":
+        return lr
+    if key.schedule == "step":
+        # PiecewiseConstantDecay: the value after as many boundaries as `step` is past.
+        past = tf.reduce_sum(tf.cast(step[:, None] > bounds, tf.int32), axis=1)
+        return tf.gather(values, past, batch_dims=1)
+    decay_steps, warmup = sched[:, 0], sched[:, 1]
+    pi = tf.constant(math.pi, tf.float32)
+
+    def decayed(s: Tensor) -> Tensor:
+        cosine = 0.5 * (1.0 + tf.cos(pi * (s / decay_steps)))
+        # CosineDecay's (1 - alpha) cosine + alpha: alpha = 0 for cosine, 1 for warmup.
+        return lr * cosine if key.schedule == "cosine" else lr * ((1.0 - 1.0) * cosine + 1.0)
+
+    if not key.warmup:
+        return decayed(tf.minimum(step, decay_steps))
+    s = tf.minimum(step, decay_steps + warmup)
+    return tf.where(s < warmup, (lr - 0.0) * (s / warmup) + 0.0, decayed(s - warmup))
+
+
+def _build_program(key: _ProgramKey) -> Callable[..., Any]:
+    tf = tensorflow()
+    optimizer = OPTIMIZERS[key.optimizer](_train_of(key))
+    b0 = key.micro
+    f32 = tf.float32
+
+    def permutation(seeds: Tensor, epoch: Tensor, n: int) -> Tensor:
+        """Each member's order of the n rows in `epoch`, from its seed and the epoch alone."""
+        members = seeds.shape[0]
+        if not key.shuffle:
+            return tf.broadcast_to(tf.range(n)[None, :], [members, n])
+        golden = tf.constant(0x9E3779B9, tf.uint32)
+        base = _mix(tf, _mix(tf, tf.cast(seeds, tf.uint32)) + tf.cast(epoch, tf.uint32) * golden)
+        rows = _mix(tf, tf.cast(tf.range(n), tf.uint32))
+        keys = _mix(tf, tf.bitwise.bitwise_xor(base[:, None], rows[None, :]))
+        return tf.argsort(keys, axis=1, stable=True)
+
+    def dropout_base(seeds: Tensor, epoch: Tensor) -> Tensor:
+        """Each member's Dropout mask base in `epoch`: its own stream, apart from the
+        shuffle's (a salted seed)."""
+        golden = tf.constant(0x9E3779B9, tf.uint32)
+        salted = tf.bitwise.bitwise_xor(tf.cast(seeds, tf.uint32), tf.constant(0x5BD1E995, tf.uint32))
+        return _mix(tf, _mix(tf, salted) + tf.cast(epoch, tf.uint32) * golden)
+
+    def epoch(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
+              batch: Tensor, active: Tensor, order: Tensor, drop_base: Tensor, x: Tensor,
+              y: Tensor, rows: Tensor, sched: Tensor, bounds: Tensor, values: Tensor
+              ) -> tuple[Any, ...]:
+        """One pass over the first `rows` (per member) of each member's order;
+        `drop_base` seeds the members' Dropout masks of the epoch."""
+        n = x.shape[0]
+        members = order.shape[0]
+        micro_steps = -(-n // b0)
+        order = tf.pad(order, [[0, 0], [0, micro_steps * b0 - n]])
+
+        # Per micro-step and member: whether the member's batch ends there (at a
+        # multiple of its batch size, or where its rows of this epoch end: the last,
+        # partial batch is trained, not dropped), and 1 / the rows of its current batch.
+        # Tables, so the per-parameter updates below read one value instead of redoing
+        # integer arithmetic for every parameter. A micro-step past a member's rows (a
+        # budget that ends mid-epoch) holds none of them and ends no batch.
+        k_all = tf.range(micro_steps)[:, None]
+        first = k_all * b0
+        ends_table = tf.logical_and(
+            first < rows[None, :],
+            tf.logical_or(tf.equal((k_all + 1) * b0 % batch[None, :], 0),
+                          (k_all + 1) * b0 >= rows[None, :]))
+        batch_start = (first // batch[None, :]) * batch[None, :]
+        batch_rows = tf.maximum(tf.minimum(batch[None, :], rows[None, :] - batch_start), 1)
+        scale_table = 1.0 / tf.cast(batch_rows, f32)
+
+        def step(k: Tensor, theta: Tensor, slots: tuple[Tensor, ...], acc: Tensor,
+                 steps_taken: Tensor, sse: Tensor, hits: Tensor) -> tuple[Any, ...]:
+            idx = tf.slice(order, [0, k * b0], [members, b0])
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
+            # The last micro-batch of the epoch, or of a member's rows, may be short.
+            valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
+            drop = (drop_base, k * b0 + tf.range(b0)) if key.net.dropout else None
+            loss_sum, right, grad = _gradients(tf, key, theta, xb, yb, valid,
+                                               tf.gather(scale_table, k), drop)
+            acc = acc + grad
+            # Every member's update is computed; only those whose batch ends here (and
+            # that are not frozen) keep it. Skipping the arithmetic for the others with a
+            # tf.cond measured no faster on a CPU: XLA then copies the carried state.
+            ends = tf.gather(ends_table, k)
+            apply = tf.logical_and(active, ends)
+            stepped = steps_taken + 1.0
+            rate = _rate(tf, key, lr, steps_taken, sched, bounds, values)
+            new_theta, new_slots = optimizer.update(theta, acc, slots, rate[:, None],
+                                                    stepped[:, None])
+            theta = tf.where(apply[:, None], new_theta, theta)
+            slots = tuple(tf.where(apply[:, None], b, a)
+                          for a, b in zip(slots, new_slots, strict=True))
+            acc = tf.where(ends[:, None], tf.zeros_like(acc), acc)
+            steps_taken = tf.where(apply, stepped, steps_taken)
+            return k + 1, theta, slots, acc, steps_taken, sse + loss_sum, hits + right
+
+        _, theta, slots, _, steps_taken, sse, hits = tf.while_loop(
+            lambda k, *_: k < micro_steps, step,
+            (tf.constant(0), theta, slots, tf.zeros_like(theta), steps_taken,
+             tf.zeros([members], f32), tf.zeros([members], f32)))
+        # The epoch's mean loss and accuracy over its rows, as model.fit's trackers.
+        return (theta, slots, steps_taken, sse / tf.cast(rows, f32),
+                hits / tf.cast(rows, f32))
+
+    def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
+            batch: Tensor, seeds: Tensor, active: Tensor, first_epoch: Tensor, n_epochs: Tensor,
+            x: Tensor, y: Tensor, xv: Tensor, yv: Tensor, epochs: Tensor, last_rows: Tensor,
+            sched: Tensor, bounds: Tensor, values: Tensor, limit: Tensor) -> tuple[Any, ...]:
+        members = theta.shape[0]
+        n = x.shape[0]
+
+        def body(e: Tensor, theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor,
+                 active: Tensor, losses: Tensor, vals: Tensor, accs: Tensor, val_accs: Tensor
+                 ) -> tuple[Any, ...]:
+            at = first_epoch + e
+            # A member whose budget is spent rides along frozen; its last epoch may be
+            # partial (TrainSpec.plan).
+            live = tf.logical_and(active, at < epochs)
+            rows = tf.where(at == epochs - 1, last_rows, n)
+            order = permutation(seeds, at, n)
+            theta, slots, steps_taken, loss, accuracy = epoch(
+                theta, slots, steps_taken, lr, batch, live, order, dropout_base(seeds, at), x, y,
+                rows, sched, bounds, values)
+            losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
+            val_loss, val_accuracy = evaluate(key, theta, xv, yv)
+            vals = tf.tensor_scatter_nd_update(vals, [[e]], val_loss[None])
+            if val_accuracy is not None:
+                accs = tf.tensor_scatter_nd_update(accs, [[e]], accuracy[None])
+                val_accs = tf.tensor_scatter_nd_update(val_accs, [[e]], val_accuracy[None])
+            # Diverged: frozen from the end of this epoch on, as model.fit stops there.
+            # `loss <= limit` in float32 is base.diverges' test (limit is float32 there
+            # too); is_finite is for an inf loss under an inf limit (no factor).
+            active = tf.logical_and(active, tf.logical_and(tf.math.is_finite(loss),
+                                                           loss <= limit))
+            return e + 1, theta, slots, steps_taken, active, losses, vals, accs, val_accs
+
+        # Per-epoch outputs in fixed-size buffers: XLA needs static shapes, and the
+        # last chunk of a study may be shorter than the others. The accuracies stay
+        # zero for a regression loss.
+        buffer = tf.zeros([key.chunk_epochs, members], f32)
+        _, theta, slots, steps_taken, _, losses, vals, accs, val_accs = tf.while_loop(
+            lambda e, *_: e < n_epochs, body,
+            (tf.constant(0), theta, slots, steps_taken, active, buffer, buffer, buffer, buffer))
+        return theta, slots, steps_taken, losses, vals, accs, val_accs
+
+    # No autograph: the loops are explicit tf.while_loops, and converting Python source
+    # took longer than XLA's compile of the result.
+    return tf.function(run, jit_compile=True, autograph=False)  # type: ignore[no-any-return]
+
+
+def _train_of(key: _ProgramKey) -> TrainSpec:
+    """The optimizer hyperparameters a program key carries, as a TrainSpec."""
+    if key.optimizer == "momentum":
+        momentum, nesterov = key.optimizer_args
+        return TrainSpec(optimizer=key.optimizer, momentum=float(momentum),
+                         nesterov=bool(nesterov))
+    return TrainSpec(optimizer=key.optimizer)
