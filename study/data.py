@@ -174,9 +174,9 @@ def make_dataset(spec: DataSpec) -> Dataset:
         raw = _bundled(spec)
     elif spec.kind == "arrays":
         # Only the process that was handed them (and the workers it starts) has them.
-        raise DataError("data.kind = 'arrays': the arrays were passed to study.run(data=...) "
-                        "in another process; a worker elsewhere needs data in a file "
-                        "(data.kind = 'npz' or 'csv') or a loader (data.kind = 'python')")
+        raise DataError("data.kind = 'arrays': arrays passed to study.run(data=...) exist only "
+                        "in that process and the workers it starts; elsewhere use data in a "
+                        "file (data.kind = 'npz' or 'csv') or a loader (data.kind = 'python')")
     else:
         raise DataError(f"data.kind: unknown data set {spec.kind!r}")  # validate() stops this first
     return _finish(spec, raw)

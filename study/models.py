@@ -128,7 +128,21 @@ def builder_identity(ref: str) -> str | None:
     registered = _REGISTERED.get(ref)
     if registered is not None:
         return registered.sha256
+    _check_reachable(ref)
     return _source_sha256(load_function(ref, "model.builder", SpecError))
+
+
+def _check_reachable(ref: str) -> None:
+    if ref in _REGISTERED:
+        return
+    module, _, qualname = ref.partition(":")
+    if module.strip() == "__main__" or "<" in qualname:
+        # A function study.run was handed, stored by its name: only that process (and
+        # the workers it started) has it.
+        raise SpecError(f"model.builder: {ref!r} was a function of the script or notebook "
+                        "that called study.run, which only its own workers can rebuild; "
+                        "elsewhere use model.builder = 'module:function' in an importable "
+                        "module")
 
 
 def check_builder(model: ModelSpec, input_shape: Sequence[int], outputs: int) -> str | None:
@@ -138,7 +152,9 @@ def check_builder(model: ModelSpec, input_shape: Sequence[int], outputs: int) ->
     has no source of its own)."""
     if not model.builder:
         return None
-    # First: a builder module that imports keras would load TensorFlow unquieted.
+    _check_reachable(model.builder)  # before paying for TensorFlow
+    # Before the import: a builder module that imports keras would load TensorFlow
+    # without our quieting of its start-up lines.
     tensorflow()
     import keras
 
