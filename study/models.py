@@ -176,8 +176,6 @@ def export_builder(model: ModelSpec, input_shape: Sequence[int], outputs: int) -
     """What a worker needs to rebuild a registered builder it cannot import: the model's
     Keras config, its `ref` and identity. `UsageError` when Keras cannot rebuild the
     model from its config (a custom layer, a Lambda)."""
-    from study.trainers._tf import tensorflow
-
     tensorflow()
     import keras
 
