@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from study import errors
     from study.api import Results, load, run
+    from study.data import Dataset
     from study.query import Table
     from study.spec import Spec
 
 __version__ = "0.1.0"
-__all__ = ["Results", "Spec", "Table", "__version__", "errors", "load", "run"]
+__all__ = ["Dataset", "Results", "Spec", "Table", "__version__", "errors", "load", "run"]
 
 _LAZY = {"run": "study.api", "load": "study.api", "Results": "study.api",
-         "Table": "study.query", "Spec": "study.spec"}
+         "Table": "study.query", "Spec": "study.spec", "Dataset": "study.data"}
 
 
 def __getattr__(name: str) -> object:

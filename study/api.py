@@ -7,6 +7,12 @@
     results.figure("article")     # a plotly Figure, as `study report` draws it
     study.load("sqlite:///storage/mine.db").best_lr()
 
+Your own model and data: `model=` is a builder, a function `(input_shape, outputs) ->
+keras.Model` or a "module:function" string (models.py has the contract); `data=` is
+arrays `(x_train, y_train)` or `(x_train, y_train, x_val, y_val)`, or a `study.Dataset`.
+
+    results = study.run("digits", model=build, data=(x, y), overrides={"data.val_fraction": 0.2})
+
 `run` creates or resumes a study exactly as `study run` does (the same spec checks, the
 same refusal of a changed identity, the same runner and worker pool); `load` opens an
 existing one as `study query` and `study report` do. Results are read fresh from the
@@ -46,6 +52,9 @@ __all__ = ["Results", "load", "run"]
 
 log = logging.getLogger("study")
 
+# What a spec's data section says that still applies to arrays passed as `data=`.
+IN_MEMORY_KEEPS = ("seed", "task", "val_fraction", "standardize")
+
 # A spec: a built-in name, a TOML file's path, a spec table (as in a TOML file), or a Spec.
 SpecLike = str | os.PathLike[str] | Mapping[str, Any] | Spec
 
@@ -54,9 +63,14 @@ SpecLike = str | os.PathLike[str] | Mapping[str, Any] | Spec
 
 
 def resolve_spec(spec: SpecLike = "article", overrides: Mapping[str, Any] | None = None, *,
-                 seeds: Sequence[int] | None = None, trainer: str | None = None) -> Spec:
+                 seeds: Sequence[int] | None = None, trainer: str | None = None,
+                 builder: str | None = None, in_memory_data: bool = False) -> Spec:
     """The validated spec `run` would use: `spec`, then `overrides` (`{"train.epochs": 20}`,
-    Python values), then `seeds` and `trainer`. Every error names the field at fault."""
+    Python values), then `seeds`, `trainer` and `builder` (`model.builder`). With
+    `in_memory_data`, the data are arrays passed to `run`: `data.kind` becomes "arrays",
+    and of the spec's data section only what it says of the arrays' treatment is kept
+    (`IN_MEMORY_KEEPS`); its source (a file, a loader, a built-in set) is replaced.
+    Every error names the field at fault."""
     from study.spec import apply_values, from_table, read_spec_source, to_table, validate
 
     table: dict[str, Any]
@@ -79,7 +93,15 @@ def resolve_spec(spec: SpecLike = "article", overrides: Mapping[str, Any] | None
         values["search.seeds"] = _seed_list(seeds)
     if trainer is not None:
         values["run.trainer"] = trainer
-    result = from_table(apply_values(table, values))
+    if builder is not None:
+        values["model.builder"] = builder
+    table = apply_values(table, values)
+    if in_memory_data:
+        section = table.get("data", {})
+        kept = {k: v for k, v in section.items() if k in IN_MEMORY_KEEPS} \
+            if isinstance(section, Mapping) else {}
+        table["data"] = {**kept, "kind": "arrays"}
+    result = from_table(table)
     validate(result)
     return result
 
@@ -105,11 +127,47 @@ def load_data(spec: Spec) -> Dataset:
     return data
 
 
-def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, data: Dataset
-             ) -> StudyContext:
+def arrays_dataset(spec: Spec, data: object) -> Dataset:
+    """The arrays passed as `run(data=...)`, through the checks, split, standardization
+    and fingerprint of any other source, checked against the spec."""
+    import dataclasses
+
+    from study.data import Dataset, check_spec, from_arrays
+
+    if isinstance(data, Dataset):
+        # Its own split and task, checked and fingerprinted as arrays are.
+        d = dataclasses.replace(spec.data, val_fraction=0.0, standardize=False, task=data.task)
+        out = from_arrays(d, data.x_train, data.y_train, data.x_val, data.y_val, origin="data")
+    elif isinstance(data, tuple | list) and len(data) in (2, 4):
+        x_train, y_train, x_val, y_val = (*data, None, None)[:4]
+        out = from_arrays(spec.data, x_train, y_train, x_val, y_val, origin="data")
+    else:
+        what = f"a {type(data).__name__}" + (f" of {len(data)}" if isinstance(data, tuple | list)
+                                             else "")
+        raise UsageError(f"data: expected (x_train, y_train), (x_train, y_train, x_val, y_val) "
+                         f"or a study.Dataset, got {what}")
+    check_spec(spec, out)
+    return out
+
+
+def check_model(spec: Spec, data: Dataset) -> str | None:
+    """Build the spec's model once for `data`, before any database is touched (a builder
+    that does not import, raises or returns the wrong model is one `SpecError` line);
+    returns the builder's identity, the sha256 of its source (None: no builder)."""
+    if not spec.model.builder:
+        return None
+    from study.models import check_builder
+    from study.trainers.base import output_width
+
+    return check_builder(spec.model, data.input_shape, output_width(spec.train, data))
+
+
+def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, data: Dataset,
+             builder_sha256: str | None = None) -> StudyContext:
     """Check the storage and the workers, then create or resume the study (refusing one
-    stored with a different identity or other data: `data`, from `load_data`). Nothing
-    is written before every check passed."""
+    stored with a different identity, other data (`data`, from `load_data`) or another
+    builder source (`builder_sha256`, from `check_model`)). Nothing is written before
+    every check passed."""
     from study import runner
     from study.storage import mask, parse_url, supports_workers
 
@@ -121,7 +179,7 @@ def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, dat
                          f"not {mask(storage)}")
     # The schema and the study are created here, once, before any worker starts.
     return runner.open_study(spec, storage, study_name or spec.name, create=True,
-                             fingerprint=data.fingerprint)
+                             fingerprint=data.fingerprint, builder_sha256=builder_sha256)
 
 
 def tally(ctx: StudyContext) -> tuple[int, int]:
@@ -134,19 +192,21 @@ def tally(ctx: StudyContext) -> tuple[int, int]:
 
 def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Sequence[str] = (),
           progress: Progress | None = None,
-          on_fallback: Callable[[str], None] | None = None) -> int:
+          on_fallback: Callable[[str], None] | None = None,
+          worker_env: Mapping[str, str] | None = None) -> int:
     """Run every pending trial: in this process, or in `workers` local worker processes.
 
     Returns how many workers were killed (their trials re-run by the others; see
     `require_finished`). `on_fallback` hears why the spec's trainer is not the one
-    training, when it is not (a pool's workers say it themselves).
+    training, when it is not (a pool's workers say it themselves). `worker_env` adds to
+    the workers' environment (see `local_workers`).
     """
     from study import runner
     from study import workers as pool
 
     spec = ctx.spec
     if workers > 1:
-        outcome = pool.run_pool(ctx, workers, worker_args, progress)
+        outcome = pool.run_pool(ctx, workers, worker_args, progress, worker_env)
         if outcome.interrupted:
             raise KeyboardInterrupt
         return len(outcome.killed)
@@ -198,7 +258,8 @@ def _library_quiet() -> Iterator[None]:
 def run(
     spec: SpecLike = "article",
     *,
-    # `model=` (a builder) and `data=` (arrays or a Dataset) join here, beside `spec`.
+    model: Callable[..., Any] | str | None = None,
+    data: Dataset | Sequence[Any] | None = None,
     storage: str = DEFAULT_STORAGE,
     study_name: str | None = None,
     seeds: Sequence[int] | None = None,
@@ -210,12 +271,21 @@ def run(
     """Create or resume a study and run every pending trial, as `study run` does.
 
     `spec`: a built-in name ("article", ...), a TOML file's path, a dict (a spec table,
-    as a TOML file holds it) or a `Spec`. `overrides`: fields to change, with Python
+    as a TOML file holds it) or a `Spec`. `model`: a builder, a function `(input_shape,
+    outputs) -> keras.Model` (uncompiled, logits out) or a "module:function" string; it
+    sets `model.builder` (a function: to its "module:qualname"), and the sha256 of its
+    source file is the model's identity. `data`: arrays `(x_train, y_train)` or
+    `(x_train, y_train, x_val, y_val)`, or a `study.Dataset`; they replace the spec's
+    data source (`data.kind = "arrays"`), keeping its `val_fraction`, `seed`,
+    `standardize` and `task`, and are fingerprinted like any data. `overrides`: fields to change, with Python
     values: `{"train.epochs": 20, "search.batch_size": [16, 64]}`. `seeds` sets
     `search.seeds`; `trainer` ("auto", "population" or "keras") sets `run.trainer`
     (None: the spec's, which is "auto" unless it says otherwise). `study_name` defaults
     to the spec's name. `workers` > 1 starts that many local worker processes on the
-    study (SQLite or PostgreSQL storage), as `study run --workers N` does.
+    study (SQLite or PostgreSQL storage), as `study run --workers N` does; with arrays
+    or a function no other process can import (one defined in a notebook or a script),
+    they get them from a temporary file (the function as its model's Keras config), and
+    `Results.notes` says what workers on other machines would need instead.
 
     A study that exists with the same identity (data, model, train, search, analysis)
     is resumed: finished trials are kept and only pending cells run; a different one is
@@ -231,23 +301,77 @@ def run(
     from study.progress import Progress
 
     with _library_quiet():
-        resolved = resolve_spec(spec, overrides, seeds=seeds, trainer=trainer)
-        data = load_data(resolved)
-        ctx = open_run(resolved, storage, study_name, workers, data)
+        builder = _builder_ref(model)
+        resolved = resolve_spec(spec, overrides, seeds=seeds, trainer=trainer, builder=builder,
+                                in_memory_data=data is not None)
+        dataset = load_data(resolved) if data is None else arrays_dataset(resolved, data)
+        ctx = open_run(resolved, storage, study_name, workers, dataset,
+                       check_model(resolved, dataset))
         done, total = tally(ctx)
+        notes: list[str] = []
         if done < total:
             bar = Progress(total, done) if progress else None
             say = (lambda line: print(f"study: {line}", file=sys.stderr)) if progress else None
-            try:
-                train(ctx, data, workers, progress=bar, on_fallback=say)
-            finally:
-                if bar is not None:
-                    bar.close()
+            with contextlib.ExitStack() as stack:
+                args: list[str] = []
+                env: dict[str, str] = {}
+                if workers > 1:
+                    args, env, note = local_workers(ctx, dataset, data is not None, stack)
+                    if note is not None:
+                        notes.append(note)
+                        (say or log.info)(note)
+                try:
+                    train(ctx, dataset, workers, args, progress=bar, on_fallback=say,
+                          worker_env=env)
+                finally:
+                    if bar is not None:
+                        bar.close()
             if workers > 1:
                 # A killed worker's cells are re-run by the others; if all were killed,
                 # some are left, and a Results would pass for a finished study.
                 require_finished(ctx)
-        return Results(storage, ctx.name)
+        return Results(storage, ctx.name, notes)
+
+
+def _builder_ref(model: object) -> str | None:
+    """`model=` as `model.builder`: a string as it is, a function registered in this
+    process under its "module:qualname" (models.py, `register`)."""
+    if model is None or isinstance(model, str):
+        return model
+    from study.models import register
+
+    return register(model).ref
+
+
+def local_workers(ctx: StudyContext, data: Dataset, in_memory_data: bool,
+                  stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str], str | None]:
+    """What a pool started from this process needs beyond the stored spec: the worker
+    options naming a temporary file with the arrays and the model (`handoff.py`), removed
+    when `stack` closes, the environment that lets them import a builder function, and
+    the line saying what workers on other machines would need (None: nothing more)."""
+    import tempfile
+
+    from study import handoff
+    from study.models import export_builder, importable
+    from study.trainers.base import output_width
+
+    spec = ctx.spec
+    model: dict[str, Any] | None = None
+    env: dict[str, str] = {}
+    local_model: str | None = None
+    if spec.model.builder:
+        root = importable(spec.model.builder)
+        if root is None:
+            local_model = spec.model.builder
+            model = export_builder(spec.model, data.input_shape, output_width(spec.train, data))
+        elif root:
+            rest = os.environ.get("PYTHONPATH", "")
+            env["PYTHONPATH"] = os.pathsep.join([root, rest]) if rest else root
+    args: list[str] = []
+    if in_memory_data or model is not None:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="study-")))
+        args = handoff.write(directory, data if in_memory_data else None, model)
+    return args, env, handoff.remote_needs(in_memory_data, local_model)
 
 
 def load(storage: str = DEFAULT_STORAGE, study_name: str | None = None) -> Results:
@@ -271,12 +395,15 @@ class Results:
     the figures `study report` draws, and the report itself.
 
     `.name` is the study's name, `.storage` its URL as given (shown with the password
-    masked), `.spec` the `Spec` stored on it (None for a study `study` did not make).
+    masked), `.spec` the `Spec` stored on it (None for a study `study` did not make),
+    `.notes` the lines `run` logged (what a study with workers on other machines needs).
     """
 
-    def __init__(self, storage: str, name: str) -> None:
+    def __init__(self, storage: str, name: str, notes: Sequence[str] = ()) -> None:
         self._storage = storage
         self.name = name
+        # What `run` had to say beyond the tables: what workers on other machines need.
+        self.notes = list(notes)
 
     @property
     def storage(self) -> str:

@@ -112,10 +112,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _spec_from_args(args)
     assert isinstance(spec, Spec)
-    # The data set is loaded and checked before the database is touched: bad data
-    # writes nothing.
+    # The data set is loaded and checked, and a builder's model built once, before the
+    # database is touched: bad data or a bad builder writes nothing.
     data = api.load_data(spec)
-    ctx = api.open_run(spec, args.storage, args.study_name, args.workers, data)
+    builder_sha256 = api.check_model(spec, data)
+    ctx = api.open_run(spec, args.storage, args.study_name, args.workers, data, builder_sha256)
     _train(ctx, args.workers, _worker_args(args), quiet=False, data=data)
     _print_summary(ctx)
     return 0
@@ -149,9 +150,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.pool_member:
         # The pool's parent owns Ctrl-C and stops us with one SIGTERM.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # This worker's own copy of the data (its file, its loader) must be the study's.
-    data = api.load_data(spec)
-    ctx = runner.open_study(spec, args.storage, name, create=False, fingerprint=data.fingerprint)
+    if args.model_file:
+        from study.handoff import read_model
+
+        read_model(args.model_file)  # a builder function only the pool's parent can import
+    # This worker's own copy of the data (its file, its loader, or the arrays the pool's
+    # parent was handed) and its builder must be the study's.
+    if args.data_file:
+        from study.handoff import read_data
+
+        data = read_data(args.data_file)
+    else:
+        data = api.load_data(spec)
+    ctx = runner.open_study(spec, args.storage, name, create=False, fingerprint=data.fingerprint,
+                            builder_sha256=api.check_model(spec, data))
     _train(ctx, 1, [], quiet=args.pool_member, data=data)
     return 0
 
@@ -380,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run setting, e.g. --set run.heartbeat_seconds=2")
     p.add_argument("--pool-member", action="store_true", help=argparse.SUPPRESS)
+    # From a pool started by study.run(data=..., model=fn): see handoff.py.
+    p.add_argument("--data-file", help=argparse.SUPPRESS)
+    p.add_argument("--model-file", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show TensorFlow and Optuna logs, and tracebacks")
     _add_result_commands(sub)

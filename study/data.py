@@ -142,6 +142,8 @@ def describe(spec: DataSpec) -> str:
         return f"{spec.kind} file {spec.path!r}"
     if spec.kind == "python":
         return f"loader {spec.loader!r}"
+    if spec.kind == "arrays":
+        return "the arrays passed as data="
     return f"data.kind = {spec.kind!r}"
 
 
@@ -170,6 +172,11 @@ def make_dataset(spec: DataSpec) -> Dataset:
         raw = _python(spec)
     elif spec.kind in ("diabetes", "digits"):
         raw = _bundled(spec)
+    elif spec.kind == "arrays":
+        # Only the process that was handed them (and the workers it starts) has them.
+        raise DataError("data.kind = 'arrays': arrays passed to study.run(data=...) exist only "
+                        "in that process and the workers it starts; elsewhere use data in a "
+                        "file (data.kind = 'npz' or 'csv') or a loader (data.kind = 'python')")
     else:
         raise DataError(f"data.kind: unknown data set {spec.kind!r}")  # validate() stops this first
     return _finish(spec, raw)

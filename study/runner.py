@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from study import optuna_compat, space
 from study import records as R
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
-from study.spec import FINGERPRINT, Range, Spec, identity_diff, to_table
+from study.spec import BUILDER_SHA256, FINGERPRINT, Range, Spec, identity_diff, to_table
 from study.storage import (
     claim_lock,
     describe_error,
@@ -183,6 +183,7 @@ class StudyContext:
     storage: Any  # optuna.storages.RDBStorage
     study_id: int
     fingerprint: str | None = None  # the data set's (data.py), stored with the spec
+    builder_sha256: str | None = None  # the model builder's source (models.py), likewise
 
     @property
     def cells(self) -> list[space.Cell]:
@@ -190,9 +191,11 @@ class StudyContext:
 
 
 def open_study(spec: Spec, url: str, name: str, *, create: bool,
-               fingerprint: str | None = None) -> StudyContext:
-    """Create or load the study `name`, refusing one whose stored spec differs, or whose
-    data had another `fingerprint` (data.py; None: not compared, nor stored).
+               fingerprint: str | None = None, builder_sha256: str | None = None
+               ) -> StudyContext:
+    """Create or load the study `name`, refusing one whose stored spec differs, whose
+    data had another `fingerprint` (data.py), or whose model builder's source had another
+    `builder_sha256` (models.py; either None: not compared, nor stored).
 
     The check reads the database read-only first, so a mismatched spec writes nothing.
     """
@@ -201,9 +204,15 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
     from study.storage import open_storage
 
     stored = stored_study_attr(url, name, "spec")
-    table = _spec_table(spec, fingerprint, stored)
+    table = _spec_table(spec, fingerprint, stored, builder_sha256)
     if stored is not None:
         diff = identity_diff(stored, table)
+        if diff and diff.startswith("model.builder_sha256"):
+            raise SpecError(
+                f"study {name!r} was run with another model than model.builder = "
+                f"{spec.model.builder!r} builds now: its source changed ({diff}); pass "
+                "--study-name NAME or another --storage to start a new study"
+            )
         if diff and diff.startswith("data.fingerprint"):
             from study.data import describe
 
@@ -236,28 +245,30 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
                 f"--study-name: no study {name!r} in {mask(url)} (start it with `study run`)"
             ) from None
     ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name),
-                       fingerprint)
+                       fingerprint, builder_sha256)
     _store_provenance(ctx, stored)
     return ctx
 
 
-def _spec_table(spec: Spec, fingerprint: str | None, stored: Any) -> dict[str, Any]:
-    """The spec as stored: its table, with the data's fingerprint (spec.FINGERPRINT).
+def _spec_table(spec: Spec, fingerprint: str | None, stored: Any,
+                builder_sha256: str | None = None) -> dict[str, Any]:
+    """The spec as stored: its table, with the data's fingerprint (spec.FINGERPRINT) and
+    the builder's source hash (spec.BUILDER_SHA256).
 
-    Without a fingerprint, the stored one is kept: a caller that did not compute it
-    must not erase it. A study stored before fingerprints gets one on its next run.
+    Without one, the stored one is kept: a caller that did not compute it must not
+    erase it. A study stored before either gets it on its next run.
     """
     table = to_table(spec)
-    section, key = FINGERPRINT
-    if fingerprint is None and isinstance(stored, dict):
-        fingerprint = stored.get(section, {}).get(key)
-    if fingerprint is not None:
-        table[section][key] = fingerprint
+    for (section, key), value in ((FINGERPRINT, fingerprint), (BUILDER_SHA256, builder_sha256)):
+        if value is None and isinstance(stored, dict):
+            value = stored.get(section, {}).get(key)
+        if value is not None:
+            table[section][key] = value
     return table
 
 
 def _store_provenance(ctx: StudyContext, stored: dict[str, Any] | None) -> None:
-    table = _spec_table(ctx.spec, ctx.fingerprint, stored)
+    table = _spec_table(ctx.spec, ctx.fingerprint, stored, ctx.builder_sha256)
     if stored is None and ctx.study.get_trials(deepcopy=False):
         raise SpecError(
             f"study {ctx.name!r} has trials but no stored spec: it was not made by `study` "

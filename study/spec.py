@@ -23,7 +23,10 @@ from study.errors import SpecError
 SAMPLERS = ("grid", "tpe", "random", "qmc")
 PRUNERS = ("none", "median", "hyperband")
 TRAINERS = ("auto", "keras", "population")
-DATA_KINDS = ("linear", "classification", "npz", "csv", "python", "diabetes", "digits")
+DATA_KINDS = ("linear", "classification", "npz", "csv", "python", "diabetes", "digits", "arrays")
+# Arrays handed to `study.run(data=...)` in Python: a stored spec can say so, but only that
+# process (and the workers it starts) has them (see data.py).
+IN_MEMORY_KINDS = ("arrays",)
 # Kinds generated from `data.n_train`, `n_val`, `n_features` and `val_seed`; the
 # others bring their own rows (see data.py).
 SYNTHETIC_KINDS = ("linear", "classification")
@@ -66,7 +69,8 @@ class DataSpec:
     `classification` is a binary set (see data.py): 0/1 labels, cross-entropy loss; with
     `n_classes` above 2, a multi-class set (labels 0..n_classes-1, sparse_cross_entropy).
     `npz` and `csv` read the file at `path`; `python` calls `loader`; `diabetes` and
-    `digits` are scikit-learn's bundled sets.
+    `digits` are scikit-learn's bundled sets; `arrays` are arrays handed to
+    `study.run(data=...)` (set by `study.run`, not by a spec file).
     """
 
     kind: str = "linear"
@@ -101,7 +105,8 @@ class ModelSpec:
 
     `builder = "module:function"` names a function `(input_shape, outputs) ->
     keras.Model` (uncompiled) instead; `hidden`, `activation` and `dropout` then do not
-    apply. See `study.models`.
+    apply. See `study.models`. The runner stores the sha256 of the builder's source file
+    beside it (`BUILDER_SHA256`), so a study never silently mixes two models.
     """
 
     hidden: tuple[int, ...] = (64, 32)
@@ -375,8 +380,9 @@ def from_stored(table: object) -> Spec | None:
     lacks the fields added since: they take their defaults, which is what that version
     ran with. A key this version does not know (a field since removed) is dropped, so
     an old study can still be read; a value of the wrong type is an error naming it.
-    The data's fingerprint (`FINGERPRINT`), which the runner stores beside the spec's
-    fields, is dropped too: it is compared by `identity_diff`, never set by a spec.
+    The data's fingerprint (`FINGERPRINT`) and the builder's source hash
+    (`BUILDER_SHA256`), which the runner stores beside the spec's fields, are dropped
+    too: they are compared by `identity_diff`, never set by a spec.
     """
     if not isinstance(table, Mapping):
         return None
@@ -805,16 +811,20 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
         a = {**base, **stored.get(section, {})}
         b = {**base, **current.get(section, {})}
         for key in sorted(set(a) | set(b)):
-            if (section == "search" and key == "seeds") or (section, key) == FINGERPRINT:
+            if (section == "search" and key == "seeds") or (section, key) in STORED_HASHES:
                 continue
             if a.get(key) != b.get(key):
                 return f"{section}.{key}: study has {a.get(key)!r}, this run asks {b.get(key)!r}"
-    return fingerprint_diff(stored, current)
+    return builder_diff(stored, current) or fingerprint_diff(stored, current)
 
 
 # Where the stored spec keeps the data set's fingerprint (data.py, `fingerprint`): a key
 # the runner writes beside the spec's own fields, not a field a spec file sets.
 FINGERPRINT = ("data", "fingerprint")
+# Where it keeps the sha256 of a model builder's source file (models.py,
+# `builder_identity`), beside `model.builder`.
+BUILDER_SHA256 = ("model", "builder_sha256")
+STORED_HASHES = (FINGERPRINT, BUILDER_SHA256)
 
 
 def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -827,6 +837,18 @@ def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> s
         return None
     # The first 12 hex digits tell two data sets apart in a message; both are stored.
     return f"data.fingerprint: study has {str(a)[:19]}..., this run's data {str(b)[:19]}..."
+
+
+def builder_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """How the builder source hashes of two spec tables differ; None when they agree or
+    either has none (no builder, or a study stored before builder hashes)."""
+    section, key = BUILDER_SHA256
+    a = stored.get(section, {}).get(key)
+    b = current.get(section, {}).get(key)
+    if a is None or b is None or a == b:
+        return None
+    return (f"model.builder_sha256: study has {str(a)[:19]}..., this run's builder "
+            f"{str(b)[:19]}...")
 
 
 def with_seeds(spec: Spec, seeds: Sequence[int]) -> Spec:

@@ -62,8 +62,10 @@ def run_pool(
     n: int,
     extra_args: Sequence[str] = (),
     progress: Progress | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> PoolOutcome:
-    """Start `n` workers on the (already created) study and wait for them all."""
+    """Start `n` workers on the (already created) study and wait for them all;
+    `extra_env` adds to their environment (a PYTHONPATH to import a builder from)."""
     outcome = PoolOutcome()
     stop_requested: list[int] = []
     procs: list[subprocess.Popen[bytes]] = []
@@ -84,7 +86,8 @@ def run_pool(
         cmd = worker_command(ctx.url, ctx.name, extra_args)
         # Workers learn the pool's size, so the first to claim leaves the others their
         # share before their heartbeats are in (see runner._fair_share).
-        env = {**os.environ, runner.POOL_SIZE_ENV: str(n), **_same_package(os.environ)}
+        base = {**os.environ, **(extra_env or {})}
+        env = {**base, runner.POOL_SIZE_ENV: str(n), **_same_package(base)}
         procs.extend(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env) for _ in range(n))
         failed: int | None = None
         stopping = False

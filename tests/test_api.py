@@ -22,10 +22,10 @@ import pytest
 import study
 from study import runner
 from study.data import make_dataset
-from study.errors import MissingDependency, SpecError, StorageUsageError, UsageError
+from study.errors import DataError, MissingDependency, SpecError, StorageUsageError, UsageError
 from study.query import Table
 from study.spec import load_spec, to_table
-from tests.helpers import ROOT, dump, run_cli, sql
+from tests.helpers import ROOT, dump, run_cli, sql, trial_states
 from tests.scripted import ScriptedTrainer
 from tests.studies import make_study
 from tests.studies import spec as scripted_spec
@@ -315,3 +315,146 @@ def test_workers_import_the_package_they_were_started_from() -> None:
     assert _same_package({}) == {"PYTHONPATH": root}
     assert _same_package({"PYTHONPATH": "/elsewhere"}) == {
         "PYTHONPATH": os.pathsep.join([root, "/elsewhere"])}
+
+
+# --------------------------------------------------------------------------- your own model
+
+
+def _arrays(n: int = 96, seed: int = 0) -> tuple[Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    return x, x @ [1.0, -1.0, 0.5, 2.0] + 0.1 * rng.normal(size=n)
+
+
+OWN = {"search.batch_size": [16, 32], "search.learning_rate": [0.01, 0.001], "train.epochs": 2,
+       "data.val_fraction": 0.25}
+ONE_LR = {**OWN, "search.learning_rate": [0.01]}
+
+
+def test_run_with_a_function_and_arrays_trains_stores_and_resumes(tmp_path: Path) -> None:
+    import hashlib
+
+    import numpy as np
+
+    def build(input_shape: tuple[int, ...], outputs: int) -> Any:
+        import keras
+
+        return keras.Sequential([keras.Input(shape=input_shape),
+                                 keras.layers.Dense(8, activation="tanh"),
+                                 keras.layers.Dropout(0.1), keras.layers.Dense(outputs)])
+
+    db = tmp_path / "own.db"
+    url = f"sqlite:///{db}"
+    x, y = _arrays()
+    r = study.run({"name": "own"}, model=build, data=(x, y), storage=url, seeds=[0],
+                  trainer="keras", overrides=ONE_LR)
+    assert r.notes == []  # one process: nothing for other machines to know
+    rows = r.trials().to_dicts()
+    assert len(rows) == 2 and {row["state"] for row in rows} == {"COMPLETE"}
+    assert {t for (t,) in sql(db, "SELECT value_json FROM trial_user_attributes "
+                                  "WHERE key = 'trainer'")} == {'"keras"'}
+    (stored,) = sql(db, "SELECT value_json FROM study_user_attributes WHERE key = 'spec'")
+    table = json.loads(str(stored[0]))
+    this = "sha256:" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    assert table["model"]["builder"] == ("tests.test_api:test_run_with_a_function_and_arrays_"
+                                         "trains_stores_and_resumes.<locals>.build")
+    assert table["model"]["builder_sha256"] == this
+    assert table["data"]["kind"] == "arrays" and table["data"]["val_fraction"] == 0.25
+    assert str(table["data"]["fingerprint"]).startswith("sha256:")
+
+    # The same arrays as a Dataset (the split `run` made): the same study, resumed.
+    from study.api import arrays_dataset, resolve_spec
+
+    spec = resolve_spec({"name": "own"}, ONE_LR, seeds=[0], in_memory_data=True)
+    same = arrays_dataset(spec, (x, y))
+    before = dump(db)
+    again = study.run({"name": "own"}, model=build, storage=url, seeds=[0], trainer="keras",
+                      overrides=ONE_LR, data=study.Dataset(same.x_train, same.y_train, same.x_val,
+                                                        same.y_val, same.task))
+    assert dump(db) == before and again.trials().rows == r.trials().rows
+    # Other arrays are refused, naming them; nothing is written.
+    before = dump(db)
+    with pytest.raises(SpecError, match=r"^study 'own' was run on other data than the arrays "
+                                        r"passed as data= holds now \(data.fingerprint: "):
+        study.run({"name": "own"}, model=build, data=(x, np.flip(y)), storage=url, seeds=[0],
+                  trainer="keras", overrides=ONE_LR)
+    assert dump(db) == before
+
+
+OWN_BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"model": 42}, UsageError, "model: expected a function (input_shape, outputs) -> "
+                                "keras.Model or a 'module:function' string, got int"),
+    ({"model": "nope_module_ta:build"}, SpecError,
+     "model.builder: 'nope_module_ta:build' does not import: ModuleNotFoundError"),
+    ({"model": "os:getcwd"}, SpecError, "model.builder: 'os:getcwd' raised TypeError"),
+    ({"data": 5}, UsageError, "data: expected (x_train, y_train), (x_train, y_train, x_val, "
+                              "y_val) or a study.Dataset, got a int"),
+    ({"data": ([1.0, 2.0], [1.0])}, DataError, "data: x_train has 2 rows but y_train has 1"),
+    ({"data": ([[1.0]] * 40, [0.0] * 40), "overrides": {"data.val_fraction": 0.0}}, DataError,
+     "data.val_fraction: the arrays passed as data= has no validation set"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), OWN_BAD, ids=[b[2][:40] for b in OWN_BAD])
+def test_a_bad_model_or_data_raises_the_typed_error_and_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any],
+        error: type[Exception], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    x, y = _arrays()
+    kwargs = {"storage": f"sqlite:///{tmp_path / 's.db'}", "data": (x, y),
+              "overrides": {"data.val_fraction": 0.25, "search.batch_size": [16]}, **kwargs}
+    with pytest.raises(error) as caught:
+        study.run(**kwargs)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_workers_with_a_notebook_function_and_arrays_finish_every_trial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function defined where no worker can import it and arrays in memory: the two
+    workers get them from a temporary file (the model as its Keras config, the arrays
+    checked by fingerprint), and the result says what other machines would need."""
+    monkeypatch.chdir(tmp_path)
+
+    def build(input_shape: tuple[int, ...], outputs: int) -> Any:
+        import keras
+
+        return keras.Sequential([keras.Input(shape=input_shape),
+                                 keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(outputs)])
+
+    db = tmp_path / "pool.db"
+    x, y = _arrays()
+    r = study.run({"name": "pool"}, model=build, data=(x, y), storage=f"sqlite:///{db}",
+                  seeds=[0], trainer="keras", workers=2, overrides=OWN)
+    assert trial_states(db) == {"COMPLETE": 4}
+    assert len({w for (w,) in sql(db, "SELECT value_json FROM trial_user_attributes "
+                                      "WHERE key = 'worker'")}) == 2  # both trained
+    (note,) = r.notes
+    assert note.startswith("the workers on this machine got what they need from a temporary "
+                           "file; `study worker` on other machines needs its data in a file or "
+                           "a loader"), note
+    assert "model.builder = 'module:function' naming a function in a module they can import, " \
+           "instead of 'tests.test_api:test_workers_with_a_notebook" in note
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("pool.db")] == []
+
+
+@pytest.mark.slow
+def test_a_csv_study_from_the_cli_and_from_the_api_stores_the_same_trials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The acceptance check: `study run --spec my.toml` and `study.run("my.toml")` give
+    the same trials: params, states, values and every attribute but time and worker."""
+    from tests.test_cli import _csv_study
+
+    _csv_study(tmp_path)
+    out = run_cli(["run", "--spec", "mine.toml", "--storage", "sqlite:///cli.db"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    monkeypatch.chdir(tmp_path)
+    study.run("mine.toml", storage="sqlite:///api.db")
+    cli_trials, api_trials = _trials(tmp_path / "cli.db"), _trials(tmp_path / "api.db")
+    assert len(cli_trials) == 4 and {t[1] for t in cli_trials} == {"COMPLETE"}
+    assert api_trials == cli_trials

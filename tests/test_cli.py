@@ -529,3 +529,30 @@ def test_a_worker_whose_copy_of_the_data_differs_is_refused(
     out = run_cli(["worker", "--storage", url, "--study-name", "mine"], cwd=tmp_path)
     _one_line_exit_2(out, "study 'mine' was run on other data than csv file 'mine.csv' holds now")
     assert dump(tmp_path / "s.db") == before
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({}, "data.kind = 'arrays': arrays passed to study.run(data=...) exist only in that "
+         "process and the workers it starts; elsewhere use data in a file"),
+    ({"model.builder": "__main__:build"},
+     "model.builder: '__main__:build' was a function of the script or notebook that called "
+     "study.run, which only its own workers can rebuild; elsewhere use model.builder = "
+     "'module:function' in an importable module"),
+], ids=["arrays", "function"])
+def test_a_worker_elsewhere_cannot_join_a_study_of_arrays_or_a_notebook_function(
+        tmp_path: Path, values: dict[str, object], message: str) -> None:
+    """What study.run(data=arrays, model=fn) stored names what only its own process has:
+    a `study worker` started by hand says so in one line and writes nothing."""
+    from study import runner
+    from study.api import resolve_spec
+
+    arrays = not values
+    spec = resolve_spec({"name": "mem"}, {"search.batch_size": [16], **values,
+                                          **({"data.val_fraction": 0.25} if arrays else {})},
+                        in_memory_data=arrays)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    runner.open_study(spec, url, "mem", create=True)
+    before = dump(tmp_path / "s.db")
+    out = run_cli(["worker", "--storage", url, "--study-name", "mem"], cwd=tmp_path)
+    _one_line_exit_2(out, message)
+    assert dump(tmp_path / "s.db") == before
