@@ -129,7 +129,7 @@ def tally(ctx: StudyContext) -> tuple[int, int]:
     from study import runner
 
     total = runner.total_trials(ctx)
-    return runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False)), total
+    return runner.count_finished(ctx, ctx.trials()), total
 
 
 def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Sequence[str] = (),
