@@ -2,10 +2,11 @@
 
 XLA compiles each program once per process (about a second on a CPU). TensorFlow can
 keep the compiled programs on disk (`--tf_xla_persistent_cache_directory` in
-`TF_XLA_FLAGS`) and load them in a later process: XLA names each entry by the program
-(its HLO, so its shapes) and the compiler's version. It does not name the processor:
-a CPU program is built for the instruction set of the machine that compiled it, and one
-loaded on a processor lacking those instructions would crash. So the directory XLA is
+`TF_XLA_FLAGS`) and load them in a later process: XLA names each entry by the program's
+signature (its argument shapes) and a hash of its HLO. It names neither the processor
+nor the TensorFlow that built it: a CPU program is built for the instruction set of the
+machine that compiled it, and one loaded on a processor lacking those instructions
+would crash. So the directory XLA is
 given is one per *machine kind*: a subdirectory named by a hash of the CPU's
 architecture and feature flags, and TensorFlow's version (`cache_key`). A program built
 elsewhere, or by another TensorFlow, sits in another subdirectory and is never read.
@@ -17,12 +18,14 @@ Where (the first that applies):
 - `STUDY_XLA_CACHE=DIR`: `DIR/<key>`;
 - otherwise `$XDG_CACHE_HOME/study/xla/<key>` (`~/.cache/study/xla/<key>`).
 
-Clearing it is deleting the directory. An entry XLA cannot read (a truncated or
-corrupt file, one written by another version) is not fatal: before TensorFlow loads,
-`use_compile_cache` removes the files of the key's directory that are not whole
-serialized entries (XLA writes each to a temporary name and renames it, so a killed
-writer leaves only a temporary file), and XLA itself compiles afresh when an entry
-does not match its program.
+Clearing it is deleting the directory. An entry XLA cannot use is not left to fail a
+run: XLA fails a program's compile (rather than compile afresh) on an entry it cannot
+parse, whose key is not the one its file name says, or that has no executable, and a
+writer killed mid-write leaves a truncated file. So before TensorFlow loads,
+`use_compile_cache` removes such entries from the key's directory (`sweep`), and XLA
+compiles those programs again and writes them anew. (XLA writes an entry in place: a
+process reading it at the very moment another writes it could see it cut short and fail
+that compile, and the runner then re-runs those trials as failed by an error.)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import hashlib
 import os
 import platform
 import sys
-import time
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -44,7 +47,6 @@ OFF = frozenset({"", "0", "off", "no", "false", "none"})
 # and the prefix it is given, so that only files of ours are ever judged or removed.
 PREFIX = "study"
 ENTRY_SUFFIX = ".pb"
-STALE_TEMP_SECONDS = 3600.0  # a temporary file older than this belongs to a dead writer
 
 
 def cpu_features(cpuinfo: str | None = None) -> str:
@@ -83,31 +85,26 @@ def cache_key(features: str | None = None, tf_version: str | None = None) -> str
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def default_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def default_root(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "study" / "xla"
 
 
-def cache_dir(environ: dict[str, str] | None = None, key: str | None = None) -> Path | None:
+def cache_dir(environ: Mapping[str, str] | None = None, key: str | None = None) -> Path | None:
     """The directory XLA is to use, or None when the cache is off (see the module doc)."""
     env = os.environ if environ is None else environ
     given = env.get(CACHE_ENV)
     if given is not None and given.strip().lower() in OFF:
         return None
-    root = Path(given).expanduser() if given is not None else default_root()
+    root = Path(given).expanduser() if given is not None else default_root(env)
     return root / (cache_key() if key is None else key)
 
 
-def _is_whole_entry(path: Path) -> bool:
-    """Whether a cache file parses as a serialized entry: protobuf fields with wire types
-    0-5 and lengths inside the file. A truncated or overwritten file fails this; a file
-    that passes but does not hold the program XLA expects is rejected by XLA itself."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    if not data:
-        return False
+def _fields(data: bytes) -> dict[int, list[int | bytes]] | None:
+    """The top-level fields of a serialized protobuf message (varints as ints,
+    length-delimited ones as bytes), or None when `data` is not one whole message."""
+    out: dict[int, list[int | bytes]] = {}
     i, n = 0, len(data)
 
     def varint() -> int:
@@ -126,49 +123,70 @@ def _is_whole_entry(path: Path) -> bool:
     try:
         while i < n:
             tag = varint()
-            wire, field = tag & 7, tag >> 3
-            if field == 0:
-                return False
+            wire, number = tag & 7, tag >> 3
+            value: int | bytes
+            if number == 0:
+                return None
             if wire == 0:
-                varint()
-            elif wire == 1:
-                i += 8
+                value = varint()
+            elif wire in (1, 5):
+                size = 8 if wire == 1 else 4
+                value, i = data[i:i + size], i + size
             elif wire == 2:
-                i += varint()
-            elif wire == 5:
-                i += 4
+                length = varint()  # read before `i` is used: varint() moves it
+                value, i = data[i:i + length], i + length
             else:
-                return False
+                return None  # groups (3, 4) are not in XLA's messages; 6, 7 do not exist
             if i > n:
-                return False
+                return None
+            out.setdefault(number, []).append(value)
     except ValueError:
-        return False
-    return True
+        return None
+    return out
 
 
-def sweep(directory: Path, now: float | None = None) -> list[Path]:
-    """Remove the files of `directory` XLA could not load; the ones removed.
+def is_loadable(path: Path) -> bool:
+    """Whether XLA would load the cache file at `path` rather than fail the compile.
 
-    Judged: entries of ours (`study__*.pb`) that are not whole, and temporary files a
-    writer left more than `STALE_TEMP_SECONDS` ago. Anything else is left alone.
+    XLA (TensorFlow's `DeviceExecutablePersistor`) fails the program's compile, rather
+    than compile afresh, on an entry it cannot parse, whose key differs from the one
+    its name says, or without an executable. So an entry must be a whole
+    `XlaSerializedCacheEntry` (1: key, 2: the HLO, 3: the executable) whose key (1:
+    signature fingerprint, 2: cluster fingerprint, 3: device type, 4: prefix) is the
+    one in its file name (`prefix__signature__cluster__device.pb`), and a non-empty
+    executable. What remains, an HLO other than the one its fingerprint names, would
+    take a hash collision.
     """
-    now = time.time() if now is None else now
+    parts = path.name.removesuffix(ENTRY_SUFFIX).split("__")
+    try:
+        entry = _fields(path.read_bytes())
+    except OSError:
+        return False
+    if entry is None or len(parts) != 4 or not all(len(entry.get(k, [])) == 1 for k in (1, 2, 3)):
+        return False
+    key_bytes, executable = entry[1][0], entry[3][0]
+    if not isinstance(key_bytes, bytes) or not isinstance(executable, bytes) or not executable:
+        return False
+    key = _fields(key_bytes)
+    if key is None:
+        return False
+    prefix, signature, cluster, device = parts
+    want: dict[int, int | bytes] = {1: int(signature) if signature.isdigit() else -1,
+                                    2: int(cluster) if cluster.isdigit() else -1,
+                                    3: device.encode(), 4: prefix.encode()}
+    return all(key.get(k, [None]) == [v] for k, v in want.items())
+
+
+def sweep(directory: Path) -> list[Path]:
+    """Remove the entries of ours (`study__*.pb`) in `directory` that XLA would fail on
+    (`is_loadable`); the ones removed. Anything else is left alone."""
     removed: list[Path] = []
     try:
-        children = list(directory.iterdir())
+        children = list(directory.glob(f"{PREFIX}__*{ENTRY_SUFFIX}"))
     except OSError:
         return removed
     for path in children:
-        if not path.name.startswith(PREFIX + "__") or not path.is_file():
-            continue
-        if path.name.endswith(ENTRY_SUFFIX):
-            bad = not _is_whole_entry(path)
-        else:
-            try:
-                bad = now - path.stat().st_mtime > STALE_TEMP_SECONDS
-            except OSError:
-                continue
-        if bad:
+        if path.is_file() and not is_loadable(path):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path)
