@@ -205,13 +205,13 @@ def plot_study(study: optuna.Study, url: str) -> tuple[optuna.Study, str | None]
                 note = f"drawn from the first {len(keep)} of {len(trials)} trials"
         kept = set(keep)
         curves: dict[int, dict[int, float]] = {}
+        # The kept trials' curves only: the whole study's are 50 rows a trial.
         for tid, step, value, kind in conn.execute(sqlalchemy.text(
-                "SELECT i.trial_id, i.step, i.intermediate_value, i.intermediate_value_type "
-                "FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id "
-                "WHERE t.study_id = :study_id"), sid):
-            if int(tid) in kept:
-                v = _float(value, kind)
-                curves.setdefault(int(tid), {})[int(step)] = math.nan if v is None else v
+                "SELECT trial_id, step, intermediate_value, intermediate_value_type "
+                "FROM trial_intermediate_values WHERE trial_id IN :ids").bindparams(
+                    sqlalchemy.bindparam("ids", expanding=True)), {"ids": keep or [-1]}):
+            v = _float(value, kind)
+            curves.setdefault(int(tid), {})[int(step)] = math.nan if v is None else v
     copy = optuna.create_study(directions=study.directions)
     dists: dict[str, Any] = {}
     made = []
