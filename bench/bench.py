@@ -257,6 +257,8 @@ def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
     compile cache, so that every run compiles); `follow` also times `study report` and
     `study query scaling` on the finished study."""
     env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
+    # The tree this file is in, whatever the installed package points at.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     if cache:
         env["STUDY_XLA_CACHE"] = cache
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
