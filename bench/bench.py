@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# This tree's `study`, in this process and its children, whatever the installed package
+# points at (an editable install of another checkout).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
