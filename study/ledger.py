@@ -7,8 +7,9 @@ that was most of the time spent on storage. The ledger reads just those facts, i
 plain queries over Optuna's tables, and like Optuna's own cache only the trials it has
 not yet seen finished: a finished trial never changes (its state, params and our
 attributes are written once, as it ends), so what the ledger holds of it stays true.
-Trials are created only under the claim lock, and a reader takes that lock too, so none
-appears with an id below one already read.
+Trials are created only under the claim lock, a claim's in one transaction (or one at a
+time), so they are committed in the order of their ids: no reader, inside the lock or
+not, sees a trial whose id is below one it has already read.
 """
 
 from __future__ import annotations
