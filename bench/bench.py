@@ -10,6 +10,11 @@ Optuna storage call made on the main thread.
     python bench/bench.py                   # everything (~15 min on 2 cores: keras x 100)
     python bench/bench.py --quick           # no keras 100-trial run, no 400 / 100k points
     python bench/bench.py --write BENCHMARKS.md
+    python bench/bench.py --big             # also article x 500 seeds (10,000 trials)
+
+The same run measures the machine's limit: a 4096 x 4096 float32 matrix product on every
+core, through numpy and through TensorFlow's XLA, best of several. Each population row
+gives its arithmetic (study/flops.py's count) per second of training as a share of it.
 
 Numbers are only as quiet as the machine: the load average before and after each run
 is printed and written with them.
@@ -104,6 +109,11 @@ def _instrument_storage(report: ChildReport) -> None:
             setattr(runner, name, wrapped)
     for name in ("start_trials", "finish_trials"):
         setattr(optuna_compat, name, timed(getattr(optuna_compat, name), name))
+    # What the runner reads of the trials (ledger.py) and `study run`'s closing summary.
+    from study import ledger, query
+
+    ledger.Ledger.trials = timed(ledger.Ledger.trials, "ledger")  # type: ignore[method-assign]
+    query.trial_rows = timed(query.trial_rows, "trial_rows")
 
 
 def _instrument_training(report: ChildReport) -> None:
@@ -152,9 +162,9 @@ def _instrument_training(report: ChildReport) -> None:
 
 def child(argv: Sequence[str], out: Path) -> None:
     report = ChildReport()
-    from study.trainers.population import use_compile_cache
+    from study.trainers.compile_cache import use_compile_cache
 
-    use_compile_cache()  # as the population trainer would, before TensorFlow loads
+    use_compile_cache()  # as the population trainer does, before TensorFlow loads
     start = time.perf_counter()
     from study.trainers._tf import tensorflow
 
@@ -189,6 +199,17 @@ class Run:
     report: ChildReport
     load_before: float
     load_after: float
+    flops: Any = None  # study.flops.Flops: the arithmetic the study asked for
+    report_seconds: float | None = None  # `study report` on the finished study
+    query_seconds: float | None = None  # `study query scaling` on it
+
+    @property
+    def gflops(self) -> float | None:
+        """GFLOP per second inside `trainer.train` (compiles included), training and
+        evaluation together."""
+        if self.flops is None or not self.report.train_seconds:
+            return None
+        return float(self.flops.total) / self.report.train_seconds / 1e9
 
     @property
     def storage_share(self) -> float:
@@ -203,9 +224,38 @@ class Run:
         return max(0.0, self.report.first_call_seconds - statistics.median(later))
 
 
+def study_flops(seeds: int, n_train: int, epochs: int) -> Any:
+    """The arithmetic of the article's grid with `seeds` seeds (study/flops.py)."""
+    from study import space
+    from study.flops import Flops, trial_flops
+    from study.spec import apply_overrides, from_table, load_spec, to_table
+
+    spec = from_table(apply_overrides(to_table(load_spec("article")), [
+        f"data.n_train={n_train}", f"train.epochs={epochs}",
+        f"search.seeds=[{','.join(map(str, range(seeds)))}]"]))
+    widths = [spec.data.n_features, *spec.model.hidden, 1]
+    total = Flops(0.0, 0.0)
+    for cell in space.grid_cells(spec):
+        plan = spec.train.plan(cell.batch_size, n_train)
+        total += trial_flops(widths, plan.examples, plan.epochs, n_train, spec.data.n_val)
+    return total
+
+
+def _timed_cli(argv: Sequence[str], cwd: str, label: str) -> float:
+    """Seconds a `study` command takes as a process of its own."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "study", *argv], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {label}: study {argv[0]} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
 def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
-              cache: str | None = None) -> Run:
-    """One `study run` in a child process; `cache` is a STUDY_XLA_CACHE directory."""
+              cache: str | None = "off", follow: bool = False) -> Run:
+    """One `study run` in a child process; `cache` is its STUDY_XLA_CACHE (default: no
+    compile cache, so that every run compiles); `follow` also times `study report` and
+    `study query scaling` on the finished study."""
     env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
     if cache:
         env["STUDY_XLA_CACHE"] = cache
@@ -225,10 +275,50 @@ def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
         if report.exit_code != 0:
             raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
                              f"{proc.stderr[-3000:]}")
-    run = Run(label, trainer, 20 * seeds, n_train, wall, report, load_before, os.getloadavg()[0])
+        run = Run(label, trainer, 20 * seeds, n_train, wall, report, load_before,
+                  os.getloadavg()[0], study_flops(seeds, n_train, epochs))
+        if follow:
+            storage = ["--storage", f"sqlite:///{tmp}/study.db"]
+            run.report_seconds = _timed_cli(["report", *storage, "--out", f"{tmp}/dashboards"],
+                                            tmp, label)
+            run.query_seconds = _timed_cli(["query", "scaling", *storage], tmp, label)
     print(f"  {label:28s} {trainer:10s} {wall:8.1f} s  storage {run.storage_share:5.1%}  "
           f"load {load_before:.1f}->{run.load_after:.1f}", flush=True)
     return run
+
+
+PEAK_SIZE = 4096
+PEAK_PROGRAM = f"""
+import json, time
+import numpy as np
+n = {PEAK_SIZE}
+a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+def best(f, tries=5):
+    f()
+    times = []
+    for _ in range(tries):
+        start = time.perf_counter(); f(); times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / min(times) / 1e9
+out = {{"numpy": best(lambda: a @ b)}}
+from study.trainers._tf import tensorflow
+tf = tensorflow()
+x, y = tf.constant(a), tf.constant(b)
+mm = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+out["tensorflow"] = best(lambda: mm(x, y).numpy())
+print(json.dumps(out))
+"""
+
+
+def peak() -> dict[str, float]:
+    """GFLOP/s of a large float32 matrix product on every core: numpy's and XLA's."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDY_XLA_CACHE": "off"}
+    proc = subprocess.run([sys.executable, "-c", PEAK_PROGRAM], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: measuring the matmul peak failed:\n{proc.stderr[-3000:]}")
+    found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return found
 
 
 def machine() -> dict[str, str]:
@@ -264,7 +354,8 @@ def fmt(x: float | None, spec: str = ".1f", suffix: str = " s") -> str:
     return "n/a" if x is None else f"{x:{spec}}{suffix}"
 
 
-def render(runs: list[Run], info: dict[str, str], command: str, epochs: int) -> str:
+def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
+           limit: dict[str, float] | None = None) -> str:
     by = {(r.label, r.trainer): r for r in runs}
     lines = [
         f"Measured {datetime.datetime.now().isoformat(timespec='minutes')} by `{command}`; "
@@ -306,25 +397,62 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int) -> 
         f"{fmt(p100.storage_share if p100 else None, '.1%', '')} | "
         f"{check(None if p100 is None else p100.storage_share < 0.15)} |",
     ]
+    best = max(limit.values()) if limit else None
     lines += [
         "",
         "### Where the population trainer's time goes",
         "",
+    ]
+    if limit:
+        lines += [
+            f"The machine's limit, measured in this run: a {PEAK_SIZE} x {PEAK_SIZE} float32 "
+            "matrix product on every core, best of 5: "
+            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in limit.items())
+            + f"; the peak below is the best, {best:.0f} GFLOP/s. A row's GFLOP/s is the "
+            "arithmetic its trials asked for (study/flops.py: forward 2 x in x out per Dense "
+            "layer per row, backward about twice that, optimizer updates not counted; "
+            "training, then evaluation: validation every epoch and the final training loss) "
+            "over the seconds inside `trainer.train`, compiles included.",
+            "",
+        ]
+    lines += [
         "| study | trials | rows | wall | TF import | training | of which 1st calls "
-        "(compile) | storage | storage calls | rest (Python, Optuna, start) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(compile) | storage | storage calls | rest (Python, Optuna, start) "
+        "| GFLOP (train + eval) | GFLOP/s | of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if r.trainer != "population":
             continue
         rep = r.report
         rest = r.wall - rep.tf_import_seconds - rep.train_seconds - rep.storage_seconds
+        work = (f"{r.flops.training / 1e9:.0f} + {r.flops.evaluation / 1e9:.0f}"
+                if r.flops is not None else "n/a")
+        speed = r.gflops
+        share = fmt(speed / best if speed is not None and best else None, ".0%", "")
         lines.append(
             f"| {r.label} | {r.trials} | {r.n_train} | {fmt(r.wall)} | "
             f"{fmt(rep.tf_import_seconds)} | {fmt(rep.train_seconds)} | "
             f"{fmt(rep.first_call_seconds)} ({fmt(r.compile_seconds)}) | "
             f"{fmt(rep.storage_seconds)} ({r.storage_share:.0%}) | {rep.storage_calls} | "
-            f"{fmt(rest)} |")
+            f"{fmt(rest)} | {work} | {fmt(speed, '.1f', '')} | {share} |")
+    followed = [r for r in runs if r.report_seconds is not None]
+    if followed:
+        lines += [
+            "",
+            "### Large studies: storage, report and query",
+            "",
+            "| study | trials | wall | storage | storage share | `study report` "
+            "| `study query scaling` | targets (storage < 5%, each command < 30 s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in followed:
+            assert r.report_seconds is not None and r.query_seconds is not None
+            ok = r.storage_share < 0.05 and r.report_seconds < 30 and r.query_seconds < 30
+            lines.append(
+                f"| {r.label} | {r.trials} | {fmt(r.wall)} | {fmt(r.report.storage_seconds)} | "
+                f"{r.storage_share:.1%} | {fmt(r.report_seconds)} | {fmt(r.query_seconds)} | "
+                f"{'met' if ok else 'missed'} |")
     lines += [
         "",
         "Load average (1 min) before -> after each run: "
@@ -361,11 +489,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the keras 100-trial run and the 400-trial / 100k-row points")
     parser.add_argument("--epochs", type=int, default=50, help="epochs per trial (default: 50)")
     parser.add_argument("--write", metavar="FILE", help="rewrite FILE's generated section")
+    parser.add_argument("--big", action="store_true",
+                        help="also article x 500 seeds (10,000 trials, ~5 min of training on "
+                             "2 cores), with `study report` and `study query scaling` on it")
+    parser.add_argument("--only-big", action="store_true",
+                        help="the peak and the 10,000-trial row alone")
     opts = parser.parse_args(args)
     command = "python bench/bench.py " + " ".join(args)
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    limit = peak()
+    print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in limit.items()),
+          flush=True)
     e = opts.epochs
+    if opts.only_big:
+        runs = [study_run("article x 500 seeds", "population", 500, 1000, e, follow=True)]
+        section = render(runs, info, command, e, limit)
+        print()
+        print(section)
+        return 0
     runs = [study_run("article", "keras", 1, 1000, e),
             study_run("article", "population", 1, 1000, e),
             study_run("article x 5 seeds", "population", 5, 1000, e)]
@@ -379,7 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.append(study_run("article, 10k rows", "population", 1, 10_000, e))
     if not opts.quick:
         runs.append(study_run("article, 100k rows", "population", 1, 100_000, e))
-    section = render(runs, info, command, e)
+    if opts.big:
+        runs.append(study_run("article x 500 seeds", "population", 500, 1000, e, follow=True))
+    section = render(runs, info, command, e, limit)
     print()
     print(section)
     if opts.write:

@@ -187,7 +187,7 @@ def tally(ctx: StudyContext) -> tuple[int, int]:
     from study import runner
 
     total = runner.total_trials(ctx)
-    return runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False)), total
+    return runner.count_finished(ctx, ctx.trials()), total
 
 
 def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Sequence[str] = (),
@@ -461,7 +461,7 @@ class Results:
         with _library_quiet():
             study = optuna.load_study(study_name=self.name,
                                       storage=open_storage(self._storage, create_schema=False))
-            return study, load_view(study, mask(self._storage))
+            return study, load_view(study, mask(self._storage), self._storage)
 
     def figure_names(self) -> list[str]:
         """Every page `study report` writes, by name (its file without .html)."""
@@ -475,7 +475,7 @@ class Results:
         "heatmap_objective", "contour", ...; see `figure_names`). A page this study cannot
         have (no noise scale recorded, too few completed trials) is a `UsageError` saying why.
         """
-        from study.report import optuna_pages, our_pages
+        from study.report import optuna_pages, our_pages, plot_study
 
         study, view = self._view()
         ours = {p.file.removesuffix(".html"): p for p in our_pages(view)}
@@ -486,7 +486,8 @@ class Results:
             page = ours[name]
         else:
             with _library_quiet():
-                (page,) = optuna_pages(study, view, only=f"{name}.html")
+                plots, note = plot_study(study, self._storage)
+                (page,) = optuna_pages(plots, view, only=f"{name}.html", note=note)
         if page.figure is None:
             raise UsageError(f"figure: {name!r} is not drawn for study {self.name!r}: "
                              f"{page.skipped}")

@@ -104,8 +104,6 @@ def start_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, stud
     trial to pop one). Otherwise `enqueue_trial` and `ask` for each; the caller must hold
     whatever lock keeps other processes from popping the queue meanwhile.
     """
-    import optuna
-
     if not new:
         return []
     if _use_bulk(storage, bulk):
@@ -121,8 +119,12 @@ def start_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, stud
             for t in new]
         from optuna.storages import RDBStorage
 
-        ids = create_trials(cast(RDBStorage, storage), study_id, templates)
-        return [optuna.trial.Trial(study, trial_id) for trial_id in ids]
+        made = _insert_trials(cast(RDBStorage, storage), study_id, templates)
+        # The trials as stored are known: reading each back (`Trial(study, id)` does)
+        # was a query per trial, most of a claim's time in a large study.
+        for (trial_id, number), frozen in zip(made, templates, strict=True):
+            frozen.number, frozen._trial_id = number, trial_id
+        return [trial_of(study, frozen) for frozen in templates]
     trials = []
     for t in new:
         study.enqueue_trial(dict(t.params), user_attrs=dict(t.user_attrs))
@@ -305,9 +307,34 @@ def write_trials_facts(storage: optuna.storages.RDBStorage, facts: Sequence[Tria
                 session.execute(sqlalchemy.insert(model), rows)
 
 
+def trial_of(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.Trial:
+    """The `optuna.Trial` that `Trial(study, frozen._trial_id)` makes, from `frozen` (the
+    trial as just stored) rather than from a read of it: the same attributes, and the
+    sampler's `before_trial` called as `Trial.__init__` calls it (tests compare both)."""
+    import optuna
+    from optuna import pruners
+
+    trial = optuna.trial.Trial.__new__(optuna.trial.Trial)
+    trial.study = study
+    trial._trial_id = frozen._trial_id
+    trial.storage = study._storage
+    trial._cached_frozen_trial = frozen
+    study.sampler.before_trial(pruners._filter_study(study, frozen), frozen)
+    trial.relative_search_space = None
+    trial._relative_params = None
+    trial._fixed_params = frozen.system_attrs.get("fixed_params", {})
+    return trial
+
+
 def create_trials(storage: optuna.storages.RDBStorage, study_id: int,
                   templates: Sequence[optuna.trial.FrozenTrial]) -> list[int]:
-    """New trials made from `templates` in one transaction; their ids, in order.
+    """New trials made from `templates` in one transaction; their ids, in order."""
+    return [trial_id for trial_id, _ in _insert_trials(storage, study_id, templates)]
+
+
+def _insert_trials(storage: optuna.storages.RDBStorage, study_id: int,
+                   templates: Sequence[optuna.trial.FrozenTrial]) -> list[tuple[int, int]]:
+    """New trials made from `templates` in one transaction; their (id, number), in order.
 
     What `create_new_trial(template_trial=...)` writes for a template with params and
     attributes (no values yet), for many trials at once: under a lock of the study row,
@@ -353,4 +380,4 @@ def create_trials(storage: optuna.storages.RDBStorage, study_id: int,
                             (models.TrialSystemAttributeModel, system_attrs)):
             if rows:
                 session.execute(sqlalchemy.insert(model), rows)
-        return ids
+        return [(trial_id, count + i) for i, trial_id in enumerate(ids)]

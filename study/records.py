@@ -83,6 +83,11 @@ def _num(attrs: Mapping[str, Any], key: str) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+def status_of(state: str, attrs: Mapping[str, Any]) -> str:
+    """A trial's outcome: our status attribute, or the one its Optuna state implies."""
+    return str(attrs.get(STATUS, DEFAULT_STATUS.get(state, "error")))
+
+
 def record(number: int, state: str, params: Mapping[str, object], value: float | None,
            attrs: Mapping[str, Any]) -> TrialRecord:
     """One trial from its stored parts: number, Optuna state name (COMPLETE, FAIL, ...),
@@ -99,7 +104,7 @@ def record(number: int, state: str, params: Mapping[str, object], value: float |
         learning_rate=float(lr) if isinstance(lr, int | float) else None,
         seed=int(seed) if isinstance(seed, int | float) else None,
         value=value if state == "COMPLETE" else None,
-        status=str(attrs.get(STATUS, DEFAULT_STATUS.get(state, "error"))),
+        status=status_of(state, attrs),
         train_loss=_num(attrs, TRAIN_LOSS),
         val_loss=_num(attrs, VAL_LOSS),
         full_train_loss=_num(attrs, FULL_TRAIN_LOSS),

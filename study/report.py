@@ -116,12 +116,122 @@ class Report:
 # --------------------------------------------------------------------------- reading
 
 
-def load_view(study: optuna.Study, storage: str) -> StudyView:
-    trials = study.get_trials(deepcopy=False)
-    params = tuple(sorted({p for t in trials for p in t.params}))
+def load_view(study: optuna.Study, storage: str, url: str | None = None) -> StudyView:
+    """The study's trials as records. With the storage's `url`, read by plain read-only
+    SQL without the per-epoch curves (`query.trial_rows`, the same records): Optuna's
+    reader builds every trial whole, most of a report's time for 10,000 trials."""
     attrs = dict(study.user_attrs)
-    return StudyView(study.study_name, storage, R.to_records(trials), attrs, params,
+    if url is None:
+        trials = study.get_trials(deepcopy=False)
+        params = tuple(sorted({p for t in trials for p in t.params}))
+        records = R.to_records(trials)
+    else:
+        import sqlalchemy
+
+        from study.query import trial_rows
+        from study.storage import read_only
+
+        with read_only(url) as conn:
+            study_id = _study_id(conn, study.study_name)
+            records = [row.record for row in trial_rows(conn, study_id)]
+            params = tuple(sorted(str(name) for (name,) in conn.execute(sqlalchemy.text(
+                "SELECT DISTINCT p.param_name FROM trial_params p JOIN trials t "
+                "ON t.trial_id = p.trial_id WHERE t.study_id = :study_id"),
+                {"study_id": study_id})))
+    return StudyView(study.study_name, storage, records, attrs, params,
                      from_stored(attrs.get(R.STUDY_SPEC)))
+
+
+def _study_id(conn: Any, name: str) -> int:
+    import sqlalchemy
+
+    row = conn.execute(sqlalchemy.text("SELECT study_id FROM studies WHERE study_name = :name"),
+                       {"name": name}).first()
+    if row is None:
+        raise KeyError(name)
+    return int(row[0])
+
+
+# Optuna's figures draw every trial they are given, one by one (a trace per trial for the
+# learning curves): at most this many reach them.
+OPTUNA_TRIALS = 1000
+
+
+def plot_study(study: optuna.Study, url: str) -> tuple[optuna.Study, str | None]:
+    """An in-memory copy of the study for Optuna's figures, and what it leaves out.
+
+    It holds what those figures read (state, params with their distributions, values,
+    learning curves), not the attributes, read by plain SQL. A study of more than
+    `OPTUNA_TRIALS` trials is cut down: a grid study to its first seeds (every cell
+    keeps its trials of those seeds; the copy numbers them on from 0), another to its
+    first trials by number. Our own figures, from `load_view`, use every trial.
+    """
+    import optuna
+    import sqlalchemy
+    from optuna.distributions import json_to_distribution
+    from optuna.trial import TrialState
+
+    from study.query import _float, _when
+    from study.space import SEED
+    from study.storage import read_only
+
+    with read_only(url) as conn:
+        study_id = _study_id(conn, study.study_name)
+        sid = {"study_id": study_id}
+        trials = conn.execute(sqlalchemy.text(
+            "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
+            "WHERE study_id = :study_id ORDER BY number"), sid).all()
+        params: dict[int, dict[str, tuple[float, str]]] = {}
+        for tid, name, value, dist in conn.execute(sqlalchemy.text(
+                "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json "
+                "FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
+                "WHERE t.study_id = :study_id"), sid):
+            params.setdefault(int(tid), {})[str(name)] = (float(value), str(dist))
+        values = {int(tid): _float(v, vt) for tid, v, vt in conn.execute(sqlalchemy.text(
+            "SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t "
+            "ON t.trial_id = v.trial_id WHERE t.study_id = :study_id AND v.objective = 0"), sid)}
+        keep, note = [int(t[0]) for t in trials], None
+        if len(keep) > OPTUNA_TRIALS:
+            seeds = sorted({int(p[SEED][0]) for p in params.values() if SEED in p})
+            cells = max(1, len(keep) // max(1, len(seeds)))
+            if seeds and len(keep) == cells * len(seeds):
+                first = set(seeds[:max(1, OPTUNA_TRIALS // cells)])
+                keep = [tid for tid in keep if int(params.get(tid, {}).get(SEED, (-1,))[0])
+                        in first]
+                note = (f"drawn from the {len(keep)} trials of the first {len(first)} of "
+                        f"{len(seeds)} seeds, numbered anew")
+            else:
+                keep = keep[:OPTUNA_TRIALS]
+                note = f"drawn from the first {len(keep)} of {len(trials)} trials"
+        kept = set(keep)
+        curves: dict[int, dict[int, float]] = {}
+        for tid, step, value, kind in conn.execute(sqlalchemy.text(
+                "SELECT i.trial_id, i.step, i.intermediate_value, i.intermediate_value_type "
+                "FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id "
+                "WHERE t.study_id = :study_id"), sid):
+            if int(tid) in kept:
+                v = _float(value, kind)
+                curves.setdefault(int(tid), {})[int(step)] = math.nan if v is None else v
+    copy = optuna.create_study(directions=study.directions)
+    dists: dict[str, Any] = {}
+    made = []
+    for tid, number, state, start, end in trials:
+        if int(tid) not in kept:
+            continue
+        state = TrialState[str(getattr(state, "name", state))]
+        ps, ds = {}, {}
+        for name, (internal, text) in params.get(int(tid), {}).items():
+            dist = dists.setdefault(text, json_to_distribution(text))
+            ps[name], ds[name] = dist.to_external_repr(internal), dist
+        value = values.get(int(tid))
+        made.append(optuna.trial.FrozenTrial(
+            number=int(number), state=state, value=None,
+            values=[value] if state == TrialState.COMPLETE and value is not None else None,
+            datetime_start=_when(start), datetime_complete=_when(end), params=ps,
+            distributions=ds, user_attrs={}, system_attrs={},
+            intermediate_values=curves.get(int(tid), {}), trial_id=int(tid)))
+    copy.add_trials(made)
+    return copy, note
 
 
 # --------------------------------------------------------------------------- figures
@@ -263,8 +373,10 @@ def optuna_page_files() -> list[str]:
     return [file for file, *_ in _optuna_plots()]
 
 
-def optuna_pages(study: optuna.Study, view: StudyView, only: str | None = None) -> list[Page]:
-    """Optuna's own figures (only the page file `only`, when given); one that cannot be
+def optuna_pages(study: optuna.Study, view: StudyView, only: str | None = None,
+                 note: str | None = None) -> list[Page]:
+    """Optuna's own figures (only the page file `only`, when given) of `study` (the study,
+    or `plot_study`'s copy, whose `note` says what it leaves out); one that cannot be
     drawn for this study says why, in the index."""
     complete = sum(r.state == "COMPLETE" for r in view.records)
     axes = _axes(view)
@@ -283,7 +395,7 @@ def optuna_pages(study: optuna.Study, view: StudyView, only: str | None = None) 
             # varies); that is a property of the study, shown in the index, not a crash.
             pages.append(Page(file, title, caption, None, f"{type(e).__name__}: {e}"))
             continue
-        pages.append(Page(file, title, caption, fig))
+        pages.append(Page(file, title, f"{caption} ({note})" if note else caption, fig))
     return pages
 
 
@@ -650,8 +762,9 @@ def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool
     name = resolve(url, study_name)  # read-only: a wrong name writes nothing
     prepare_out(out)
     study = optuna.load_study(study_name=name, storage=open_storage(url, create_schema=False))
-    view = load_view(study, mask(url))
-    pages = our_pages(view) + optuna_pages(study, view)
+    view = load_view(study, mask(url), url)
+    plots, note = plot_study(study, url)
+    pages = our_pages(view) + optuna_pages(plots, view, note=note)
 
     out.mkdir(parents=True, exist_ok=True)
     files = [write_plotly_js(out)]

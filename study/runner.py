@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from study import optuna_compat, space
+from study import ledger, optuna_compat, space
 from study import records as R
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
 from study.spec import BUILDER_SHA256, FINGERPRINT, Range, Spec, identity_diff, to_table
@@ -55,7 +55,10 @@ if TYPE_CHECKING:
     from study.progress import Progress
     from study.trainers import Trainer, TrialConfig, TrialResult
 
-WORKER_ATTR = "worker"  # trial user attr: the id of the worker that ran it
+    # What the claim logic reads of a trial: Optuna's, or the ledger's sketch of it.
+    TrialLike = optuna.trial.FrozenTrial | ledger.Sketch
+
+WORKER_ATTR = ledger.WORKER_ATTR  # trial user attr: the id of the worker that ran it
 WORKER_KEY = "worker:"  # study system attr prefix: a worker's liveness record
 POOL_SIZE_ENV = "STUDY_POOL_SIZE"  # set by `study run --workers N` for its workers
 FINISHED_STATUSES = ("complete", "pruned", "diverged")
@@ -150,7 +153,7 @@ class Heartbeat:
 
 
 def is_abandoned(
-    trial: optuna.trial.FrozenTrial,
+    trial: TrialLike,
     workers: dict[str, dict[str, Any]],
     me: Worker,
     grace: float,
@@ -184,10 +187,18 @@ class StudyContext:
     study_id: int
     fingerprint: str | None = None  # the data set's (data.py), stored with the spec
     builder_sha256: str | None = None  # the model builder's source (models.py), likewise
+    storage_seconds: float = 0.0  # spent by this process's runner on claims and records
+    _ledger: ledger.Ledger | None = field(default=None, repr=False)
 
     @property
     def cells(self) -> list[space.Cell]:
         return space.grid_cells(self.spec) if self.spec.is_grid else []
+
+    def trials(self) -> list[ledger.Sketch]:
+        """Every trial, as much as claiming needs of it, read incrementally (ledger.py)."""
+        if self._ledger is None:
+            self._ledger = ledger.Ledger(self.storage.engine, self.study_id)
+        return self._ledger.trials()
 
 
 def open_study(spec: Spec, url: str, name: str, *, create: bool,
@@ -283,11 +294,11 @@ def _store_provenance(ctx: StudyContext, stored: dict[str, Any] | None) -> None:
         ctx.study.set_user_attr("git_revision", git_revision())
 
 
-def trial_status(t: optuna.trial.FrozenTrial) -> str:
-    return R.to_record(t).status
+def trial_status(t: TrialLike) -> str:
+    return R.status_of(t.state.name, t.user_attrs)
 
 
-def pending_cells(ctx: StudyContext, trials: Sequence[optuna.trial.FrozenTrial]) -> list[space.Cell]:
+def pending_cells(ctx: StudyContext, trials: Sequence[TrialLike]) -> list[space.Cell]:
     """Grid cells with no finished and no running trial."""
     taken: set[space.Cell] = set()
     for t in trials:
@@ -298,7 +309,7 @@ def pending_cells(ctx: StudyContext, trials: Sequence[optuna.trial.FrozenTrial])
     return [c for c in ctx.cells if c not in taken]
 
 
-def count_finished(ctx: StudyContext, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+def count_finished(ctx: StudyContext, trials: Sequence[TrialLike]) -> int:
     if ctx.spec.is_grid:
         cells = set(ctx.cells)
         return len({space.cell_of(t.params) for t in trials
@@ -337,8 +348,7 @@ def _state(name: str) -> Any:
     return TrialState[name]
 
 
-def recover_abandoned(ctx: StudyContext, me: Worker,
-                      trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+def recover_abandoned(ctx: StudyContext, me: Worker, trials: Sequence[TrialLike]) -> int:
     """Mark RUNNING trials whose worker is gone as FAIL (status "abandoned")."""
     running = [t for t in trials if t.state.name == "RUNNING"]
     if not running:
@@ -397,9 +407,9 @@ def claim(ctx: StudyContext, me: Worker, limit: int,
     dists = space.distributions(spec)
     owner = {WORKER_ATTR: me.id}
     with claim_lock(ctx.url, ctx.name):
-        trials = ctx.study.get_trials(deepcopy=False)
+        trials = ctx.trials()
         if recover_abandoned(ctx, me, trials):
-            trials = ctx.study.get_trials(deepcopy=False)
+            trials = ctx.trials()
         claimed: list[optuna.Trial] = []
         if spec.is_grid:
             pending = pending_cells(ctx, trials)
@@ -607,8 +617,7 @@ def work(
         while True:
             if trainer is None:
                 # Peek before paying for TensorFlow: an exhausted study trains nothing.
-                trials = ctx.study.get_trials(deepcopy=False)
-                if count_finished(ctx, trials) >= total_trials(ctx):
+                if count_finished(ctx, ctx.trials()) >= total_trials(ctx):
                     break
                 trainer, data = trainer_factory(), data_factory()
             assert data is not None
@@ -617,11 +626,10 @@ def work(
                 signals.check()
                 size = functools.partial(trainer.claim_size, n_train=data.n_train,
                                          seconds=ctx.spec.run.checkpoint_seconds)
-                with signals.critical():
+                with signals.critical(), _timed(ctx):
                     claims = claim(ctx, me, trainer.batch_limit, size, data.n_train)
                 if not claims:
-                    trials = ctx.study.get_trials(deepcopy=False)
-                    if count_finished(ctx, trials) >= total_trials(ctx):
+                    if count_finished(ctx, ctx.trials()) >= total_trials(ctx):
                         break
                     # Cells are running elsewhere; wait in case their workers die.
                     time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
@@ -644,7 +652,7 @@ def work(
                         ) from e
                     continue
                 failures = 0
-                with signals.critical():
+                with signals.critical(), _timed(ctx):
                     statuses = record(ctx, claims, results, trainer.name)
                 for c, r, status in zip(claims, results, statuses, strict=True):
                     outcome.trained += 1
@@ -655,6 +663,17 @@ def work(
                 _release(ctx, claims, "interrupted")
                 raise
     return outcome
+
+
+@contextlib.contextmanager
+def _timed(ctx: StudyContext) -> Iterator[None]:
+    """Add the block's wall time to `ctx.storage_seconds` (claims and records are storage
+    work: reads, one transaction, and the little Python that shapes them)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        ctx.storage_seconds += time.perf_counter() - start
 
 
 def _describe(config: TrialConfig, status: str, r: TrialResult) -> str:

@@ -164,7 +164,7 @@ def _update(ctx: runner.StudyContext, progress: Progress) -> None:
     from study.storage import is_storage_error
 
     try:
-        done = runner.count_finished(ctx, ctx.study.get_trials(deepcopy=False))
+        done = runner.count_finished(ctx, ctx.trials())
     except Exception as e:
         if is_storage_error(e):
             return  # the workers meet the same outage and report it; the bar just pauses

@@ -367,3 +367,25 @@ def test_outcomes_tell_refuses_are_refused_on_both_paths(db_url: str, bulk: bool
         with pytest.raises(ValueError, match=match):
             finish_trials(study, storage, [bad], bulk=bulk)
     assert optuna.load_study(study_name="s", storage=db_url).trials[0].state == TrialState.RUNNING
+
+
+def test_started_trials_are_the_ones_optuna_reads_back(db_url: str) -> None:
+    # The bulk path makes each `optuna.Trial` from the rows it wrote, not by reading them
+    # back: every attribute must be what `Trial(study, trial_id)` reads.
+    spec = load_spec("article")
+    dists = space.distributions(spec)
+    storage = open_storage(db_url)
+    study = optuna.create_study(storage=storage, study_name="s",
+                                sampler=space.make_sampler(spec))
+    study_id = storage.get_study_id_from_name("s")
+    new = [NewTrial(c.params(), {k: dists[k] for k in c.params()}, {"worker": "w", "seed": c.seed})
+           for c in space.grid_cells(spec)[:3]]
+    start_trials(study, storage, study_id, new[:1], bulk=True)
+    made = start_trials(study, storage, study_id, new[1:], bulk=True)
+    assert [t.number for t in made] == [1, 2]
+    for trial in made:
+        read = optuna.trial.Trial(study, trial._trial_id)
+        assert vars(trial).keys() == vars(read).keys()
+        for key, value in vars(read).items():
+            assert getattr(trial, key) == value, key
+        assert trial.params == read.params and trial.user_attrs == read.user_attrs

@@ -316,3 +316,25 @@ def test_a_search_that_is_not_a_grid(tmp_path: Path) -> None:
     study = _study(url, "tpe")
     assert get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id)) == {}
     assert "The tpe sampler searched ranges, not a grid." in get_note(study)
+
+
+def _plotted(t: optuna.trial.FrozenTrial) -> tuple[object, ...]:
+    return (t.number, t.state, t.values, t.params, t.distributions, t.intermediate_values)
+
+
+def test_optunas_figures_get_what_they_read_and_at_most_so_many_trials(
+        written: tuple[str, Path, report.Report], monkeypatch: pytest.MonkeyPatch) -> None:
+    url = written[0]
+    study = _study(url)
+    trials = study.get_trials()
+    copy, note = report.plot_study(study, url)
+    assert note is None and copy.directions == study.directions
+    assert [_plotted(t) for t in copy.get_trials()] == [_plotted(t) for t in trials]
+    # Over the bound, a grid keeps its first seeds, every cell of them.
+    monkeypatch.setattr(report, "OPTUNA_TRIALS", 10)
+    copy, note = report.plot_study(study, url)
+    assert note == "drawn from the 9 trials of the first 1 of 2 seeds, numbered anew"
+    assert [_plotted(t)[1:] for t in copy.get_trials()] == \
+        [_plotted(t)[1:] for t in trials if t.params["seed"] == 0]
+    (page,) = report.optuna_pages(copy, report.load_view(study, url, url), "slice.html", note)
+    assert page.caption.endswith(f"({note})") and page.figure is not None

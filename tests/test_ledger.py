@@ -1,0 +1,68 @@
+"""The ledger: what a claim reads of the study's trials, read incrementally, agrees with
+what Optuna reads of them, on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study import ledger, space
+from study.optuna_compat import NewTrial, Outcome, finish_trials, start_trials
+from study.spec import load_spec
+from study.storage import open_storage
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest) -> str:
+    name = "db_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def facts(trials: list[ledger.Sketch] | list[optuna.trial.FrozenTrial]) -> list[tuple[object, ...]]:
+    return [(t.number, t.state, t.params, {k: v for k, v in t.user_attrs.items()
+                                           if k in ledger.ATTRS}, t.datetime_start)
+            for t in trials]
+
+
+def test_the_ledger_reads_what_optuna_reads_and_each_finished_trial_once(url: str) -> None:
+    spec = load_spec("article")
+    dists = space.distributions(spec)
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s",
+                                sampler=space.make_sampler(spec))
+    study_id = storage.get_study_id_from_name("s")
+    book = ledger.Ledger(storage.engine, study_id)
+    assert book.trials() == []
+
+    def start(cells: list[space.Cell]) -> list[optuna.Trial]:
+        return start_trials(study, storage, study_id, [
+            NewTrial(c.params(), {k: dists[k] for k in c.params()},
+                     {"worker": "w1", "seed": c.seed}) for c in cells], bulk=True)
+
+    cells = space.grid_cells(spec)
+    first = start(cells[:5])
+    assert facts(book.trials()) == facts(study.get_trials())
+    assert book.reads == 5
+    finish_trials(study, storage, [
+        Outcome(first[0], {1: 0.5}, {"status": "complete"}, TrialState.COMPLETE, [0.5]),
+        Outcome(first[1], {}, {"status": "diverged"}, TrialState.FAIL),
+    ], bulk=True)
+    second = start(cells[5:8])
+    # Another study's trials in the same database are not this one's.
+    other = optuna.create_study(storage=storage, study_name="other")
+    other.ask()
+    trials = book.trials()
+    assert facts(trials) == facts(study.get_trials())
+    assert [t.state for t in trials[:3]] == [TrialState.COMPLETE, TrialState.FAIL,
+                                             TrialState.RUNNING]
+    assert trials[1].user_attrs["status"] == "diverged" and trials[0].params == cells[0].params()
+    # Read again: the five that were unfinished and the three new ones.
+    assert book.reads == 5 + 5 + 3
+    finish_trials(study, storage, [
+        Outcome(t, {}, {"status": "complete"}, TrialState.COMPLETE, [0.1])
+        for t in first[2:] + second], bulk=True)
+    assert facts(book.trials()) == facts(study.get_trials())
+    assert book.reads == 13 + 6
+    # Now every trial is finished and none is new: nothing more is read.
+    assert len(book.trials()) == 8 and book.reads == 19
