@@ -479,6 +479,145 @@ def write(path: Path, section: str) -> None:
     path.write_text(f"{head}{BEGIN}\n{section}{END}{tail}")
 
 
+# --------------------------------------------------------------------------- your own model and data
+
+DIGITS_BEGIN, DIGITS_END = "<!-- bench:digits:begin -->", "<!-- bench:digits:end -->"
+DIGITS_SEEDS = 5  # the digits MLP grid (20 cells) x 5 seeds: 100 trials
+CNN_SPEC = ROOT / "examples" / "digits_cnn.toml"
+
+
+def spec_trials(spec: str, seeds: Sequence[int] | None) -> int:
+    """Trials a grid spec (a built-in name or a TOML path) asks for, with `seeds` if given."""
+    from study import space
+    from study.spec import load_spec
+
+    overrides = [f"search.seeds=[{','.join(map(str, seeds))}]"] if seeds is not None else []
+    return len(space.grid_cells(load_spec(spec, overrides)))
+
+
+def scaled_wall(wall: float, train_seconds: float, measured: int, wanted: int) -> float:
+    """A run of `measured` trials scaled to `wanted`: what it paid once (interpreter,
+    imports, storage, summary) kept, its training time scaled per trial.
+
+    Storage grows with trials too (about 1.5 ms each), which this leaves out: the
+    estimate is slightly low, so a ratio against it is slightly low, never flattered.
+    """
+    if measured <= 0 or wanted <= 0:
+        raise ValueError(f"trials must be positive, got measured={measured}, wanted={wanted}")
+    if not 0 <= train_seconds <= wall:
+        raise ValueError(f"train_seconds={train_seconds} must lie between 0 and wall={wall}")
+    return wall + train_seconds * (wanted / measured - 1)
+
+
+def spec_run(label: str, trainer: str, spec: str, seeds: Sequence[int] | None) -> Run:
+    """One `study run --spec SPEC` in a child process (the spec's own data, model and
+    budget), timed as `study_run` times the article's. The child imports this checkout's
+    `study` and `examples` (PYTHONPATH), which a builder spec names by module."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
+    env["STUDY_XLA_CACHE"] = "off"  # every run compiles, as a first run does
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    trials = spec_trials(spec, seeds)
+    with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
+        argv = ["run", "--spec", spec, "--storage", f"sqlite:///{tmp}/study.db",
+                "--trainer", trainer]
+        if seeds is not None:
+            argv += ["--seeds", ",".join(map(str, seeds))]
+        out = Path(tmp) / "report.json"
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv],
+                              cwd=tmp, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0 or not out.exists():
+            raise SystemExit(f"bench: {label} ({trainer}) failed:\n{proc.stderr[-3000:]}")
+        report = ChildReport(**json.loads(out.read_text()))
+        if report.exit_code != 0:
+            raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
+                             f"{proc.stderr[-3000:]}")
+    run = Run(label, trainer, trials, 0, wall, report, load_before, os.getloadavg()[0])
+    print(f"  {label:28s} {trainer:10s} {wall:8.1f} s  {trials} trials  "
+          f"load {load_before:.1f}->{run.load_after:.1f}", flush=True)
+    return run
+
+
+def digits_runs(keras_seeds: int) -> list[Run]:
+    """The digits MLP grid x 5 seeds with the population trainer, the same grid with the
+    keras reference (on its first `keras_seeds` seeds), and the CNN builder example."""
+    runs = [spec_run("digits MLP", "population", "digits", range(DIGITS_SEEDS)),
+            spec_run("digits MLP", "keras", "digits", range(keras_seeds)),
+            spec_run("digits CNN (builder)", "keras", str(CNN_SPEC), None)]
+    return runs
+
+
+def render_digits(runs: list[Run], info: dict[str, str], command: str) -> str:
+    """The section "Your own model and data": digits MLP side by side, the CNN per trial."""
+    by = {(r.label, r.trainer): r for r in runs}
+    pop, ker = by[("digits MLP", "population")], by[("digits MLP", "keras")]
+    cnn = by.get(("digits CNN (builder)", "keras"))
+    wanted = pop.trials
+    if ker.trials == wanted:
+        ker_wall = ker.wall
+        ker_cell = f"{ker.wall:.1f} s"
+    else:
+        ker_wall = scaled_wall(ker.wall, ker.report.train_seconds, ker.trials, wanted)
+        ker_cell = (f"{ker_wall:.1f} s (estimated: {ker.trials} trials measured, "
+                    f"{ker.wall:.1f} s, training scaled per trial)")
+    ratio = ker_wall / pop.wall
+    lines = [
+        f"Measured {datetime.datetime.now().isoformat(timespec='minutes')} by `{command}`; "
+        "every run is a fresh `study run --spec ...` process (the spec's own data, model and "
+        "budget; no compile cache; SQLite in a temporary directory), timed from process "
+        "start to exit.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "",
+        "| study | trials | keras | population | ratio | target (>= 30x) |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| `digits` (built-in spec: its MLP, 10 classes), seeds 0-{DIGITS_SEEDS - 1} | "
+        f"{wanted} | {ker_cell} | {pop.wall:.1f} s | {ratio:.1f}x | "
+        f"{'met' if ratio >= 30 else 'missed'} |",
+        "",
+        "| run | trials | wall | TF import | training | of which 1st calls (compile) "
+        "| storage | rest (Python, Optuna, start) | per trial |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in (pop, ker, cnn):
+        if r is None:
+            continue
+        rep = r.report
+        rest = r.wall - rep.tf_import_seconds - rep.train_seconds - rep.storage_seconds
+        first = (f"{fmt(rep.first_call_seconds)} ({fmt(r.compile_seconds)})"
+                 if r.trainer == "population" else "n/a")
+        lines.append(
+            f"| {r.label}, {r.trainer} | {r.trials} | {fmt(r.wall)} | "
+            f"{fmt(rep.tf_import_seconds)} | {fmt(rep.train_seconds)} | {first} | "
+            f"{fmt(rep.storage_seconds)} ({r.storage_share:.0%}) | {fmt(rest)} | "
+            f"{fmt(r.wall / r.trials, '.2f')} |")
+    if cnn is not None:
+        lines += ["", f"The CNN row is examples/digits_cnn.toml as written (its builder "
+                      f"`examples.digits_cnn:build`, Conv2D 8 and 16, {cnn.trials} trials of "
+                      "10 epochs), with the keras trainer in one process: "
+                      f"{cnn.wall / cnn.trials:.2f} s of wall time per trial, "
+                      f"{cnn.report.train_seconds / cnn.trials:.2f} s of it training."]
+    lines += [
+        "",
+        "Load average (1 min) before -> after each run: "
+        + "; ".join(f"{r.label} {r.trainer} {r.load_before:.1f}->{r.load_after:.1f}"
+                    for r in runs) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, section: str, begin: str, end: str) -> str:
+    """`text` with what lies between `begin` and `end` replaced by `section`; the markers
+    appended at the end when absent."""
+    if begin not in text or end not in text:
+        text = text.rstrip() + f"\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{section}{end}{tail}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--child"]:
@@ -494,10 +633,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "2 cores), with `study report` and `study query scaling` on it")
     parser.add_argument("--only-big", action="store_true",
                         help="the peak and the 10,000-trial row alone")
+    parser.add_argument("--only", choices=["digits"],
+                        help="digits: only the 'Your own model and data' rows (digits MLP x "
+                             "5 seeds, population and keras; the CNN builder example)")
+    parser.add_argument("--digits-keras-seeds", type=int, choices=range(1, DIGITS_SEEDS + 1),
+                        metavar="N", default=None,
+                        help=f"measure the digits keras reference on its first N seeds (20 "
+                             f"trials each) and scale its training to {DIGITS_SEEDS} (default: "
+                             f"{DIGITS_SEEDS}, 1 with --quick)")
     opts = parser.parse_args(args)
+    keras_seeds = opts.digits_keras_seeds or (1 if opts.quick else DIGITS_SEEDS)
     command = "python bench/bench.py " + " ".join(args)
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    if opts.only == "digits":
+        section = render_digits(digits_runs(keras_seeds), info, command)
+        print()
+        print(section)
+        if opts.write:
+            path = Path(opts.write)
+            path.write_text(replace_section(path.read_text() if path.exists() else "# Benchmarks\n",
+                                            section, DIGITS_BEGIN, DIGITS_END))
+            print(f"wrote {opts.write}")
+        return 0
     limit = peak()
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in limit.items()),
           flush=True)
@@ -523,11 +681,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(study_run("article, 100k rows", "population", 1, 100_000, e))
     if opts.big:
         runs.append(study_run("article x 500 seeds", "population", 500, 1000, e, follow=True))
+    digits = render_digits(digits_runs(keras_seeds), info, command)
     section = render(runs, info, command, e, limit)
     print()
     print(section)
+    print(digits)
     if opts.write:
         write(Path(opts.write), section)
+        path = Path(opts.write)
+        path.write_text(replace_section(path.read_text(), digits, DIGITS_BEGIN, DIGITS_END))
         print(f"wrote {opts.write}")
     return 0
 
