@@ -7,10 +7,13 @@ inside, what the wall time went to: importing TensorFlow, training (the populati
 trainer's compiled calls, the first of each shape including XLA's compile), and every
 Optuna storage call made on the main thread.
 
-    python bench/bench.py                   # everything (~15 min on 2 cores: keras x 100)
+    python bench/bench.py                   # everything (~30 min on 2 cores: keras x 100, twice)
     python bench/bench.py --quick           # no keras 100-trial run, no 400 / 100k points
     python bench/bench.py --write BENCHMARKS.md
     python bench/bench.py --big             # also article x 500 seeds (10,000 trials)
+    python bench/bench.py --only digits     # only "Your own model and data": the digits
+                                            # MLP x 5 seeds, population and keras; the CNN
+    python bench/bench.py --only digits --digits-keras-seeds 1   # keras on 20 trials, scaled
 
 The same run measures the machine's limit: a 4096 x 4096 float32 matrix product on every
 core, through numpy and through TensorFlow's XLA, best of several. Each population row
@@ -60,6 +63,7 @@ class ChildReport:
     first_call_seconds: float = 0.0  # population: first call of each compiled shape
     later_call_seconds: list[float] = field(default_factory=list)  # per later call, that shape
     exit_code: int = 0
+    parts_seconds: dict[str, float] = field(default_factory=dict)  # population: see _parts
 
 
 def _instrument_storage(report: ChildReport) -> None:
@@ -160,6 +164,30 @@ def _instrument_training(report: ChildReport) -> None:
     setattr(population.program, "_program", program)  # noqa: B010
 
 
+def _instrument_parts(report: ChildReport) -> None:
+    """The population trainer's work outside its compiled program: drawing the initial
+    weights, and the eager full-set loss (each member's divergence limit before training,
+    the final training loss after it)."""
+    from study.trainers.population import trainer
+
+    for name in ("glorot_weights", "initial_weights", "mean_loss"):
+        f = getattr(trainer, name)
+
+        def timed(*args: Any, _f: Any = f, _name: str = name, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                out = _f(*args, **kwargs)
+                if _name == "mean_loss":
+                    out.numpy()  # eager, but wait for it here rather than at the caller
+                return out
+            finally:
+                part = "initial weights" if _name != "mean_loss" else "full-set losses"
+                report.parts_seconds[part] = (report.parts_seconds.get(part, 0.0)
+                                              + time.perf_counter() - start)
+
+        setattr(trainer, name, timed)
+
+
 def child(argv: Sequence[str], out: Path) -> None:
     report = ChildReport()
     from study.trainers.compile_cache import use_compile_cache
@@ -172,6 +200,7 @@ def child(argv: Sequence[str], out: Path) -> None:
     report.tf_import_seconds = time.perf_counter() - start
     _instrument_storage(report)
     _instrument_training(report)
+    _instrument_parts(report)
     from study import cli
 
     start = time.perf_counter()
@@ -495,6 +524,29 @@ def spec_trials(spec: str, seeds: Sequence[int] | None) -> int:
     return len(space.grid_cells(load_spec(spec, overrides)))
 
 
+def spec_flops(spec: str, seeds: Sequence[int] | None) -> Any:
+    """The arithmetic (study/flops.py) of a grid spec whose model is the `hidden`
+    shorthand MLP, on the spec's own data; None for a builder's model, which that count
+    does not cover."""
+    from study import space
+    from study.data import make_dataset
+    from study.flops import Flops, trial_flops
+    from study.spec import load_spec
+    from study.trainers.base import output_width
+
+    overrides = [f"search.seeds=[{','.join(map(str, seeds))}]"] if seeds is not None else []
+    loaded = load_spec(spec, overrides)
+    if loaded.model.builder:
+        return None
+    data = make_dataset(loaded.data)
+    widths = [data.n_features, *loaded.model.hidden, output_width(loaded.train, data)]
+    total = Flops(0.0, 0.0)
+    for cell in space.grid_cells(loaded):
+        plan = loaded.train.plan(cell.batch_size, data.n_train)
+        total += trial_flops(widths, plan.examples, plan.epochs, data.n_train, len(data.x_val))
+    return total
+
+
 def scaled_wall(wall: float, train_seconds: float, measured: int, wanted: int) -> float:
     """A run of `measured` trials scaled to `wanted`: what it paid once (interpreter,
     imports, storage, summary) kept, its training time scaled per trial.
@@ -534,7 +586,8 @@ def spec_run(label: str, trainer: str, spec: str, seeds: Sequence[int] | None) -
         if report.exit_code != 0:
             raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
                              f"{proc.stderr[-3000:]}")
-    run = Run(label, trainer, trials, 0, wall, report, load_before, os.getloadavg()[0])
+    run = Run(label, trainer, trials, 0, wall, report, load_before, os.getloadavg()[0],
+              spec_flops(spec, seeds))
     print(f"  {label:28s} {trainer:10s} {wall:8.1f} s  {trials} trials  "
           f"load {load_before:.1f}->{run.load_after:.1f}", flush=True)
     return run
@@ -578,21 +631,41 @@ def render_digits(runs: list[Run], info: dict[str, str], command: str) -> str:
         f"{'met' if ratio >= 30 else 'missed'} |",
         "",
         "| run | trials | wall | TF import | training | of which 1st calls (compile) "
-        "| storage | rest (Python, Optuna, start) | per trial |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| initial weights | full-set losses | compiled member epochs | storage "
+        "| rest (Python, Optuna, start) | per trial | GFLOP (train + eval) | GFLOP/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in (pop, ker, cnn):
         if r is None:
             continue
         rep = r.report
         rest = r.wall - rep.tf_import_seconds - rep.train_seconds - rep.storage_seconds
-        first = (f"{fmt(rep.first_call_seconds)} ({fmt(r.compile_seconds)})"
-                 if r.trainer == "population" else "n/a")
+        population = r.trainer == "population"
+        first = f"{fmt(rep.first_call_seconds)} ({fmt(r.compile_seconds)})" if population else "n/a"
+        parts = rep.parts_seconds
+        initial = parts.get("initial weights", 0.0) if population else None
+        losses = parts.get("full-set losses", 0.0) if population else None
+        epochs = (rep.train_seconds - (r.compile_seconds or 0.0) - (initial or 0.0)
+                  - (losses or 0.0)) if population else None
+        work = (f"{r.flops.training / 1e9:.0f} + {r.flops.evaluation / 1e9:.0f}"
+                if r.flops is not None else "n/a")
         lines.append(
             f"| {r.label}, {r.trainer} | {r.trials} | {fmt(r.wall)} | "
             f"{fmt(rep.tf_import_seconds)} | {fmt(rep.train_seconds)} | {first} | "
+            f"{fmt(initial)} | {fmt(losses)} | {fmt(epochs)} | "
             f"{fmt(rep.storage_seconds)} ({r.storage_share:.0%}) | {fmt(rest)} | "
-            f"{fmt(r.wall / r.trials, '.2f')} |")
+            f"{fmt(r.wall / r.trials, '.2f')} | {work} | {fmt(r.gflops, '.1f', '')} |")
+    lines += [
+        "",
+        "*training* is the time inside `trainer.train`. For the population trainer: its "
+        "first call of each compiled shape (tracing and XLA's compile; in brackets, that "
+        "call minus a typical later one), drawing the initial weights, the eager full-set "
+        "losses (each member's divergence limit before training, its training loss after), "
+        "and what remains: the compiled member epochs (training steps and each epoch's "
+        "validation, in one program) with the Python between calls. GFLOP counts the "
+        "shorthand MLP's matrix products (study/flops.py), training and evaluation; "
+        "GFLOP/s is that over the training time, compiles included.",
+    ]
     if cnn is not None:
         lines += ["", f"The CNN row is examples/digits_cnn.toml as written (its builder "
                       f"`examples.digits_cnn:build`, Conv2D 8 and 16, {cnn.trials} trials of "

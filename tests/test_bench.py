@@ -64,3 +64,11 @@ def test_spec_trials_counts_the_grid_times_seeds() -> None:
     assert bench.spec_trials("digits", range(5)) == 100
     assert bench.spec_trials("digits", None) == 20
     assert bench.spec_trials(str(bench.CNN_SPEC), None) == 9
+
+
+def test_spec_flops_counts_the_shorthand_mlp_on_the_spec_data() -> None:
+    one, five = bench.spec_flops("digits", [0]), bench.spec_flops("digits", range(5))
+    assert one.training > 0 and one.evaluation > 0
+    assert five.training == pytest.approx(5 * one.training)
+    # A builder's model (the CNN) is not what the Dense count covers.
+    assert bench.spec_flops(str(bench.CNN_SPEC), None) is None
