@@ -693,6 +693,10 @@ def replace_section(text: str, section: str, begin: str, end: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # This checkout's `study`, in this process and in the child (run as this script), not
+    # whichever one the environment has installed.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     if args[:1] == ["--child"]:
         child(args[3:], Path(args[1]))
         return 0
