@@ -633,7 +633,7 @@ def render_digits(runs: list[Run], info: dict[str, str], command: str) -> str:
         "| run | trials | wall | TF import | training | of which 1st calls (compile) "
         "| initial weights | full-set losses | compiled member epochs | storage "
         "| rest (Python, Optuna, start) | per trial | GFLOP (train + eval) | GFLOP/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|" + "---:|" * 13,
     ]
     for r in (pop, ker, cnn):
         if r is None:
