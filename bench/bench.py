@@ -7,10 +7,13 @@ inside, what the wall time went to: importing TensorFlow, training (the populati
 trainer's compiled calls, the first of each shape including XLA's compile), and every
 Optuna storage call made on the main thread.
 
-    python bench/bench.py                   # everything (~15 min on 2 cores: keras x 100)
+    python bench/bench.py                   # everything (~30 min on 2 cores: keras x 100, twice)
     python bench/bench.py --quick           # no keras 100-trial run, no 400 / 100k points
     python bench/bench.py --write BENCHMARKS.md
     python bench/bench.py --big             # also article x 500 seeds (10,000 trials)
+    python bench/bench.py --only digits     # only "Your own model and data": the digits
+                                            # MLP x 5 seeds, population and keras; the CNN
+    python bench/bench.py --only digits --digits-keras-seeds 1   # keras on 20 trials, scaled
 
 The same run measures the machine's limit: a 4096 x 4096 float32 matrix product on every
 core, through numpy and through TensorFlow's XLA, best of several. Each population row
@@ -64,6 +67,7 @@ class ChildReport:
     first_call_seconds: float = 0.0  # population: first call of each compiled shape
     later_call_seconds: list[float] = field(default_factory=list)  # per later call, that shape
     exit_code: int = 0
+    parts_seconds: dict[str, float] = field(default_factory=dict)  # population: see _parts
 
 
 def _instrument_storage(report: ChildReport) -> None:
@@ -164,6 +168,30 @@ def _instrument_training(report: ChildReport) -> None:
     setattr(population.program, "_program", program)  # noqa: B010
 
 
+def _instrument_parts(report: ChildReport) -> None:
+    """The population trainer's work outside its compiled program: drawing the initial
+    weights, and the eager full-set loss (each member's divergence limit before training,
+    the final training loss after it)."""
+    from study.trainers.population import trainer
+
+    for name in ("glorot_weights", "initial_weights", "mean_loss"):
+        f = getattr(trainer, name)
+
+        def timed(*args: Any, _f: Any = f, _name: str = name, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                out = _f(*args, **kwargs)
+                if _name == "mean_loss":
+                    out.numpy()  # eager, but wait for it here rather than at the caller
+                return out
+            finally:
+                part = "initial weights" if _name != "mean_loss" else "full-set losses"
+                report.parts_seconds[part] = (report.parts_seconds.get(part, 0.0)
+                                              + time.perf_counter() - start)
+
+        setattr(trainer, name, timed)
+
+
 def child(argv: Sequence[str], out: Path) -> None:
     report = ChildReport()
     from study.trainers.compile_cache import use_compile_cache
@@ -176,6 +204,7 @@ def child(argv: Sequence[str], out: Path) -> None:
     report.tf_import_seconds = time.perf_counter() - start
     _instrument_storage(report)
     _instrument_training(report)
+    _instrument_parts(report)
     from study import cli
 
     start = time.perf_counter()
@@ -485,8 +514,195 @@ def write(path: Path, section: str) -> None:
     path.write_text(f"{head}{BEGIN}\n{section}{END}{tail}")
 
 
+# --------------------------------------------------------------------------- your own model and data
+
+DIGITS_BEGIN, DIGITS_END = "<!-- bench:digits:begin -->", "<!-- bench:digits:end -->"
+DIGITS_SEEDS = 5  # the digits MLP grid (20 cells) x 5 seeds: 100 trials
+CNN_SPEC = ROOT / "examples" / "digits_cnn.toml"
+
+
+def spec_trials(spec: str, seeds: Sequence[int] | None) -> int:
+    """Trials a grid spec (a built-in name or a TOML path) asks for, with `seeds` if given."""
+    from study import space
+    from study.spec import load_spec
+
+    overrides = [f"search.seeds=[{','.join(map(str, seeds))}]"] if seeds is not None else []
+    return len(space.grid_cells(load_spec(spec, overrides)))
+
+
+def spec_flops(spec: str, seeds: Sequence[int] | None) -> Any:
+    """The arithmetic (study/flops.py) of a grid spec whose model is the `hidden`
+    shorthand MLP, on the spec's own data; None for a builder's model, which that count
+    does not cover."""
+    from study import space
+    from study.data import make_dataset
+    from study.flops import Flops, trial_flops
+    from study.spec import load_spec
+    from study.trainers.base import output_width
+
+    overrides = [f"search.seeds=[{','.join(map(str, seeds))}]"] if seeds is not None else []
+    loaded = load_spec(spec, overrides)
+    if loaded.model.builder:
+        return None
+    data = make_dataset(loaded.data)
+    widths = [data.n_features, *loaded.model.hidden, output_width(loaded.train, data)]
+    total = Flops(0.0, 0.0)
+    for cell in space.grid_cells(loaded):
+        plan = loaded.train.plan(cell.batch_size, data.n_train)
+        total += trial_flops(widths, plan.examples, plan.epochs, data.n_train, len(data.x_val))
+    return total
+
+
+def scaled_wall(wall: float, train_seconds: float, measured: int, wanted: int) -> float:
+    """A run of `measured` trials scaled to `wanted`: what it paid once (interpreter,
+    imports, storage, summary) kept, its training time scaled per trial.
+
+    Storage grows with trials too (about 1.5 ms each), which this leaves out: the
+    estimate is slightly low, so a ratio against it is slightly low, never flattered.
+    """
+    if measured <= 0 or wanted <= 0:
+        raise ValueError(f"trials must be positive, got measured={measured}, wanted={wanted}")
+    if not 0 <= train_seconds <= wall:
+        raise ValueError(f"train_seconds={train_seconds} must lie between 0 and wall={wall}")
+    return wall + train_seconds * (wanted / measured - 1)
+
+
+def spec_run(label: str, trainer: str, spec: str, seeds: Sequence[int] | None) -> Run:
+    """One `study run --spec SPEC` in a child process (the spec's own data, model and
+    budget), timed as `study_run` times the article's. The child imports this checkout's
+    `study` and `examples` (PYTHONPATH), which a builder spec names by module."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
+    env["STUDY_XLA_CACHE"] = "off"  # every run compiles, as a first run does
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    trials = spec_trials(spec, seeds)
+    with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
+        argv = ["run", "--spec", spec, "--storage", f"sqlite:///{tmp}/study.db",
+                "--trainer", trainer]
+        if seeds is not None:
+            argv += ["--seeds", ",".join(map(str, seeds))]
+        out = Path(tmp) / "report.json"
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv],
+                              cwd=tmp, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0 or not out.exists():
+            raise SystemExit(f"bench: {label} ({trainer}) failed:\n{proc.stderr[-3000:]}")
+        report = ChildReport(**json.loads(out.read_text()))
+        if report.exit_code != 0:
+            raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
+                             f"{proc.stderr[-3000:]}")
+    run = Run(label, trainer, trials, 0, wall, report, load_before, os.getloadavg()[0],
+              spec_flops(spec, seeds))
+    print(f"  {label:28s} {trainer:10s} {wall:8.1f} s  {trials} trials  "
+          f"load {load_before:.1f}->{run.load_after:.1f}", flush=True)
+    return run
+
+
+def digits_runs(keras_seeds: int) -> list[Run]:
+    """The digits MLP grid x 5 seeds with the population trainer, the same grid with the
+    keras reference (on its first `keras_seeds` seeds), and the CNN builder example."""
+    runs = [spec_run("digits MLP", "population", "digits", range(DIGITS_SEEDS)),
+            spec_run("digits MLP", "keras", "digits", range(keras_seeds)),
+            spec_run("digits CNN (builder)", "keras", str(CNN_SPEC), None)]
+    return runs
+
+
+def render_digits(runs: list[Run], info: dict[str, str], command: str) -> str:
+    """The section "Your own model and data": digits MLP side by side, the CNN per trial."""
+    by = {(r.label, r.trainer): r for r in runs}
+    pop, ker = by[("digits MLP", "population")], by[("digits MLP", "keras")]
+    cnn = by.get(("digits CNN (builder)", "keras"))
+    wanted = pop.trials
+    if ker.trials == wanted:
+        ker_wall = ker.wall
+        ker_cell = f"{ker.wall:.1f} s"
+    else:
+        ker_wall = scaled_wall(ker.wall, ker.report.train_seconds, ker.trials, wanted)
+        ker_cell = (f"{ker_wall:.1f} s (estimated: {ker.trials} trials measured, "
+                    f"{ker.wall:.1f} s, training scaled per trial)")
+    ratio = ker_wall / pop.wall
+    lines = [
+        f"Measured {datetime.datetime.now().isoformat(timespec='minutes')} by `{command}`; "
+        "every run is a fresh `study run --spec ...` process (the spec's own data, model and "
+        "budget; no compile cache; SQLite in a temporary directory), timed from process "
+        "start to exit.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "",
+        "| study | trials | keras | population | ratio | target (>= 30x) |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| `digits` (built-in spec: its MLP, 10 classes), seeds 0-{DIGITS_SEEDS - 1} | "
+        f"{wanted} | {ker_cell} | {pop.wall:.1f} s | {ratio:.1f}x | "
+        f"{'met' if ratio >= 30 else 'missed'} |",
+        "",
+        "| run | trials | wall | TF import | training | of which 1st calls (compile) "
+        "| initial weights | full-set losses | compiled member epochs | storage "
+        "| rest (Python, Optuna, start) | per trial | GFLOP (train + eval) | GFLOP/s |",
+        "|---|" + "---:|" * 13,
+    ]
+    for r in (pop, ker, cnn):
+        if r is None:
+            continue
+        rep = r.report
+        rest = r.wall - rep.tf_import_seconds - rep.train_seconds - rep.storage_seconds
+        population = r.trainer == "population"
+        first = f"{fmt(rep.first_call_seconds)} ({fmt(r.compile_seconds)})" if population else "n/a"
+        parts = rep.parts_seconds
+        initial = parts.get("initial weights", 0.0) if population else None
+        losses = parts.get("full-set losses", 0.0) if population else None
+        epochs = (rep.train_seconds - (r.compile_seconds or 0.0) - (initial or 0.0)
+                  - (losses or 0.0)) if population else None
+        work = (f"{r.flops.training / 1e9:.0f} + {r.flops.evaluation / 1e9:.0f}"
+                if r.flops is not None else "n/a")
+        lines.append(
+            f"| {r.label}, {r.trainer} | {r.trials} | {fmt(r.wall)} | "
+            f"{fmt(rep.tf_import_seconds)} | {fmt(rep.train_seconds)} | {first} | "
+            f"{fmt(initial)} | {fmt(losses)} | {fmt(epochs)} | "
+            f"{fmt(rep.storage_seconds)} ({r.storage_share:.0%}) | {fmt(rest)} | "
+            f"{fmt(r.wall / r.trials, '.2f')} | {work} | {fmt(r.gflops, '.1f', '')} |")
+    lines += [
+        "",
+        "*training* is the time inside `trainer.train`. For the population trainer: its "
+        "first call of each compiled shape (tracing and XLA's compile; in brackets, that "
+        "call minus a typical later one), drawing the initial weights, the eager full-set "
+        "losses (each member's divergence limit before training, its training loss after), "
+        "and what remains: the compiled member epochs (training steps and each epoch's "
+        "validation, in one program) with the Python between calls. GFLOP counts the "
+        "shorthand MLP's matrix products (study/flops.py), training and evaluation; "
+        "GFLOP/s is that over the training time, compiles included.",
+    ]
+    if cnn is not None:
+        lines += ["", f"The CNN row is examples/digits_cnn.toml as written (its builder "
+                      f"`examples.digits_cnn:build`, Conv2D 8 and 16, {cnn.trials} trials of "
+                      "10 epochs), with the keras trainer in one process: "
+                      f"{cnn.wall / cnn.trials:.2f} s of wall time per trial, "
+                      f"{cnn.report.train_seconds / cnn.trials:.2f} s of it training."]
+    lines += [
+        "",
+        "Load average (1 min) before -> after each run: "
+        + "; ".join(f"{r.label} {r.trainer} {r.load_before:.1f}->{r.load_after:.1f}"
+                    for r in runs) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, section: str, begin: str, end: str) -> str:
+    """`text` with what lies between `begin` and `end` replaced by `section`; the markers
+    appended at the end when absent."""
+    if begin not in text or end not in text:
+        text = text.rstrip() + f"\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{section}{end}{tail}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # This checkout's `study`, in this process and in the child (run as this script), not
+    # whichever one the environment has installed.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     if args[:1] == ["--child"]:
         child(args[3:], Path(args[1]))
         return 0
@@ -500,10 +716,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "2 cores), with `study report` and `study query scaling` on it")
     parser.add_argument("--only-big", action="store_true",
                         help="the peak and the 10,000-trial row alone")
+    parser.add_argument("--only", choices=["digits"],
+                        help="digits: only the 'Your own model and data' rows (digits MLP x "
+                             "5 seeds, population and keras; the CNN builder example)")
+    parser.add_argument("--digits-keras-seeds", type=int, choices=range(1, DIGITS_SEEDS + 1),
+                        metavar="N", default=None,
+                        help=f"measure the digits keras reference on its first N seeds (20 "
+                             f"trials each) and scale its training to {DIGITS_SEEDS} (default: "
+                             f"{DIGITS_SEEDS}, 1 with --quick)")
     opts = parser.parse_args(args)
+    keras_seeds = opts.digits_keras_seeds or (1 if opts.quick else DIGITS_SEEDS)
     command = "python bench/bench.py " + " ".join(args)
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    if opts.only == "digits":
+        section = render_digits(digits_runs(keras_seeds), info, command)
+        print()
+        print(section)
+        if opts.write:
+            path = Path(opts.write)
+            path.write_text(replace_section(path.read_text() if path.exists() else "# Benchmarks\n",
+                                            section, DIGITS_BEGIN, DIGITS_END))
+            print(f"wrote {opts.write}")
+        return 0
     limit = peak()
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in limit.items()),
           flush=True)
@@ -529,11 +764,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(study_run("article, 100k rows", "population", 1, 100_000, e))
     if opts.big:
         runs.append(study_run("article x 500 seeds", "population", 500, 1000, e, follow=True))
+    digits = render_digits(digits_runs(keras_seeds), info, command)
     section = render(runs, info, command, e, limit)
     print()
     print(section)
+    print(digits)
     if opts.write:
         write(Path(opts.write), section)
+        path = Path(opts.write)
+        path.write_text(replace_section(path.read_text(), digits, DIGITS_BEGIN, DIGITS_END))
         print(f"wrote {opts.write}")
     return 0
 
