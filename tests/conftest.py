@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.pg import PgServer, running_server
+
+# XLA's compile cache (study/trainers/compile_cache.py) is on by default. The tests run
+# processes side by side that compile the same programs, and XLA writes a cache entry in
+# place, so one process could read another's half-written entry and fail that compile:
+# the suite keeps its processes off the shared cache (test_compile_cache.py turns it on
+# for the processes it starts, in directories of its own).
+os.environ["STUDY_XLA_CACHE"] = "off"
 
 
 @pytest.fixture

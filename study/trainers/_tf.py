@@ -35,6 +35,11 @@ def tensorflow() -> ModuleType:
 
 
 def _import() -> ModuleType:
+    # XLA reads its flags when TensorFlow loads: compiled programs are kept across
+    # processes (compile_cache.py) only if the cache is set up before that.
+    from study.trainers.compile_cache import use_compile_cache
+
+    use_compile_cache()
     if verbose():
         import tensorflow as tf
 

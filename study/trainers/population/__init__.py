@@ -63,7 +63,6 @@ from study.trainers.population.support import unsupported
 from study.trainers.population.trainer import (
     PopulationTrainer,
     train_population,
-    use_compile_cache,
 )
 
 __all__ = [
@@ -83,5 +82,4 @@ __all__ = [
     "tile_size",
     "train_population",
     "unsupported",
-    "use_compile_cache",
 ]

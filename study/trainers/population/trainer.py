@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,10 +56,6 @@ BATCH_LIMIT = 400
 # median pruner waits for 5 completed trials), so claims are smaller.
 PRUNING_BATCH_LIMIT = 16
 
-# Names a directory where XLA keeps compiled programs across runs (see use_compile_cache).
-CACHE_ENV = "STUDY_XLA_CACHE"
-
-
 class PopulationTrainer:
     name = "population"
 
@@ -76,7 +70,6 @@ class PopulationTrainer:
         # Seconds per epoch of one round of tiles (see `_rounds`), by what a program's
         # speed depends on, as measured on the latest call that trained such a group.
         self.speeds: dict[_SpeedKey, float] = {}
-        use_compile_cache()
         # Loads TensorFlow now, when the runner makes the trainer, rather than in the
         # first `claim_size`, which runs under the study's claim lock.
         _has_gpu()
@@ -148,23 +141,6 @@ class PopulationTrainer:
             known = self.micros.setdefault(kind_of(configs[g.members[0]], n_train), [])
             if g.micro not in known:
                 known.append(g.micro)
-
-
-def use_compile_cache() -> None:
-    """With STUDY_XLA_CACHE=DIR, XLA keeps compiled programs in DIR across processes.
-
-    A later `study run` of the same shapes then loads its program instead of compiling
-    it (about a second saved per shape on a CPU). Opt-in: a cached CPU program is built
-    for this machine's instruction set, and a cache directory shared between machines
-    could hand one to a CPU that lacks them. TensorFlow reads the flag when it loads, so
-    this only acts before the first `tensorflow()`.
-    """
-    path = os.environ.get(CACHE_ENV, "")
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if not path or "tensorflow" in sys.modules or "persistent_cache_directory" in flags:
-        return
-    os.makedirs(path, exist_ok=True)
-    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={path}".strip()
 
 
 def train_population(
