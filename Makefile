@@ -37,8 +37,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check study tests bench
 	$(BIN)/mypy
 
+# Two test processes at once (pytest-xdist): most tests wait on `study` processes they
+# start (TensorFlow's import, XLA compiles, signals, timeouts), so two overlap well on 2
+# cores. TEST_JOBS=0 runs them one at a time, in this process.
+TEST_JOBS ?= 2
+
 unit: $(STAMP)
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist worksteal --durations=25
 
 test: lint unit
 
