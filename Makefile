@@ -37,8 +37,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check study tests bench
 	$(BIN)/mypy
 
+# Two test processes at once (pytest-xdist): most tests wait on `study` processes they
+# start (TensorFlow's import, XLA compiles, signals, timeouts), so two overlap well on 2
+# cores. A file's tests run one after another in one process (--dist loadfile): two of
+# test_workers.py's pools at once would run up to ten TensorFlow processes on 2 cores, and
+# a worker starved between heartbeats past run.grace_seconds is taken for a dead one.
+# Files start in the order tests/conftest.py puts them (the longest first).
+# TEST_JOBS=0 runs every test in this process.
+TEST_JOBS ?= 2
+
 unit: $(STAMP)
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=25
 
 test: lint unit
 

@@ -19,6 +19,16 @@ from tests.pg import PgServer, running_server
 # for the processes it starts, in directories of its own).
 os.environ["STUDY_XLA_CACHE"] = "off"
 
+# The longest files first: under `make test` (pytest-xdist, --dist loadfile) each file runs
+# in one of two processes, and these two starting at once lets both processes end together
+# instead of one waiting on a long file started last.
+LONGEST_FIRST = ("test_workers.py", "test_population.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:

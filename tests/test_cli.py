@@ -224,47 +224,56 @@ def _assert_exactly_one_complete_per_cell(db: Path) -> None:
     assert "RUNNING" not in trial_states(db)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_stops_cleanly_and_the_next_run_finishes(tmp_path: Path, sig: int) -> None:
-    db = tmp_path / "s.db"
-    args = ["run", *SLOW_GRID, "--storage", f"sqlite:///{db}"]
-    proc = start_cli(args, cwd=tmp_path)
-    _wait_for(db, "COMPLETE", 1, proc)
-    time.sleep(0.5)  # mid-trial
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted; finished trials are kept" in err and "Traceback" not in err
-    states = trial_states(db)
-    assert "RUNNING" not in states and states.get("FAIL") == 1 and states["COMPLETE"] >= 1
-    (status,) = sql(db, """SELECT a.value_json FROM trial_user_attributes a JOIN trials t
-                           ON t.trial_id = a.trial_id WHERE t.state='FAIL' AND a.key='status'""")
-    assert json.loads(status[0]) == "interrupted"  # type: ignore[arg-type]
-    kept = _values(db)
-    out = run_cli(args, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    _assert_exactly_one_complete_per_cell(db)
-    assert {k: v for k, v in _values(db).items() if k in kept} == kept
+def _failed_statuses(db: Path) -> list[str]:
+    return sorted(json.loads(str(v)) for (v,) in sql(db, """
+        SELECT a.value_json FROM trial_user_attributes a JOIN trials t
+        ON t.trial_id = a.trial_id WHERE t.state = 'FAIL' AND a.key = 'status'"""))
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_recovers_the_abandoned_cell(tmp_path: Path) -> None:
+def test_interrupt_or_kill_9_then_the_next_run_finishes(tmp_path: Path) -> None:
+    """Ctrl-C, then SIGTERM, then kill -9, each mid-trial in the next run of one study:
+    every stop keeps the finished trials, the next run re-runs the stopped cell, and the
+    last run completes the grid with one result per cell.
+
+    One study for the three stops, so each run resumes the one before it (four cells,
+    one finished per run, the next one in flight when the stop lands)."""
     db = tmp_path / "s.db"
     args = ["run", *SLOW_GRID, "--storage", f"sqlite:///{db}"]
+    kept: dict[int, float] = {}
+
+    def keeps_what_was_finished() -> None:
+        # No run changes a result an earlier run finished.
+        nonlocal kept
+        now = _values(db)
+        assert {k: v for k, v in now.items() if k in kept} == kept
+        kept = now
+
+    for done, sig in enumerate((signal.SIGINT, signal.SIGTERM), start=1):
+        proc = start_cli(args, cwd=tmp_path)
+        _wait_for(db, "COMPLETE", done, proc)
+        time.sleep(0.5)  # mid-trial
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (sig, err)
+        assert "interrupted; finished trials are kept" in err and "Traceback" not in err
+        states = trial_states(db)
+        assert "RUNNING" not in states and states.get("FAIL") == done, (sig, states)
+        assert _failed_statuses(db) == ["interrupted"] * done
+        keeps_what_was_finished()
+
     proc = start_cli(args, cwd=tmp_path)
-    _wait_for(db, "COMPLETE", 1, proc)
+    _wait_for(db, "COMPLETE", 3, proc)
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert trial_states(db).get("RUNNING") == 1
-    kept = _values(db)
+    keeps_what_was_finished()
     out = run_cli(args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     _assert_exactly_one_complete_per_cell(db)
-    (status,) = sql(db, """SELECT a.value_json FROM trial_user_attributes a JOIN trials t
-                           ON t.trial_id = a.trial_id WHERE t.state='FAIL' AND a.key='status'""")
-    assert json.loads(status[0]) == "abandoned"  # type: ignore[arg-type]
+    assert _failed_statuses(db) == ["abandoned", "interrupted", "interrupted"]
+    keeps_what_was_finished()
     assert {k: v for k, v in _values(db).items() if k in kept} == kept
 
 

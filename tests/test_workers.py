@@ -202,12 +202,17 @@ def _killpg_at(args: list[str], url: str, cwd: Path, moment: float) -> None:
     proc.communicate(timeout=30)
 
 
-@pytest.mark.parametrize("moment", [0.8, 5.0, 9.0])
-def test_kill_9_of_the_whole_run_then_rerun_loses_nothing(
-        pg_url: str, tmp_path: Path, moment: float) -> None:
+def test_kill_9_of_the_whole_run_then_rerun_loses_nothing(pg_url: str, tmp_path: Path) -> None:
+    """The whole pool killed at three moments, each in the next run of one study: while
+    it starts, as its workers start, and mid-trial. Each run keeps what the runs before it
+    finished, and a last run completes every cell exactly once."""
     args = ["run", *SLOW, "--workers", "3", "--storage", pg_url]
-    _killpg_at(args, pg_url, tmp_path, moment)
-    kept = values(pg_url)
+    kept: dict[int, float] = {}
+    for moment in (0.8, 5.0, 9.0):
+        _killpg_at(args, pg_url, tmp_path, moment)
+        now = values(pg_url)
+        assert {k: v for k, v in now.items() if k in kept} == kept, moment
+        kept = now
     out = run_cli(args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert_exactly_once(pg_url, SLOW_CELLS)
@@ -215,21 +220,31 @@ def test_kill_9_of_the_whole_run_then_rerun_loses_nothing(
     assert set(attr_of_failed(pg_url, "status")) <= {"abandoned", "duplicate"}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_every_worker_cleanly(pg_url: str, tmp_path: Path, sig: int) -> None:
-    proc = start_cli(["run", *SLOW, "--workers", "2", "--storage", pg_url], cwd=tmp_path)
-    wait_until(lambda: states(pg_url).get("COMPLETE", 0) >= 1 and
-               len(running_owners(pg_url)) >= 2, what="workers mid-trial")
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    st = states(pg_url)
-    # A worker between trials when the signal lands stops before claiming; one mid-trial
-    # marks its trial FAIL "interrupted". Nothing is left RUNNING either way.
-    assert "RUNNING" not in st and st.get("FAIL", 0) >= 1, st
-    assert set(attr_of_failed(pg_url, "status")) == {"interrupted"}
-    out = run_cli(["run", *SLOW, "--workers", "2", "--storage", pg_url], cwd=tmp_path)
+def _mid_trial(url: str, complete: int) -> Callable[[], bool]:
+    """More than `complete` trials finished, and at least two workers mid-trial."""
+    return lambda: states(url).get("COMPLETE", 0) > complete and len(running_owners(url)) >= 2
+
+
+def test_signal_stops_every_worker_cleanly(pg_url: str, tmp_path: Path) -> None:
+    """Ctrl-C, then SIGTERM in the next run of the same study, each with both workers
+    mid-trial; then a run completes every cell exactly once."""
+    args = ["run", *SLOW, "--workers", "2", "--storage", pg_url]
+    failed = 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        complete = states(pg_url).get("COMPLETE", 0)
+        proc = start_cli(args, cwd=tmp_path)
+        wait_until(_mid_trial(pg_url, complete), what="workers mid-trial")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (sig, err)
+        assert "Traceback" not in err
+        st = states(pg_url)
+        # A worker between trials when the signal lands stops before claiming; one mid-trial
+        # marks its trial FAIL "interrupted". Nothing is left RUNNING either way.
+        assert "RUNNING" not in st and st.get("FAIL", 0) > failed, (sig, st)
+        failed = st["FAIL"]
+        assert set(attr_of_failed(pg_url, "status")) == {"interrupted"}
+    out = run_cli(args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert_exactly_once(pg_url, SLOW_CELLS)
 
