@@ -334,11 +334,20 @@ class Claim:
 
 
 def _fail(ctx: StudyContext, number: int, status: str, **attrs: Any) -> None:
-    """Mark a RUNNING trial FAIL with a status saying why."""
+    """Mark a RUNNING trial FAIL with a status saying why.
+
+    Another process may finish the trial first (its owner, late but alive, or another
+    worker recovering it as abandoned): a finished trial is left exactly as it was.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+
     trial_id = ctx.storage.get_trial_id_from_study_id_trial_number(ctx.study_id, number)
-    ctx.storage.set_trial_user_attr(trial_id, R.STATUS, status)
-    for key, value in attrs.items():
-        ctx.storage.set_trial_user_attr(trial_id, key, value)
+    try:
+        ctx.storage.set_trial_user_attr(trial_id, R.STATUS, status)
+        for key, value in attrs.items():
+            ctx.storage.set_trial_user_attr(trial_id, key, value)
+    except UpdateFinishedTrialError:
+        return
     ctx.study.tell(number, state=_state("FAIL"), skip_if_finished=True)
 
 
