@@ -140,7 +140,7 @@ def _instrument_training(report: ChildReport) -> None:
 
         cls.train = timed_train  # type: ignore[method-assign]
 
-    build = population.program._program
+    build = population.program.program_for
     seen: set[tuple[Any, ...]] = set()
     lock = threading.Lock()
 
@@ -165,7 +165,7 @@ def _instrument_training(report: ChildReport) -> None:
 
         return timed_run
 
-    setattr(population.program, "_program", program)  # noqa: B010
+    setattr(population.program, "program_for", program)  # noqa: B010
 
 
 def _instrument_parts(report: ChildReport) -> None:

@@ -68,7 +68,7 @@ def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int 
 _programs: dict[_ProgramKey, Callable[..., Any]] = {}
 
 
-def _program(key: _ProgramKey) -> Callable[..., Any]:
+def program_for(key: _ProgramKey) -> Callable[..., Any]:
     # tf.function keeps one trace (and XLA one executable) per input shape signature,
     # so a second claim of the same shape reuses the compiled program.
     if key not in _programs:

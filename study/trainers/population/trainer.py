@@ -230,7 +230,7 @@ def _train_group(
     key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
                       shuffle, n_outputs, net)
     classifies = key.loss in CLASSIFICATION_LOSSES
-    program = programs._program(key)
+    program = programs.program_for(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
     xv, yv = tf.constant(data.x_val), tf.constant(data.y_val)
     plans = [c.plan(n) for c in configs]
