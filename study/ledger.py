@@ -101,12 +101,18 @@ class Ledger:
             name = str(getattr(state, "name", state))
             fresh[int(trial_id)] = Sketch(int(trial_id), int(number), TrialState[name],
                                           _when(start))
+        # The three reads are three statements: under PostgreSQL's READ COMMITTED, a trial
+        # committed between them has params or attributes but no row in `rows`. It is
+        # skipped here; the mark stays below it, so the next refresh reads it whole.
         for trial_id, name, value in params:
+            if int(trial_id) not in fresh:
+                continue
             # The internal value, which for our int and float distributions is the value.
             v = float(value)
             fresh[int(trial_id)].params[str(name)] = int(v) if name in (BATCH_SIZE, SEED) else v
         for trial_id, key, value_json in attrs:
-            fresh[int(trial_id)].user_attrs[str(key)] = json.loads(value_json)
+            if int(trial_id) in fresh:
+                fresh[int(trial_id)].user_attrs[str(key)] = json.loads(value_json)
         self._add(fresh.values())
 
     def _add(self, sketches: Iterable[Sketch]) -> None:

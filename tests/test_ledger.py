@@ -66,3 +66,41 @@ def test_the_ledger_reads_what_optuna_reads_and_each_finished_trial_once(url: st
     assert book.reads == 13 + 6
     # Now every trial is finished and none is new: nothing more is read.
     assert len(book.trials()) == 8 and book.reads == 19
+
+
+def test_a_trial_committed_between_the_ledgers_reads_is_read_whole_on_the_next(
+        url: str) -> None:
+    """Under PostgreSQL's READ COMMITTED each of the ledger's three statements sees what
+    was committed before it: trials started by another worker between the trials query
+    and the params query (made to happen here, by a real commit from another connection)
+    must not break the refresh, nor be lost to it."""
+    import sqlalchemy
+
+    spec = load_spec("article")
+    dists = space.distributions(spec)
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s",
+                                sampler=space.make_sampler(spec))
+    study_id = storage.get_study_id_from_name("s")
+    cells = space.grid_cells(spec)
+
+    def start(chosen: list[space.Cell]) -> None:
+        start_trials(study, storage, study_id, [
+            NewTrial(c.params(), {k: dists[k] for k in c.params()},
+                     {"worker": "w2", "seed": c.seed}) for c in chosen], bulk=True)
+
+    start(cells[:2])
+    reader = sqlalchemy.create_engine(storage.engine.url)
+    book = ledger.Ledger(reader, study_id)
+    pending = [cells[2:5]]
+
+    @sqlalchemy.event.listens_for(reader, "before_cursor_execute")
+    def between(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "trial_params" in statement and pending:
+            start(pending.pop())  # committed by the study's own engine, another connection
+
+    first = book.trials()
+    assert [t.number for t in first] == [0, 1]  # the three new ones came too late
+    assert facts(book.trials()) == facts(study.get_trials())
+    assert [t.number for t in book.trials()] == [0, 1, 2, 3, 4]
+    reader.dispose()
