@@ -284,32 +284,46 @@ def _timed_cli(argv: Sequence[str], cwd: str, label: str) -> float:
     return time.perf_counter() - start
 
 
+def _child_env(cache: str | None) -> dict[str, str]:
+    """The environment of a bench child: this tree's `study` (whatever the installed
+    package points at), and `cache` as its STUDY_XLA_CACHE (None: the default cache)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if cache:
+        env["STUDY_XLA_CACHE"] = cache
+    return env
+
+
+def _child(label: str, trainer: str, argv: Sequence[str], tmp: str, env: dict[str, str]
+           ) -> tuple[float, ChildReport, float]:
+    """Run `study ARGV` in a timed child process in `tmp`: its wall time, its report, and
+    the load average before it started."""
+    out = Path(tmp) / "report.json"
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv],
+                          cwd=tmp, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or not out.exists():
+        raise SystemExit(f"bench: {label} ({trainer}) failed:\n{proc.stderr[-3000:]}")
+    report = ChildReport(**json.loads(out.read_text()))
+    if report.exit_code != 0:
+        raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
+                         f"{proc.stderr[-3000:]}")
+    return wall, report, load_before
+
+
 def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
               cache: str | None = "off", follow: bool = False) -> Run:
     """One `study run` in a child process; `cache` is its STUDY_XLA_CACHE (default: no
     compile cache, so that every run compiles); `follow` also times `study report` and
     `study query scaling` on the finished study."""
-    env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
-    # The tree this file is in, whatever the installed package points at.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    if cache:
-        env["STUDY_XLA_CACHE"] = cache
+    env = _child_env(cache)
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         argv = ["run", "--storage", f"sqlite:///{tmp}/study.db", "--trainer", trainer,
                 "--epochs", str(epochs), "--seeds", ",".join(map(str, range(seeds))),
                 "--set", f"data.n_train={n_train}"]
-        out = Path(tmp) / "report.json"
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv],
-                              cwd=tmp, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0 or not out.exists():
-            raise SystemExit(f"bench: {label} ({trainer}) failed:\n{proc.stderr[-3000:]}")
-        report = ChildReport(**json.loads(out.read_text()))
-        if report.exit_code != 0:
-            raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
-                             f"{proc.stderr[-3000:]}")
+        wall, report, load_before = _child(label, trainer, argv, tmp, env)
         run = Run(label, trainer, 20 * seeds, n_train, wall, report, load_before,
                   os.getloadavg()[0], study_flops(seeds, n_train, epochs))
         if follow:
@@ -571,27 +585,14 @@ def spec_run(label: str, trainer: str, spec: str, seeds: Sequence[int] | None) -
     """One `study run --spec SPEC` in a child process (the spec's own data, model and
     budget), timed as `study_run` times the article's. The child imports this checkout's
     `study` and `examples` (PYTHONPATH), which a builder spec names by module."""
-    env = {k: v for k, v in os.environ.items() if k not in ("STUDY_XLA_CACHE", "TF_XLA_FLAGS")}
-    env["STUDY_XLA_CACHE"] = "off"  # every run compiles, as a first run does
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = _child_env("off")  # every run compiles, as a first run does
     trials = spec_trials(spec, seeds)
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         argv = ["run", "--spec", spec, "--storage", f"sqlite:///{tmp}/study.db",
                 "--trainer", trainer]
         if seeds is not None:
             argv += ["--seeds", ",".join(map(str, seeds))]
-        out = Path(tmp) / "report.json"
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv],
-                              cwd=tmp, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0 or not out.exists():
-            raise SystemExit(f"bench: {label} ({trainer}) failed:\n{proc.stderr[-3000:]}")
-        report = ChildReport(**json.loads(out.read_text()))
-        if report.exit_code != 0:
-            raise SystemExit(f"bench: {label} ({trainer}): study run exited {report.exit_code}:\n"
-                             f"{proc.stderr[-3000:]}")
+        wall, report, load_before = _child(label, trainer, argv, tmp, env)
     run = Run(label, trainer, trials, 0, wall, report, load_before, os.getloadavg()[0],
               spec_flops(spec, seeds))
     print(f"  {label:28s} {trainer:10s} {wall:8.1f} s  {trials} trials  "
