@@ -134,18 +134,14 @@ def read_model(model: Any, input_shape: tuple[int, ...]) -> Net | str:
         width = shape[-1] if shape else 0
         if kind in (keras.layers.Flatten, keras.layers.Reshape):
             pass
-        elif kind is keras.layers.Dense:
-            if len(shape) != 1:
-                return f"{named} on a {len(shape)}-d input {shape}"
-            if layer.lora_enabled:
-                return f"{named} with LoRA"
-            ops.append(Dense(width, int(layer.units), bool(layer.use_bias)))
-            act = activation_name(layer.activation)
-            if act is None or act not in (*ACTIVATIONS, *OUTPUT_ACTIVATIONS):
-                return f"{named} with activation {_label(act, layer.activation)}"
-            if act != "linear":
-                ops.append(Activation(act))
-        elif kind is keras.layers.Activation:
+        elif kind in (keras.layers.Dense, keras.layers.Activation):
+            # A Dense layer's activation is fused as a layer of its own after it.
+            if kind is keras.layers.Dense:
+                if len(shape) != 1:
+                    return f"{named} on a {len(shape)}-d input {shape}"
+                if layer.lora_enabled:
+                    return f"{named} with LoRA"
+                ops.append(Dense(width, int(layer.units), bool(layer.use_bias)))
             act = activation_name(layer.activation)
             if act is None or act not in (*ACTIVATIONS, *OUTPUT_ACTIVATIONS):
                 return f"{named} with activation {_label(act, layer.activation)}"
