@@ -3,6 +3,9 @@ what Optuna reads of them, on real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -25,22 +28,35 @@ def facts(trials: list[ledger.Sketch] | list[optuna.trial.FrozenTrial]) -> list[
             for t in trials]
 
 
-def test_the_ledger_reads_what_optuna_reads_and_each_finished_trial_once(url: str) -> None:
+class GridStudy(NamedTuple):
+    storage: optuna.storages.RDBStorage
+    study: optuna.Study
+    study_id: int
+    start: Callable[[list[space.Cell]], list[optuna.Trial]]  # RUNNING trials for these cells
+
+
+def grid_study(url: str, worker: str) -> GridStudy:
+    """The article's grid study "s", empty, whose trials `start` makes as a claim does."""
     spec = load_spec("article")
     dists = space.distributions(spec)
     storage = open_storage(url)
     study = optuna.create_study(storage=storage, study_name="s",
                                 sampler=space.make_sampler(spec))
     study_id = storage.get_study_id_from_name("s")
-    book = ledger.Ledger(storage.engine, study_id)
-    assert book.trials() == []
 
     def start(cells: list[space.Cell]) -> list[optuna.Trial]:
         return start_trials(study, storage, study_id, [
             NewTrial(c.params(), {k: dists[k] for k in c.params()},
-                     {"worker": "w1", "seed": c.seed}) for c in cells], bulk=True)
+                     {"worker": worker, "seed": c.seed}) for c in cells], bulk=True)
 
-    cells = space.grid_cells(spec)
+    return GridStudy(storage, study, study_id, start)
+
+
+def test_the_ledger_reads_what_optuna_reads_and_each_finished_trial_once(url: str) -> None:
+    storage, study, study_id, start = grid_study(url, "w1")
+    book = ledger.Ledger(storage.engine, study_id)
+    assert book.trials() == []
+    cells = space.grid_cells(load_spec("article"))
     first = start(cells[:5])
     assert facts(book.trials()) == facts(study.get_trials())
     assert book.reads == 5
@@ -76,19 +92,8 @@ def test_a_trial_committed_between_the_ledgers_reads_is_read_whole_on_the_next(
     must not break the refresh, nor be lost to it."""
     import sqlalchemy
 
-    spec = load_spec("article")
-    dists = space.distributions(spec)
-    storage = open_storage(url)
-    study = optuna.create_study(storage=storage, study_name="s",
-                                sampler=space.make_sampler(spec))
-    study_id = storage.get_study_id_from_name("s")
-    cells = space.grid_cells(spec)
-
-    def start(chosen: list[space.Cell]) -> None:
-        start_trials(study, storage, study_id, [
-            NewTrial(c.params(), {k: dists[k] for k in c.params()},
-                     {"worker": "w2", "seed": c.seed}) for c in chosen], bulk=True)
-
+    storage, study, study_id, start = grid_study(url, "w2")
+    cells = space.grid_cells(load_spec("article"))
     start(cells[:2])
     reader = sqlalchemy.create_engine(storage.engine.url)
     book = ledger.Ledger(reader, study_id)
