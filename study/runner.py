@@ -424,9 +424,11 @@ def claim(ctx: StudyContext, me: Worker, limit: int,
             pending = pending_cells(ctx, trials)
             limit = min(limit, _fair_share(ctx, me, len(pending)))
             if size is not None and pending:
+                # Every pending cell, not only the next `limit`: the trainer weighs the
+                # study's whole work (a population trainer's micro-batches).
                 limit = max(1, min(limit, size([
                     TrialConfig.of(spec, c.batch_size, c.learning_rate, c.seed)
-                    for c in pending[:limit]])))
+                    for c in pending])))
             # WAITING trials are left only by a worker killed inside its claim: pop
             # them first (ask() pops the oldest), keeping those whose cell is pending.
             for _ in range(sum(t.state.name == "WAITING" for t in trials)):

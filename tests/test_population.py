@@ -12,6 +12,7 @@ from scipy import stats
 from study.data import Dataset, make_dataset
 from study.spec import Spec, load_spec
 from study.trainers import TrialConfig, choose_trainer, get_trainer
+from study.trainers._tf import tensorflow
 from study.trainers.keras import KerasTrainer, fit_trial
 from study.trainers.population import (
     PopulationTrainer,
@@ -22,6 +23,9 @@ from study.trainers.population import (
     train_population,
     unsupported,
 )
+from study.trainers.population.layers import mix
+from study.trainers.population.layout import OWN_PROGRAM, kind_of
+from study.trainers.population.program import shuffle_orders
 
 pytestmark = pytest.mark.slow
 
@@ -193,6 +197,42 @@ def test_groups_share_micro_batches() -> None:
     configs = [config(steps, bs, 0.01) for bs in (16, 32, 64, 48)]
     assert [[configs[i].batch_size for i in g.members]
             for g in plan_groups(configs, DATA.n_train)] == [[16], [32], [64], [48]]
+
+
+def test_a_batch_size_with_enough_work_gets_its_own_program() -> None:
+    # Enough member epochs of one batch size (OWN_PROGRAM) earn it its own micro-batch.
+    many = OWN_PROGRAM // SPEC.train.epochs - 1  # with the claim's own, exactly enough
+    configs = [config(SPEC, bs, 0.01) for bs in (16, 32, 64)]
+    work = [*configs, *[config(SPEC, 64, 0.01, s) for s in range(many)]]
+    assert [(g.micro, [configs[i].batch_size for i in g.members])
+            for g in plan_groups(configs, DATA.n_train, work=work)] == [(16, [16, 32]), (64, [64])]
+    # One member short of it: the claim's groups are weighed by `work`, not by themselves.
+    work = work[:-1]
+    assert [g.micro for g in plan_groups(configs, DATA.n_train, work=work)] == [16]
+    # Offered micro-batches: an equal one first, else the largest that divides.
+    kind = kind_of(configs[0], DATA.n_train)
+    configs.append(config(SPEC, 128, 0.01))
+    groups = plan_groups(configs, DATA.n_train, {kind: [16, 64, 32]})
+    assert [(g.micro, [configs[i].batch_size for i in g.members]) for g in groups] == \
+        [(16, [16]), (64, [64, 128]), (32, [32])]
+
+
+def test_the_shuffle_is_the_counter_hash_sorted() -> None:
+    """Each member's order of an epoch is its rows sorted by mix(mix(mix(seed) + epoch x
+    golden) ^ mix(row)), computed here in TensorFlow's uint32 arithmetic."""
+    tf = tensorflow()
+    seeds, n = np.array([0, 7, -3, 2**31 - 1], np.int32), 50
+    orders = shuffle_orders(seeds, 4, 2, n, 3)
+    assert orders.shape == (4, 3, n)
+    golden = tf.constant(0x9E3779B9, tf.uint32)
+    for e, epoch in enumerate((4, 5, 5)):  # a chunk of 2 epochs in 3 slots repeats the last
+        base = mix(tf, mix(tf, tf.cast(tf.constant(seeds), tf.uint32))
+                   + tf.constant(epoch, tf.uint32) * golden)
+        keys = mix(tf, tf.bitwise.bitwise_xor(base[:, None],
+                                              mix(tf, tf.cast(tf.range(n), tf.uint32))[None, :]))
+        np.testing.assert_array_equal(orders[:, e], tf.argsort(keys, axis=1, stable=True).numpy())
+    assert sorted(orders[1, 0]) == list(range(n)) and not (orders[0, 0] == orders[1, 0]).all()
+    assert (shuffle_orders(seeds, 4, 2, n, 3, shuffle=False) == np.arange(n)).all()
 
 
 def test_tiles_are_balanced() -> None:

@@ -19,6 +19,7 @@ from study.trainers.population import (
     tile_size,
     train_population,
 )
+from study.trainers.population.layout import OWN_PROGRAM
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +103,21 @@ def test_claims_grow_from_the_measured_speed(one_thread: None) -> None:
     assert len(plan_groups(longer, n, trainer.micros)) == 1
     assert trainer.claim_size(longer, n, 3.99 * round_cost) == 24
     assert trainer.claim_size(longer, n, 4.01 * round_cost) == 48
+
+
+def test_micro_batches_weigh_the_whole_study_and_claims_stay_under_the_limit(
+        one_thread: None) -> None:
+    # Each of two batch sizes has OWN_PROGRAM member epochs in the study, far more than
+    # a claim of 40 holds: each gets a program of its own all the same.
+    study = [TrialConfig.of(SPEC, bs, 0.01, seed) for seed in range(OWN_PROGRAM // 2)
+             for bs in (16, 64)]
+    trainer = PopulationTrainer(batch_limit=40)
+    taken = trainer.claim_size(study, DATA.n_train, 30.0)
+    assert [sorted(m) for m in trainer.micros.values()] == [[16, 64]]
+    # The tile is the first claim's largest group's (20 of each batch size), and with no
+    # speed measured a claim is one round: one tile on one core.
+    assert trainer.tile == tile_size(20) == 20 and taken == 20
+    # Less work: one program, at the smaller batch size.
+    fewer = PopulationTrainer(batch_limit=40)
+    fewer.claim_size(study[:OWN_PROGRAM // 2], DATA.n_train, 30.0)
+    assert list(fewer.micros.values()) == [[16]] and fewer.tile == tile_size(40)

@@ -103,8 +103,9 @@ class Trainer(Protocol):
     batch_limit: int
 
     def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
-        """How many of `pending` (the next configs to train, in order) to take in the next
-        `train` call so that it takes about `seconds`, judged from the calls before: the
+        """How many of `pending` (every config the runner has left to start, in the order
+        it takes them) to take in the next `train` call, at most `batch_limit`, so that
+        it takes about `seconds`, judged from the calls before: the
         runner records each call's results as it returns, so a kill loses at most that
         call. At least 1 when `pending` is not empty."""
         ...

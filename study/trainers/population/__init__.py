@@ -29,7 +29,14 @@ the gradients of `batch_size / b0` micro-batches and applies its optimizer updat
 the last one. Every member thus walks through the same number of micro-steps per
 epoch (`ceil(n / b0)`) and computes on exactly its own rows, so the article's grid
 (batch sizes 16..256) is one program and one compilation, not five. Batch sizes with
-no common divisor worth using (a TPE study's 37 and 101) go to separate programs.
+no common divisor worth using (a TPE study's 37 and 101) go to separate programs, and
+so does a batch size with enough work in the study to pay for its compile (the article
+x 100 seeds): a micro-batch as large as the batch is faster per row. Groups train side
+by side, their tiles sharing the cores.
+
+Each member's row order of an epoch is computed on the host (numpy's sort of a
+counter-based hash of its seed, the epoch and the row) and handed to the program with
+each chunk: XLA's sort on a CPU cost a quarter of the program's time.
 
 Members that diverge (an epoch's loss NaN, inf, or above their limit: see
 `base.diverges`) are frozen inside the program at the end of that epoch; members the

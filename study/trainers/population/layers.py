@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 Tensor = Any  # a tf.Tensor; TensorFlow ships no type stubs
 
 # Element-wise activations fused anywhere: keras.activations' functions of these names.
@@ -109,6 +112,15 @@ def mix(tf: Any, x: Tensor) -> Tensor:
     x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
     x = x * tf.constant(0x846CA68B, tf.uint32)
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def mix_host(x: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """`mix` in numpy, bit for bit (uint32 arithmetic wraps in both)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
 
 
 def dropout_keep(tf: Any, op: Dropout, base: Tensor, positions: Tensor) -> Tensor:

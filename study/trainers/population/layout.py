@@ -27,6 +27,10 @@ Weights = list[npt.NDArray[np.float32]]  # [kernel_1, bias_1, kernel_2, bias_2, 
 # (bounds the activations of a full-set evaluation to ~64 MiB).
 EVAL_BUDGET = 1 << 24
 
+# Member epochs of one batch size that earn it a program of its own, at its own batch
+# size as the micro-batch (see `plan_groups`): what saves about twice a compile's cost.
+OWN_PROGRAM = 10_000
+
 # Members per call of the compiled program on a CPU (see `tile_size`): at most this
 # many, and no tile smaller than MIN_TILE only to keep another core busy.
 CPU_TILE = 32
@@ -57,39 +61,55 @@ def kind_of(config: TrialConfig, n_train: int) -> Kind:
 
 
 def plan_groups(configs: Sequence[TrialConfig], n_train: int,
-                micros: Mapping[Kind, Sequence[int]] | None = None) -> list[Group]:
+                micros: Mapping[Kind, Sequence[int]] | None = None,
+                work: Sequence[TrialConfig] | None = None) -> list[Group]:
     """Partition configs into groups that one program can train.
 
     Configs must share everything in `TrialConfig.shape_key` but the batch size, and
     train for as many epochs (`TrialConfig.plan`): under a steps budget each batch size
     trains its own number of epochs, and a member that is done only rides along, so
     batch sizes with different epoch counts train apart (each at its own micro-batch,
-    which is also faster per row). Batch sizes are taken smallest first; each joins the
-    first group whose micro-batch divides it, else opens a group with itself as the
-    micro-batch. The article's 16..256 (all multiples of 16) make one group.
+    which is also faster per row).
+
+    Batch sizes are taken smallest first. One that a group's micro-batch equals joins
+    it; one with enough work for a program of its own (`OWN_PROGRAM`) opens a group
+    with itself as the micro-batch; any other joins the group with the largest
+    micro-batch that divides it, else opens its own. A micro-batch as large as the
+    batch size is the fastest per row (larger matrix products, one optimizer update per
+    step instead of one masked update per micro-step: 0.41 against 0.9 ms of CPU per
+    member and epoch for the article's 256 against 16), but each group is a program to
+    compile (about 1.3 s), so small studies keep the article's 16..256 (all multiples
+    of 16) in one group.
 
     `micros` lists, per kind, micro-batches to offer first (those of earlier calls): a
     later claim's configs then join the groups, and so run the programs, of the first
-    claim, even when its batch sizes alone would have chosen others.
+    claim, even when its batch sizes alone would have chosen others. `work` (default:
+    `configs`) is what the choice of micro-batches weighs: the study's pending trials,
+    when `configs` are one claim of them.
     """
     by_kind: dict[Kind, list[int]] = {}
     for i, c in enumerate(configs):
         by_kind.setdefault(kind_of(c, n_train), []).append(i)
+    member_epochs: dict[tuple[Kind, int], int] = {}
+    for c in (configs if work is None else work):
+        kind = kind_of(c, n_train)
+        member_epochs[kind, c.batch_size] = member_epochs.get((kind, c.batch_size), 0) + kind[3]
     groups: list[Group] = []
     for kind, indices in by_kind.items():
         model, train, analysis, _epochs = kind
-        # (micro, members)
-        open_groups: list[tuple[int, list[int]]] = [(m, []) for m in (micros or {}).get(kind, ())]
+        # micro-batch: members
+        open_groups: dict[int, list[int]] = {m: [] for m in (micros or {}).get(kind, ())}
         for i in sorted(indices, key=lambda i: (configs[i].batch_size, i)):
             bs = configs[i].batch_size
-            for micro, members in open_groups:
-                if bs % micro == 0:
-                    members.append(i)
-                    break
-            else:
-                open_groups.append((bs, [i]))
+            if bs not in open_groups:
+                dividing = [m for m in open_groups if bs % m == 0]
+                if dividing and member_epochs.get((kind, bs), 0) < OWN_PROGRAM:
+                    bs = max(dividing)
+                else:
+                    open_groups[bs] = []
+            open_groups[bs].append(i)
         groups += [Group(tuple(members), micro, model, train, analysis)
-                   for micro, members in open_groups if members]
+                   for micro, members in open_groups.items() if members]
     return groups
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,11 @@ BATCH_LIMIT = 400
 # median pruner waits for 5 completed trials), so claims are smaller.
 PRUNING_BATCH_LIMIT = 16
 
+# Builds Keras models (a builder's initial weights) one group at a time: groups train
+# on threads side by side, and Keras' name counters are not guarded for that.
+_KERAS = threading.Lock()
+
+
 class PopulationTrainer:
     name = "population"
 
@@ -85,8 +92,11 @@ class PopulationTrainer:
     def claim_size(self, pending: Sequence[TrialConfig], n_train: int, seconds: float) -> int:
         """How many of `pending` to train next so that it takes about `seconds`.
 
-        The first call fixes the tile and the groups' micro-batches from the work in
-        sight then (`tile_size`, `plan_groups`); every claim is then trained in tiles of
+        `pending` is every trial the runner has left to start, in the order it takes
+        them; a claim is at most `batch_limit` of them. The first call fixes the groups'
+        micro-batches from all of `pending` (a batch size with enough work in the study
+        gets a program of its own) and the tile from the first claim's groups
+        (`plan_groups`, `tile_size`); every claim is then trained in tiles of
         that size, the last padded with frozen members, and in those groups, so a later
         claim of any size and batch sizes runs the programs compiled for the first: the
         compile cost is paid once per program, not per claim. A claim is one round of
@@ -98,7 +108,12 @@ class PopulationTrainer:
         if not pending:
             return 0
         if self.tile is None:
-            self.tile = tile_size(len(pending))
+            # Micro-batches weigh the work of every pending trial, the tile the first
+            # claim's largest group (each group's tiles run on the cores together).
+            self._learn_micros(pending, n_train)
+            first = plan_groups(pending[:self.batch_limit], n_train, self.micros)
+            self.tile = tile_size(max(len(g.members) for g in first))
+        pending = pending[:self.batch_limit]
         self._learn_micros(pending, n_train)
         tile = self.tile
         take = min(len(pending), tile * _parallel_tiles())
@@ -166,7 +181,8 @@ def train_population(
     `tile` fixes the members per program call (by default each group picks its own,
     `tile_size`) and `micros` the groups' micro-batches (see `plan_groups`), so that
     calls of other sizes run the same programs; `timings`, if given, receives each
-    group, its tile and its seconds.
+    group, its tile and its seconds (its own work: its tiles' time over the cores, and
+    what it ran outside them).
     """
     if chunk_epochs < 1:
         raise ValueError(f"chunk_epochs: expected a positive number of epochs, got {chunk_epochs}")
@@ -178,14 +194,34 @@ def train_population(
                          f"{len(configs)} configs")
     results: list[TrialResult | None] = [None] * len(configs)
     finals: list[Weights | None] = [None] * len(configs)
-    for group in plan_groups(configs, data.n_train, micros):
+    groups = plan_groups(configs, data.n_train, micros)
+    watch = monitor
+    if len(groups) > 1:
+        # Groups train side by side, so their tiles share the cores (a group with fewer
+        # tiles than cores would leave one idle), and the monitor is called by one at a
+        # time.
+        lock = threading.Lock()
+
+        def watch(member: int, epoch: int, loss: float, val: float, val_acc: float) -> bool:
+            with lock:
+                return monitor(member, epoch, loss, val, val_acc)
+
+    def train_group(group: Group) -> tuple[Group, int, float, list[TrialResult], list[Weights]]:
         weights = None if initial_weights is None else [initial_weights[i] for i in group.members]
         group_tile = tile_size(len(group.members)) if tile is None else tile
-        start = time.perf_counter()
-        out, trained = _train_group(group, [configs[i] for i in group.members], data, monitor,
-                                    chunk_epochs, weights, shuffle, group_tile, input_shape)
+        out, trained, seconds = _train_group(
+            group, [configs[i] for i in group.members], data, watch, chunk_epochs, weights,
+            shuffle, group_tile, input_shape)
+        return group, group_tile, seconds, out, trained
+
+    if len(groups) == 1:
+        done = [train_group(groups[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(groups), "study-group") as pool:
+            done = list(pool.map(train_group, groups))
+    for group, group_tile, seconds, out, trained in done:
         if timings is not None:
-            timings.append((group, group_tile, time.perf_counter() - start))
+            timings.append((group, group_tile, seconds))
         for i, r, w in zip(group.members, out, trained, strict=True):
             results[i], finals[i] = r, w
     if final_weights is not None:
@@ -203,7 +239,10 @@ def _train_group(
     shuffle: bool,
     tile: int,
     input_shape: tuple[int, ...],
-) -> tuple[list[TrialResult], list[Weights]]:
+) -> tuple[list[TrialResult], list[Weights], float]:
+    """Train one group: its results, its final weights, and the seconds of its own work
+    (its tiles' time over the cores that run them side by side, and its time outside
+    them), which excludes waiting for the tiles of groups training beside it."""
     tf = tensorflow()
     start = time.perf_counter()
     n_members = len(configs)
@@ -218,9 +257,10 @@ def _train_group(
     if initial is None:
         # The shorthand draws from numpy (the same distribution as Keras, another
         # stream); a builder's model is built per member as the keras trainer builds it.
-        initial = [glorot_weights(c.seed, layout.sizes) if not group.model.builder
-                   else initial_weights(group.model, input_shape, n_outputs, c.seed)
-                   for c in configs]
+        with _KERAS:
+            initial = [glorot_weights(c.seed, layout.sizes) if not group.model.builder
+                       else initial_weights(group.model, input_shape, n_outputs, c.seed)
+                       for c in configs]
     for i, weights in enumerate(initial):
         shapes = [tuple(np.shape(w)) for w in weights]
         if shapes != layout.shapes:
@@ -228,7 +268,7 @@ def _train_group(
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
     key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
-                      shuffle, n_outputs, net)
+                      n_outputs, net)
     classifies = key.loss in CLASSIFICATION_LOSSES
     program = programs.program_for(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
@@ -260,6 +300,7 @@ def _train_group(
             lr=tf.constant([c.learning_rate for c in padded[rows]], tf.float32),
             batch=tf.constant([c.batch_size for c in padded[rows]], tf.int32),
             seeds=tf.constant([c.seed for c in padded[rows]], tf.int32),
+            seed_values=np.array([c.seed for c in padded[rows]], np.int32),
             epochs=tf.constant([p.epochs for p in padded_plans[rows]], tf.int32),
             last_rows=tf.constant([p.last_rows for p in padded_plans[rows]], tf.int32),
             sched=tf.constant([[s.decay_steps, s.warmup] for s in schedules[rows]], tf.float32),
@@ -299,6 +340,8 @@ def _train_group(
 
     if 0 in noise_at:
         measure_noise(0)
+    timing = threading.Lock()
+    tile_seconds = waited = 0.0
     done = 0
     while done < epochs and active.any():
         n_run = min(chunk_epochs, epochs - done)
@@ -307,16 +350,24 @@ def _train_group(
 
         def run_tile(t: int, s: _TileState, done: int = done, n_run: int = n_run
                      ) -> tuple[npt.NDArray[np.float32], ...]:
+            nonlocal tile_seconds
+            began = time.perf_counter()
+            orders = programs.shuffle_orders(s.seed_values, done, n_run, n, chunk_epochs, shuffle)
             s.theta, s.slots, s.steps, *outs = program(
                 s.theta, s.slots, s.steps, s.lr, s.batch, s.seeds,
                 tf.constant(active[t * tile:(t + 1) * tile]), tf.constant(done, tf.int32),
                 tf.constant(n_run, tf.int32), x, y, xv, yv, s.epochs, s.last_rows, s.sched,
-                s.bounds, s.values, s.limit)
+                s.bounds, s.values, s.limit, tf.constant(orders))
             # Per epoch: training loss, validation loss, training and validation accuracy.
-            return tuple(o.numpy()[:n_run] for o in outs)
+            got = tuple(o.numpy()[:n_run] for o in outs)
+            with timing:
+                tile_seconds += time.perf_counter() - began
+            return got
 
         # XLA runs a CPU program on one core; tiles run side by side, one per core.
+        began = time.perf_counter()
         outs = list(_pool().map(run_tile, range(n_tiles), tiles))
+        waited += time.perf_counter() - began
         losses, vals, accs, val_accs = (np.concatenate([o[i] for o in outs], axis=1)
                                         for i in range(4))
         for e in range(n_run):
@@ -353,7 +404,9 @@ def _train_group(
         who = [m for m in range(n_members) if status[m] == "complete"]
         sharp = dict(zip(who, sharpness(key, trained[who], x, y, analysis.sharpness_iterations,
                                         tile), strict=True))
-    share = (time.perf_counter() - start) / n_members
+    spent = time.perf_counter() - start
+    seconds = spent - waited + tile_seconds / _parallel_tiles()
+    share = spent / n_members
     results = []
     for m in range(n_members):
         extras = noise_extras(analysis.noise_batches, noise[m])
@@ -365,7 +418,7 @@ def _train_group(
             steps=plans[m].steps_after(len(train_curves[m])), seconds=share,
             diverged_epoch=diverged[m], extras=extras, train_accuracy_curve=train_accuracy[m],
             val_accuracy_curve=val_accuracy[m]))
-    return results, [layout.unflatten(trained[m]) for m in range(n_members)]
+    return results, [layout.unflatten(trained[m]) for m in range(n_members)], seconds
 
 
 @dataclass
@@ -378,6 +431,7 @@ class _TileState:
     lr: Tensor
     batch: Tensor
     seeds: Tensor
+    seed_values: npt.NDArray[np.int32]  # the seeds, for the shuffle (program.shuffle_orders)
     epochs: Tensor  # epochs of its budget (TrainSpec.plan)
     last_rows: Tensor  # rows trained in its last epoch
     sched: Tensor  # (members, 2): the schedule's decay steps and warm-up steps
