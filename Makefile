@@ -51,8 +51,11 @@ unit: $(STAMP)
 
 test: lint unit
 
-# The keras reference and the population trainer side by side on real `study run`s
-# (~15 min on 2 cores; ARGS=--quick skips the slowest); rewrites BENCHMARKS.md's table.
+# The population trainer against the article's own loop (bench/article_loop.py), the keras
+# reference and the machine's matmul peak, from one run of real `study run`s up to 10,000
+# trials (about half an hour on 2 cores, by each row's last measured time; ARGS=--quick is
+# a short smoke, ARGS=--keras-100 adds keras on 100 trials, ~10 min more); rewrites
+# BENCHMARKS.md's tables.
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py --write BENCHMARKS.md $(ARGS)
 

@@ -1,4 +1,6 @@
-"""`make bench`: the keras reference and the population trainer, side by side, on `study run`.
+"""`make bench`: the population trainer against the article's loop, keras and the matmul peak.
+
+All of them side by side, from one run.
 
 Every measurement is a real `study run` (the CLI's own `main`, the runner, SQLite in a
 temporary directory) in a child process of its own, so each pays its own interpreter
@@ -7,13 +9,26 @@ inside, what the wall time went to: importing TensorFlow, training (the populati
 trainer's compiled calls, the first of each shape including XLA's compile), and every
 Optuna storage call made on the main thread.
 
-    python bench/bench.py                   # everything (~30 min on 2 cores: keras x 100, twice)
-    python bench/bench.py --quick           # no keras 100-trial run, no 400 / 100k points
+The baseline is the article's own experiment loop (bench/article_loop.py: 20 Keras
+`model.fit`s one after another), run once per bench as a process of its own and timed
+the same way, start to exit. Each population study's ratio is per trial: (the article
+loop's wall / 20) / (the study's wall / its trials). The targets: article x 5 seeds (100
+trials) >= 60x; article x 100 seeds (2000 trials) >= 200x, its GFLOP/s inside
+`trainer.train` >= 40% of the peak; article x 500 seeds (10,000 trials) with storage
+under 5% of its wall and `study report` and `study query scaling` on it under 30 s each.
+
+    python bench/bench.py                   # everything (~30 min on 2 cores)
+    python bench/bench.py --quick           # a smoke: no 400 / 2000 / 10,000-trial studies,
+                                            # no 100k rows, the digits keras on 1 seed
+    python bench/bench.py --keras-100       # also keras on article x 5 seeds (~10 min more)
     python bench/bench.py --write BENCHMARKS.md
-    python bench/bench.py --big             # also article x 500 seeds (10,000 trials)
+    python bench/bench.py --only-big        # the peak and the 10,000-trial row alone
     python bench/bench.py --only digits     # only "Your own model and data": the digits
                                             # MLP x 5 seeds, population and keras; the CNN
     python bench/bench.py --only digits --digits-keras-seeds 1   # keras on 20 trials, scaled
+
+(`--big` is still accepted: the 10,000-trial row it used to add is now in every run but
+`--quick`'s, and `--quick --big` adds it back.)
 
 The same run measures the machine's limit: a 4096 x 4096 float32 matrix product on every
 core, through numpy and through TensorFlow's XLA, best of several. Each population row
@@ -336,6 +351,126 @@ def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
     return run
 
 
+# --------------------------------------------------------------------------- the article's loop
+
+ARTICLE_LOOP = ROOT / "bench" / "article_loop.py"
+ARTICLE_TRIALS = 20  # its grid: 5 batch sizes x 4 learning rates, one seed
+
+
+@dataclass
+class ArticleLoop:
+    """The article's own loop (bench/article_loop.py), timed as a process of its own."""
+
+    wall: float  # process start to exit
+    epochs: int
+    losses: list[float]  # each combination's final training loss, in the article's order
+    load_before: float
+    load_after: float
+    trials: int = ARTICLE_TRIALS
+
+    @property
+    def per_trial(self) -> float:
+        return self.wall / self.trials
+
+
+def article_losses(stdout: str) -> list[float]:
+    """The final losses article_loop.py prints as JSON on its last line, one per
+    combination of its grid; ValueError naming what is wrong otherwise."""
+    lines = stdout.strip().splitlines()
+    if not lines:
+        raise ValueError("the article's loop printed nothing")
+    try:
+        rows = json.loads(lines[-1])
+        losses = [float(row["loss"]) for row in rows]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"the article's loop's last line is not its losses: {lines[-1][:200]!r}"
+                         ) from e
+    if len(losses) != ARTICLE_TRIALS:
+        raise ValueError(f"the article's loop gave {len(losses)} losses, not {ARTICLE_TRIALS}")
+    return losses
+
+
+def article_loop(epochs: int) -> ArticleLoop:
+    """bench/article_loop.py in a child process: the article's 20 `model.fit`s one after
+    another, its wall time from process start to exit. Plain Keras: on a CPU `fit` does
+    not compile with XLA, so there is no compile cache to be warm or cold (it is off)."""
+    env = _child_env("off")
+    with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ARTICLE_LOOP), "--epochs", str(epochs)],
+                              cwd=tmp, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the article's loop failed:\n{proc.stderr[-3000:]}")
+    try:
+        losses = article_losses(proc.stdout)
+    except ValueError as e:
+        raise SystemExit(f"bench: {e}") from None
+    loop = ArticleLoop(wall, epochs, losses, load_before, os.getloadavg()[0])
+    print(f"  {'the article loop':28s} {'keras fit':10s} {wall:8.1f} s  "
+          f"{loop.per_trial:.2f} s per trial  load {load_before:.1f}->{loop.load_after:.1f}",
+          flush=True)
+    return loop
+
+
+# The population rows set against the article's loop, and the issue's targets for them:
+# a `study run`'s wall per trial that many times shorter than the article's.
+VS_ARTICLE = (("article", 20), ("article x 5 seeds", 100), ("article x 20 seeds", 400),
+              ("article x 100 seeds", 2000), ("article x 500 seeds", 10_000))
+RATIO_TARGETS = {"article x 5 seeds": 60.0, "article x 100 seeds": 200.0}
+# And the 2000-trial study's arithmetic per second inside `trainer.train`, as a share of
+# the matmul peak measured in the same run.
+SHARE_LABEL, SHARE_TARGET = "article x 100 seeds", 0.40
+
+
+def ratio_vs_article(article: ArticleLoop, run: Run) -> float:
+    """How many times shorter `run`'s wall per trial is than the article loop's."""
+    return article.per_trial / (run.wall / run.trials)
+
+
+@dataclass(frozen=True)
+class VsArticle:
+    """One row of "Against the article's own loop"; None where the run was not made."""
+
+    label: str
+    trials: int
+    wall: float | None
+    ratio: float | None
+    target: float | None  # the ratio it should reach; None: no target
+
+    @property
+    def per_trial(self) -> float | None:
+        return None if self.wall is None else self.wall / self.trials
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.ratio is None:
+            return None
+        return self.ratio >= self.target
+
+
+def against_article(runs: Sequence[Run], article: ArticleLoop | None) -> list[VsArticle]:
+    """The population rows of VS_ARTICLE, each with its ratio to the article loop."""
+    by = {r.label: r for r in runs if r.trainer == "population"}
+    rows = []
+    for label, trials in VS_ARTICLE:
+        run = by.get(label)
+        rows.append(VsArticle(
+            label, run.trials if run else trials, run.wall if run else None,
+            ratio_vs_article(article, run) if run and article else None,
+            RATIO_TARGETS.get(label)))
+    return rows
+
+
+def share_of_peak(run: Run | None, peak_gflops: float | None) -> float | None:
+    """`run`'s GFLOP/s inside `trainer.train` as a share of the measured peak."""
+    speed = run.gflops if run is not None else None
+    if speed is None or not peak_gflops:
+        return None
+    return speed / peak_gflops
+
+
 PEAK_SIZE = 4096
 PEAK_PROGRAM = f"""
 import json, time
@@ -403,15 +538,64 @@ def fmt(x: float | None, spec: str = ".1f", suffix: str = " s") -> str:
     return "n/a" if x is None else f"{x:{spec}}{suffix}"
 
 
+def check(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "missed")
+
+
+def render_vs_article(runs: Sequence[Run], article: ArticleLoop | None,
+                      peak_gflops: float | None) -> list[str]:
+    """The section "Against the article's own loop": each population study's wall per
+    trial against the article loop's, measured in the same run, and the 2000-trial
+    study's share of the matmul peak."""
+    lines = ["### Against the article's own loop", ""]
+    if article is None:
+        lines += ["The article's loop was not run (`--only-big`): no ratios.", ""]
+    else:
+        lines += [
+            f"The article's own loop (bench/article_loop.py: its {article.trials} combinations, "
+            f"one Keras `model.fit` of {article.epochs} epochs each, one after another in one "
+            f"process), in this run: {article.wall:.1f} s from process start to exit, "
+            f"{article.per_trial:.2f} s per trial (load {article.load_before:.1f}->"
+            f"{article.load_after:.1f}). A study's ratio is the article loop's seconds per "
+            "trial over the study's: (article wall / 20) / (`study run` wall / trials).",
+            "",
+        ]
+    lines += [
+        "| study | trials | wall | per trial | ratio vs article loop | target | |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in against_article(runs, article):
+        per_trial = fmt(None if row.per_trial is None else 1000 * row.per_trial, ".1f", " ms")
+        target = "none" if row.target is None else f">= {row.target:.0f}x"
+        met = "" if row.target is None else check(row.met)
+        lines.append(f"| {row.label} | {row.trials:,} | {fmt(row.wall)} | {per_trial} | "
+                     f"{fmt(row.ratio, '.1f', 'x')} | {target} | {met} |")
+    run = next((r for r in runs if r.label == SHARE_LABEL and r.trainer == "population"), None)
+    share = share_of_peak(run, peak_gflops)
+    speed = run.gflops if run is not None else None
+    measured = ("n/a" if share is None or speed is None or peak_gflops is None
+                else f"{share:.0%} of peak ({speed:.0f} of {peak_gflops:.0f} GFLOP/s)")
+    lines.append(
+        f"| {SHARE_LABEL}: GFLOP/s inside `trainer.train` (training + evaluation, compiles "
+        f"included), share of the matmul peak | {run.trials if run else dict(VS_ARTICLE)[SHARE_LABEL]:,} "
+        f"| | | {measured} | "
+        f">= {SHARE_TARGET:.0%} | {check(None if share is None else share >= SHARE_TARGET)} |")
+    return lines
+
+
 def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
-           limit: dict[str, float] | None = None) -> str:
+           limit: dict[str, float] | None = None, article: ArticleLoop | None = None) -> str:
     by = {(r.label, r.trainer): r for r in runs}
+    best = max(limit.values()) if limit else None
     lines = [
         f"Measured {datetime.datetime.now().isoformat(timespec='minutes')} by `{command}`; "
         f"every run is a fresh `study run` process ({epochs} epochs, SQLite in a temporary "
-        "directory), timed from process start to exit.",
+        "directory), timed from process start to exit; so is the article's own loop, a "
+        "plain Python process.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "",
+        *render_vs_article(runs, article, best),
         "",
         "### Keras reference vs population trainer",
         "",
@@ -426,10 +610,6 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
                      f"{fmt(p.wall if p else None)} | {ratio} | {share} |")
     k20, p20 = by.get(("article", "keras")), by.get(("article", "population"))
     k100, p100 = by.get(("article x 5 seeds", "keras")), by.get(("article x 5 seeds", "population"))
-
-    def check(ok: bool | None) -> str:
-        return "n/a" if ok is None else ("met" if ok else "missed")
-
     r20 = k20.wall / p20.wall if k20 and p20 else None
     r100 = k100.wall / p100.wall if k100 and p100 else None
     lines += [
@@ -446,7 +626,9 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
         f"{fmt(p100.storage_share if p100 else None, '.1%', '')} | "
         f"{check(None if p100 is None else p100.storage_share < 0.15)} |",
     ]
-    best = max(limit.values()) if limit else None
+    if k100 is None:
+        lines += ["", "The keras reference on 100 trials (about 10 min) is measured only with "
+                      "`--keras-100`; without it, the rows that need it read n/a."]
     lines += [
         "",
         "### Where the population trainer's time goes",
@@ -505,8 +687,10 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
     lines += [
         "",
         "Load average (1 min) before -> after each run: "
-        + "; ".join(f"{r.label} {r.trainer} {r.load_before:.1f}->{r.load_after:.1f}"
-                    for r in runs) + ".",
+        + "; ".join([*([f"the article loop {article.load_before:.1f}->{article.load_after:.1f}"]
+                       if article else []),
+                     *(f"{r.label} {r.trainer} {r.load_before:.1f}->{r.load_after:.1f}"
+                       for r in runs)]) + ".",
     ]
     slowest = max((r for r in runs if r.trainer == "population"),
                   key=lambda r: r.report.storage_seconds, default=None)
@@ -709,12 +893,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="skip the keras 100-trial run and the 400-trial / 100k-row points")
-    parser.add_argument("--epochs", type=int, default=50, help="epochs per trial (default: 50)")
+                        help="a short smoke: no 400-, 2000- or 10,000-trial study, no 100k-row "
+                             "point, the digits keras reference on 1 seed")
+    parser.add_argument("--epochs", type=int, default=50,
+                        help="epochs per trial, the article loop's too (default: 50)")
     parser.add_argument("--write", metavar="FILE", help="rewrite FILE's generated section")
+    parser.add_argument("--keras-100", action="store_true",
+                        help="also the keras reference on article x 5 seeds (100 trials, ~10 "
+                             "min on 2 cores), for the keras-vs-population targets on 100 trials")
     parser.add_argument("--big", action="store_true",
-                        help="also article x 500 seeds (10,000 trials, ~5 min of training on "
-                             "2 cores), with `study report` and `study query scaling` on it")
+                        help="the 10,000-trial study (article x 500 seeds, with `study report` "
+                             "and `study query scaling` on it) is now part of every run but "
+                             "--quick's; this adds it to --quick's too")
     parser.add_argument("--only-big", action="store_true",
                         help="the peak and the 10,000-trial row alone")
     parser.add_argument("--only", choices=["digits"],
@@ -750,23 +940,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(section)
         return 0
+    article = article_loop(e)
     runs = [study_run("article", "keras", 1, 1000, e),
             study_run("article", "population", 1, 1000, e),
             study_run("article x 5 seeds", "population", 5, 1000, e)]
+    if not opts.quick:
+        runs.append(study_run("article x 20 seeds", "population", 20, 1000, e))
+        runs.append(study_run("article x 100 seeds", "population", 100, 1000, e))
     with tempfile.TemporaryDirectory(prefix="study-xla-") as cache:
         # Opt-in STUDY_XLA_CACHE: the first run fills it, the second loads its program.
         study_run("article, filling the XLA cache", "population", 1, 1000, e, cache)
         runs.append(study_run("article, warm XLA cache", "population", 1, 1000, e, cache))
-    if not opts.quick:
-        runs.append(study_run("article x 5 seeds", "keras", 5, 1000, e))
-        runs.append(study_run("article x 20 seeds", "population", 20, 1000, e))
     runs.append(study_run("article, 10k rows", "population", 1, 10_000, e))
     if not opts.quick:
         runs.append(study_run("article, 100k rows", "population", 1, 100_000, e))
-    if opts.big:
+    if not opts.quick or opts.big:
         runs.append(study_run("article x 500 seeds", "population", 500, 1000, e, follow=True))
+    if opts.keras_100:
+        runs.append(study_run("article x 5 seeds", "keras", 5, 1000, e))
     digits = render_digits(digits_runs(keras_seeds), info, command)
-    section = render(runs, info, command, e, limit)
+    section = render(runs, info, command, e, limit, article)
     print()
     print(section)
     print(digits)
