@@ -39,6 +39,9 @@ class _ProgramKey:
     boundaries: int  # step decay's boundaries
     micro: int
     chunk_epochs: int
+    # Whether every member's batch is one micro-batch: then each step's gradient is the
+    # batch's, applied as it is, with no accumulator carried from step to step.
+    whole: bool = False
 
     @property
     def layout(self) -> Layout:
@@ -47,7 +50,7 @@ class _ProgramKey:
 
 def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
                 chunk_epochs: int = CHUNK_EPOCHS, n_outputs: int = 1,
-                net: Net | None = None) -> _ProgramKey:
+                net: Net | None = None, whole: bool = False) -> _ProgramKey:
     """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
     `sharpness`) read only its model and loss. `net` is the model read as a Net (see
     network.py), the shorthand's by default."""
@@ -61,7 +64,7 @@ def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int 
         (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
         train.schedule, train.warmup_fraction > 0,
         len(train.decay_at) if train.schedule == "step" else 0,
-        micro, chunk_epochs)
+        micro, chunk_epochs, whole)
 
 
 _programs: dict[_ProgramKey, Callable[..., Any]] = {}
@@ -226,7 +229,7 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             drop = (drop_base, k * b0 + tf.range(b0)) if key.net.dropout else None
             loss_sum, right, grad = _gradients(tf, key, theta, xb, yb, valid,
                                                tf.gather(scale_table, k), drop)
-            acc = acc + grad
+            acc = grad if key.whole else acc + grad
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
             # tf.cond measured no faster on a CPU: XLA then copies the carried state.
@@ -239,13 +242,14 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             theta = tf.where(apply[:, None], new_theta, theta)
             slots = tuple(tf.where(apply[:, None], b, a)
                           for a, b in zip(slots, new_slots, strict=True))
-            acc = tf.where(ends[:, None], tf.zeros_like(acc), acc)
+            acc = acc[:, :0] if key.whole else tf.where(ends[:, None], tf.zeros_like(acc), acc)
             steps_taken = tf.where(apply, stepped, steps_taken)
             return k + 1, theta, slots, acc, steps_taken, sse + loss_sum, hits + right
 
         _, theta, slots, _, steps_taken, sse, hits = tf.while_loop(
             lambda k, *_: k < micro_steps, step,
-            (tf.constant(0), theta, slots, tf.zeros_like(theta), steps_taken,
+            (tf.constant(0), theta, slots,
+             tf.zeros([members, 0 if key.whole else theta.shape[1]], f32), steps_taken,
              tf.zeros([members], f32), tf.zeros([members], f32)))
         # The epoch's mean loss and accuracy over its rows, as model.fit's trackers.
         return (theta, slots, steps_taken, sse / tf.cast(rows, f32),

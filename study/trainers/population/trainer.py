@@ -268,7 +268,7 @@ def _train_group(
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
     key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
-                      n_outputs, net)
+                      n_outputs, net, whole=all(c.batch_size == group.micro for c in configs))
     classifies = key.loss in CLASSIFICATION_LOSSES
     program = programs.program_for(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
