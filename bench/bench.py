@@ -505,6 +505,52 @@ def peak() -> dict[str, float]:
     return found
 
 
+# The article's largest layer (64 -> 32) as the population trainer multiplies it: a tile
+# of members, each its own rows and kernel, in a compiled loop (the product feeds the
+# next iteration, so none is skipped), at the micro-batches of the smallest and largest
+# batch sizes.
+SHAPE_MEMBERS, SHAPE_ROWS = 29, (16, 256)
+SHAPE_PROGRAM = f"""
+import json, time
+from study.trainers._tf import tensorflow
+tf = tensorflow()
+members, steps = {SHAPE_MEMBERS}, 400
+out = {{}}
+for rows in {SHAPE_ROWS}:
+    a = tf.random.uniform([members, rows, 64])
+    b = tf.random.uniform([members, 64, 32])
+    def body(i, a):
+        return i + 1, a + tf.reduce_sum(tf.matmul(a, b)) * 1e-12
+    loop = tf.function(lambda a: tf.while_loop(lambda i, a: i < steps, body, (0, a))[1],
+                       jit_compile=True)
+    def empty(i, a):
+        return i + 1, a + tf.reduce_sum(a[:, :1, :1]) * 1e-12
+    base = tf.function(lambda a: tf.while_loop(lambda i, a: i < steps, empty, (0, a))[1],
+                       jit_compile=True)
+    def best(f):
+        f(a).numpy()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter(); f(a).numpy(); times.append(time.perf_counter() - start)
+        return min(times)
+    seconds = max(best(loop) - best(base), 1e-9) / steps
+    out[str(rows)] = 2 * members * rows * 64 * 32 / seconds / 1e9
+print(json.dumps(out))
+"""
+
+
+def shape_rates() -> dict[str, float]:
+    """GFLOP/s of XLA's batched matrix product on the article's 64 x 32 layer, one core,
+    by micro-batch rows: what the trainer's arithmetic can reach at those shapes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDY_XLA_CACHE": "off"}
+    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", SHAPE_PROGRAM],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: measuring the layer's matmul failed:\n{proc.stderr[-3000:]}")
+    found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return found
+
+
 def machine() -> dict[str, str]:
     from importlib import metadata
 
@@ -584,7 +630,8 @@ def render_vs_article(runs: Sequence[Run], article: ArticleLoop | None,
 
 
 def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
-           limit: dict[str, float] | None = None, article: ArticleLoop | None = None) -> str:
+           limit: dict[str, float] | None = None, article: ArticleLoop | None = None,
+           shapes: dict[str, float] | None = None) -> str:
     by = {(r.label, r.trainer): r for r in runs}
     best = max(limit.values()) if limit else None
     lines = [
@@ -644,6 +691,15 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
             "layer per row, backward about twice that, optimizer updates not counted; "
             "training, then evaluation: validation every epoch and the final training loss) "
             "over the seconds inside `trainer.train`, compiles included.",
+            "",
+        ]
+    if shapes:
+        lines += [
+            "What the matrix products the trainer is made of reach, measured in this run: "
+            f"XLA's batched product of the article's largest layer ({SHAPE_MEMBERS} members, "
+            "each its own rows x 64 times its own 64 x 32 kernel), in a compiled loop on one "
+            "core: " + ", ".join(f"{v:.0f} GFLOP/s at {k} rows" for k, v in shapes.items())
+            + " (the peak above is on every core).",
             "",
         ]
     lines += [
@@ -933,10 +989,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit = peak()
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in limit.items()),
           flush=True)
+    shapes = shape_rates()
+    print("the article's 64 x 32 layer, batched, one core: "
+          + ", ".join(f"{v:.0f} GFLOP/s at {k} rows" for k, v in shapes.items()), flush=True)
     e = opts.epochs
     if opts.only_big:
         runs = [study_run("article x 500 seeds", "population", 500, 1000, e, follow=True)]
-        section = render(runs, info, command, e, limit)
+        section = render(runs, info, command, e, limit, shapes=shapes)
         print()
         print(section)
         return 0
@@ -959,7 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.keras_100:
         runs.append(study_run("article x 5 seeds", "keras", 5, 1000, e))
     digits = render_digits(digits_runs(keras_seeds), info, command)
-    section = render(runs, info, command, e, limit, article)
+    section = render(runs, info, command, e, limit, article, shapes)
     print()
     print(section)
     print(digits)

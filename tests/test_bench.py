@@ -133,7 +133,8 @@ def test_render_shows_ratios_targets_and_the_share_of_peak() -> None:
     runs = [_run("article", 20, 6.0), _run("article x 5 seeds", 100, 1.0),
             _run("article x 100 seeds", 2000, 60.0, train_seconds=50.0, gflop=2500.0)]
     text = bench.render(runs, {"cores": "2"}, "bench", 50, {"numpy": 100.0, "tensorflow": 125.0},
-                        _article(90.0))
+                        _article(90.0), {"16": 31.4, "256": 77.0})
+    assert "one core: 31 GFLOP/s at 16 rows, 77 GFLOP/s at 256 rows" in text
     assert "90.0 s from process start to exit, 4.50 s per trial (load 1.0->1.5)" in text
     table = _table(text, "### Against the article's own loop")
     assert table["article"] == ["20", "6.0 s", "300.0 ms", "15.0x", "none", ""]
@@ -152,6 +153,7 @@ def test_render_shows_ratios_targets_and_the_share_of_peak() -> None:
 
 def test_render_without_the_article_loop_or_the_2000_trial_run() -> None:
     text = bench.render([_run("article x 500 seeds", 10_000, 300.0)], {}, "bench", 50, None)
+    assert "batched product" not in text  # the layer's rates were not measured
     table = _table(text, "### Against the article's own loop")
     assert "was not run" in text
     assert table["article x 500 seeds"] == ["10,000", "300.0 s", "30.0 ms", "n/a", "none", ""]
