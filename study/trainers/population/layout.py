@@ -166,11 +166,19 @@ class Layout:
         return [row[at:at + math.prod(shape)].reshape(shape)
                 for at, shape in zip(self.offsets(), self.shapes, strict=True)]
 
+    def pieces(self, tf: Any, theta: Tensor) -> list[Tensor]:
+        """Each parameter tensor's columns of `theta`, (members, its size)."""
+        return [theta[:, at:at + math.prod(shape)]
+                for at, shape in zip(self.offsets(), self.shapes, strict=True)]
+
+    def shaped(self, tf: Any, pieces: list[Tensor]) -> list[Tensor]:
+        """`pieces` in their parameter tensors' shapes, (members, *shape)."""
+        return [tf.reshape(p, [p.shape[0], *shape])
+                for p, shape in zip(pieces, self.shapes, strict=True)]
+
     def views(self, tf: Any, theta: Tensor) -> list[Tensor]:
         """[kernel (members, in, out), bias (members, out), ...] as views of `theta`."""
-        members = theta.shape[0]
-        return [tf.reshape(theta[:, at:at + math.prod(shape)], [members, *shape])
-                for at, shape in zip(self.offsets(), self.shapes, strict=True)]
+        return self.shaped(tf, self.pieces(tf, theta))
 
 
 def tile_size(members: int) -> int:

@@ -23,67 +23,83 @@ RMSPROP_RHO = 0.9
 RMSPROP_EPSILON = 1e-7
 
 
-class Optimizer(NamedTuple):
-    """An optimizer as a pure, element-wise update, the same for every parameter tensor.
-
-    `update(param, grad, slots, lr, step) -> (param, slots)`: `lr` (this update's rate,
-    after the schedule) and `step` (the update's 1-based count, float) broadcast against
-    `param`, one value per member.
-    """
-
-    slots: int  # state tensors per parameter, each shaped like it, zero at the start
-    update: Callable[[Tensor, Tensor, tuple[Tensor, ...], Tensor, Tensor],
-                     tuple[Tensor, tuple[Tensor, ...]]]
-
-
 Slots = tuple[Tensor, ...]
 
 
-def _adam(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
-          ) -> tuple[Tensor, Slots]:
+class Optimizer(NamedTuple):
+    """An optimizer as a pure, element-wise update, the same for every parameter tensor,
+    in two halves: `slots(grad, slots, lr, step) -> slots` updates its state, then
+    `param(param, grad, new_slots, lr, step) -> param` the parameter from the new state,
+    as Keras orders them. `lr` (this update's rate, after the schedule) and `step` (the
+    update's 1-based count, float) broadcast against `param`, one value per member.
+    """
+
+    n_slots: int  # state tensors per parameter, each shaped like it, zero at the start
+    slots: Callable[[Tensor, Slots, Tensor, Tensor], Slots]
+    param: Callable[[Tensor, Tensor, Slots, Tensor, Tensor], Tensor]
+
+    def update(self, param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
+               ) -> tuple[Tensor, Slots]:
+        new = self.slots(grad, slots, lr, step)
+        return self.param(param, grad, new, lr, step), new
+
+
+def _adam_slots(grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Slots:
     # Written exactly as keras/src/optimizers/adam.py `update_step`, same op order.
     tf = tensorflow()
     m, v = slots
+    return m + (grad - m) * (1.0 - ADAM_BETA_1), v + (tf.square(grad) - v) * (1.0 - ADAM_BETA_2)
+
+
+def _adam_param(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Tensor:
+    tf = tensorflow()
+    m, v = slots
     alpha = lr * tf.sqrt(1.0 - tf.pow(ADAM_BETA_2, step)) / (1.0 - tf.pow(ADAM_BETA_1, step))
-    m = m + (grad - m) * (1.0 - ADAM_BETA_1)
-    v = v + (tf.square(grad) - v) * (1.0 - ADAM_BETA_2)
-    return param - (m * alpha) / (tf.sqrt(v) + ADAM_EPSILON), (m, v)
+    return param - (m * alpha) / (tf.sqrt(v) + ADAM_EPSILON)
 
 
-def _sgd(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
-         ) -> tuple[Tensor, Slots]:
+def _no_slots(grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Slots:
+    return ()
+
+
+def _sgd_param(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Tensor:
     # keras/src/optimizers/sgd.py with momentum 0: `assign_sub(variable, gradient * lr)`.
-    return param - grad * lr, ()
+    return param - grad * lr
 
 
-def _momentum(momentum: float, nesterov: bool) -> Callable[..., tuple[Tensor, Slots]]:
-    def update(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
-               ) -> tuple[Tensor, Slots]:
-        # keras/src/optimizers/sgd.py: m = m * momentum - g * lr; then w += m, or with
-        # Nesterov w += m * momentum - g * lr.
+def _momentum(momentum: float, nesterov: bool) -> Optimizer:
+    # keras/src/optimizers/sgd.py: m = m * momentum - g * lr; then w += m, or with
+    # Nesterov w += m * momentum - g * lr.
+    def slots(grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Slots:
         (m,) = slots
-        m = m * momentum - grad * lr
-        if nesterov:
-            return param + (m * momentum - grad * lr), (m,)
-        return param + m, (m,)
+        return (m * momentum - grad * lr,)
 
-    return update
+    def param(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Tensor:
+        (m,) = slots
+        return param + (m * momentum - grad * lr) if nesterov else param + m
+
+    return Optimizer(1, slots, param)
 
 
-def _rmsprop(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
-             ) -> tuple[Tensor, Slots]:
+def _rmsprop_slots(grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Slots:
     # keras/src/optimizers/rmsprop.py (momentum 0, not centered): v = rho v + (1 - rho) g^2;
     # w -= lr g / sqrt(v + eps), epsilon *inside* the square root (Adam's is outside).
     tf = tensorflow()
     (v,) = slots
-    v = RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(grad)
-    return param - (lr * grad) / tf.sqrt(v + RMSPROP_EPSILON), (v,)
+    return (RMSPROP_RHO * v + (1 - RMSPROP_RHO) * tf.square(grad),)
+
+
+def _rmsprop_param(param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
+                   ) -> Tensor:
+    tf = tensorflow()
+    (v,) = slots
+    return param - (lr * grad) / tf.sqrt(v + RMSPROP_EPSILON)
 
 
 # Each optimizer from the spec's training section (for its hyperparameters).
 OPTIMIZERS: dict[str, Callable[[TrainSpec], Optimizer]] = {
-    "adam": lambda t: Optimizer(2, _adam),
-    "sgd": lambda t: Optimizer(0, _sgd),
-    "momentum": lambda t: Optimizer(1, _momentum(t.momentum, t.nesterov)),
-    "rmsprop": lambda t: Optimizer(1, _rmsprop),
+    "adam": lambda t: Optimizer(2, _adam_slots, _adam_param),
+    "sgd": lambda t: Optimizer(0, _no_slots, _sgd_param),
+    "momentum": lambda t: _momentum(t.momentum, t.nesterov),
+    "rmsprop": lambda t: Optimizer(1, _rmsprop_slots, _rmsprop_param),
 }

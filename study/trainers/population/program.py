@@ -78,10 +78,10 @@ def program_for(key: _ProgramKey) -> Callable[..., Any]:
     return _programs[key]
 
 
-def _forward(tf: Any, key: _ProgramKey, theta: Tensor, x: Tensor) -> Tensor:
+def _forward(tf: Any, key: _ProgramKey, views: list[Tensor], x: Tensor) -> Tensor:
     """Predictions of every member, (members, rows, outputs), Dropout off; x is (rows,
     features) or per member. The logits, for a model with a softmax or sigmoid output."""
-    return layers.forward(tf, key.net.ops, key.layout.views(tf, theta), x)
+    return layers.forward(tf, key.net.ops, views, x)
 
 
 def mean_loss(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -94,13 +94,19 @@ def evaluate(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor, accuracy: bo
     """Mean loss and, for a classification loss when `accuracy`, the accuracy of every
     member on all of (x, y), each (members,), in blocks that bound memory."""
     tf = tensorflow()
+    return _evaluate(tf, key, key.layout.views(tf, theta), x, y, accuracy)
+
+
+def _evaluate(tf: Any, key: _ProgramKey, views: list[Tensor], x: Tensor, y: Tensor,
+              accuracy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """`evaluate` on the members' parameters as `Layout.views` gives them."""
     n = int(x.shape[0])
-    members = int(theta.shape[0])
+    members = int(views[0].shape[0])
     block = max(1, min(n, EVAL_BUDGET // (members * max(key.layout.sizes))))
     loss_fn = LOSSES[key.loss]
     counts = accuracy and key.loss in CLASSIFICATION_LOSSES
     if block == n:
-        pred = _forward(tf, key, theta, x)
+        pred = _forward(tf, key, views, x)
         row_loss, _ = loss_fn(pred, y[None])
         hits = tf.reduce_sum(_correct(key.loss, pred, y[None]), axis=1) / float(n) \
             if counts else None
@@ -113,7 +119,7 @@ def evaluate(key: _ProgramKey, theta: Tensor, x: Tensor, y: Tensor, accuracy: bo
     def body(i: Tensor, total: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         xb = tf.slice(xp, [i * block, 0], [block, x.shape[1]])
         yb = tf.slice(yp, [i * block, 0], [block, y.shape[1]])
-        pred = _forward(tf, key, theta, xb)
+        pred = _forward(tf, key, views, xb)
         row_loss, _ = loss_fn(pred, yb[None])
         w = tf.slice(weight, [i * block], [block])
         if counts:
@@ -138,9 +144,18 @@ def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor,
     the rows' positions in the epoch (see layers.dropout_keep). Backpropagation written
     out (layers.py), which XLA compiles smaller than the tape's.
     """
+    loss_sum, right, grads = _piece_gradients(tf, key, key.layout.views(tf, theta), xb, yb,
+                                              valid, scale, drop)
+    return loss_sum, right, tf.concat(grads, axis=1)
+
+
+def _piece_gradients(tf: Any, key: _ProgramKey, views: list[Tensor], xb: Tensor, yb: Tensor,
+                     valid: Tensor, scale: Tensor, drop: tuple[Tensor, Tensor] | None = None
+                     ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """`_gradients` on the members' parameters as `Layout.views` gives them, with each
+    parameter tensor's gradient apart, (members, its size)."""
     ops = key.net.ops
-    views = key.layout.views(tf, theta)
-    members = theta.shape[0]
+    members = views[0].shape[0]
     masks = None
     if drop is not None:
         masks = [layers.dropout_keep(tf, op, *drop) if isinstance(op, layers.Dropout) else None
@@ -152,8 +167,7 @@ def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor,
     grads = layers.backward(tf, ops, views, caches, delta)
     right = tf.reduce_sum(_correct(key.loss, h, yb) * valid, axis=1) \
         if key.loss in CLASSIFICATION_LOSSES else tf.zeros([members], tf.float32)
-    return (tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right,
-            tf.concat(grads, axis=1))
+    return tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right, grads
 
 
 def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bounds: Tensor,
@@ -183,6 +197,7 @@ def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bo
 def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     tf = tensorflow()
     optimizer = OPTIMIZERS[key.optimizer](_train_of(key))
+    layout = key.layout
     b0 = key.micro
     f32 = tf.float32
 
@@ -193,8 +208,8 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         salted = tf.bitwise.bitwise_xor(tf.cast(seeds, tf.uint32), tf.constant(0x5BD1E995, tf.uint32))
         return _mix(tf, _mix(tf, salted) + tf.cast(epoch, tf.uint32) * golden)
 
-    def epoch(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
-              batch: Tensor, active: Tensor, order: Tensor, drop_base: Tensor, x: Tensor,
+    def epoch(params: list[Tensor], slots: list[tuple[Tensor, ...]], steps_taken: Tensor,
+              lr: Tensor, batch: Tensor, active: Tensor, order: Tensor, drop_base: Tensor, x: Tensor,
               y: Tensor, rows: Tensor, sched: Tensor, bounds: Tensor, values: Tensor
               ) -> tuple[Any, ...]:
         """One pass over the first `rows` (per member) of each member's order;
@@ -220,39 +235,42 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         batch_rows = tf.maximum(tf.minimum(batch[None, :], rows[None, :] - batch_start), 1)
         scale_table = 1.0 / tf.cast(batch_rows, f32)
 
-        def step(k: Tensor, theta: Tensor, slots: tuple[Tensor, ...], acc: Tensor,
-                 steps_taken: Tensor, sse: Tensor, hits: Tensor) -> tuple[Any, ...]:
+        def step(k: Tensor, params: list[Tensor], slots: list[tuple[Tensor, ...]],
+                 acc: list[Tensor], steps_taken: Tensor, sse: Tensor, hits: Tensor
+                 ) -> tuple[Any, ...]:
             idx = tf.slice(order, [0, k * b0], [members, b0])
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
             # The last micro-batch of the epoch, or of a member's rows, may be short.
             valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
             drop = (drop_base, k * b0 + tf.range(b0)) if key.net.dropout else None
-            loss_sum, right, grad = _gradients(tf, key, theta, xb, yb, valid,
-                                               tf.gather(scale_table, k), drop)
-            acc = grad if key.whole else acc + grad
+            loss_sum, right, grads = _piece_gradients(
+                tf, key, layout.shaped(tf, params), xb, yb, valid, tf.gather(scale_table, k), drop)
+            acc = grads if key.whole else [a + g for a, g in zip(acc, grads, strict=True)]
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
             # tf.cond measured no faster on a CPU: XLA then copies the carried state.
             ends = tf.gather(ends_table, k)
-            apply = tf.logical_and(active, ends)
+            apply = tf.logical_and(active, ends)[:, None]
             stepped = steps_taken + 1.0
-            rate = _rate(tf, key, lr, steps_taken, sched, bounds, values)
-            new_theta, new_slots = optimizer.update(theta, acc, slots, rate[:, None],
-                                                    stepped[:, None])
-            theta = tf.where(apply[:, None], new_theta, theta)
-            slots = tuple(tf.where(apply[:, None], b, a)
-                          for a, b in zip(slots, new_slots, strict=True))
-            acc = acc[:, :0] if key.whole else tf.where(ends[:, None], tf.zeros_like(acc), acc)
-            steps_taken = tf.where(apply, stepped, steps_taken)
-            return k + 1, theta, slots, acc, steps_taken, sse + loss_sum, hits + right
+            rate = _rate(tf, key, lr, steps_taken, sched, bounds, values)[:, None]
+            # The optimizer's state first, then the parameters from it, each parameter
+            # tensor on its own: no step concatenates or slices the members' rows.
+            slots = _barrier(tf, [
+                tuple(tf.where(apply, new, old) for new, old in zip(
+                    optimizer.slots(g, s, rate, stepped[:, None]), s, strict=True))
+                for g, s in zip(acc, slots, strict=True)])
+            params = [tf.where(apply, optimizer.param(p, g, s, rate, stepped[:, None]), p)
+                      for p, g, s in zip(params, acc, slots, strict=True)]
+            acc = [] if key.whole else [tf.where(ends[:, None], tf.zeros_like(a), a) for a in acc]
+            steps_taken = tf.where(apply[:, 0], stepped, steps_taken)
+            return k + 1, params, slots, acc, steps_taken, sse + loss_sum, hits + right
 
-        _, theta, slots, _, steps_taken, sse, hits = tf.while_loop(
+        _, params, slots, _, steps_taken, sse, hits = tf.while_loop(
             lambda k, *_: k < micro_steps, step,
-            (tf.constant(0), theta, slots,
-             tf.zeros([members, 0 if key.whole else theta.shape[1]], f32), steps_taken,
-             tf.zeros([members], f32), tf.zeros([members], f32)))
+            (tf.constant(0), params, slots, [] if key.whole else [tf.zeros_like(p) for p in params],
+             steps_taken, tf.zeros([members], f32), tf.zeros([members], f32)))
         # The epoch's mean loss and accuracy over its rows, as model.fit's trackers.
-        return (theta, slots, steps_taken, sse / tf.cast(rows, f32),
+        return (params, slots, steps_taken, sse / tf.cast(rows, f32),
                 hits / tf.cast(rows, f32))
 
     def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
@@ -264,21 +282,27 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         the chunk (see `shuffle_orders`)."""
         members = theta.shape[0]
         n = x.shape[0]
+        # Inside the program each parameter tensor is a tensor of its own, (members, its
+        # size), and so is its optimizer state: the members' flat rows are cut once per
+        # call, not sliced and concatenated on every step.
+        params = layout.pieces(tf, theta)
+        slot_pieces = [layout.pieces(tf, s) for s in slots]
+        state = [tuple(s[i] for s in slot_pieces) for i in range(len(params))]
 
-        def body(e: Tensor, theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor,
-                 active: Tensor, losses: Tensor, vals: Tensor, accs: Tensor, val_accs: Tensor
-                 ) -> tuple[Any, ...]:
+        def body(e: Tensor, params: list[Tensor], slots: list[tuple[Tensor, ...]],
+                 steps_taken: Tensor, active: Tensor, losses: Tensor, vals: Tensor, accs: Tensor,
+                 val_accs: Tensor) -> tuple[Any, ...]:
             at = first_epoch + e
             # A member whose budget is spent rides along frozen; its last epoch may be
             # partial (TrainSpec.plan).
             live = tf.logical_and(active, at < epochs)
             rows = tf.where(at == epochs - 1, last_rows, n)
             order = tf.gather(orders, e, axis=1)
-            theta, slots, steps_taken, loss, accuracy = epoch(
-                theta, slots, steps_taken, lr, batch, live, order, dropout_base(seeds, at), x, y,
-                rows, sched, bounds, values)
+            params, slots, steps_taken, loss, accuracy = epoch(
+                params, slots, steps_taken, lr, batch, live, order, dropout_base(seeds, at), x,
+                y, rows, sched, bounds, values)
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
-            val_loss, val_accuracy = evaluate(key, theta, xv, yv)
+            val_loss, val_accuracy = _evaluate(tf, key, layout.shaped(tf, params), xv, yv)
             vals = tf.tensor_scatter_nd_update(vals, [[e]], val_loss[None])
             if val_accuracy is not None:
                 accs = tf.tensor_scatter_nd_update(accs, [[e]], accuracy[None])
@@ -288,15 +312,17 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             # too); is_finite is for an inf loss under an inf limit (no factor).
             active = tf.logical_and(active, tf.logical_and(tf.math.is_finite(loss),
                                                            loss <= limit))
-            return e + 1, theta, slots, steps_taken, active, losses, vals, accs, val_accs
+            return e + 1, params, slots, steps_taken, active, losses, vals, accs, val_accs
 
         # Per-epoch outputs in fixed-size buffers: XLA needs static shapes, and the
         # last chunk of a study may be shorter than the others. The accuracies stay
         # zero for a regression loss.
         buffer = tf.zeros([key.chunk_epochs, members], f32)
-        _, theta, slots, steps_taken, _, losses, vals, accs, val_accs = tf.while_loop(
+        _, params, state, steps_taken, _, losses, vals, accs, val_accs = tf.while_loop(
             lambda e, *_: e < n_epochs, body,
-            (tf.constant(0), theta, slots, steps_taken, active, buffer, buffer, buffer, buffer))
+            (tf.constant(0), params, state, steps_taken, active, buffer, buffer, buffer, buffer))
+        theta = tf.concat(params, axis=1)
+        slots = tuple(tf.concat([s[j] for s in state], axis=1) for j in range(len(slots)))
         return theta, slots, steps_taken, losses, vals, accs, val_accs
 
     # No autograph: the loops are explicit tf.while_loops, and converting Python source
@@ -327,6 +353,25 @@ def shuffle_orders(seeds: npt.NDArray[np.int32], first_epoch: int, n_epochs: int
         rows = layers.mix_host(np.arange(n, dtype=u32))
         keys = layers.mix_host(base[:, :, None] ^ rows[None, None, :])
     return np.argsort(keys, axis=2).astype(np.int32)
+
+
+def _barrier(tf: Any, tensors: Any) -> Any:
+    """`tensors` (a nest) as they are, behind an XLA optimization barrier: XLA neither
+    fuses the ops that make them into those that read them nor the other way round.
+
+    Here it keeps the optimizer's new state computed once, in place, and the parameter
+    update reading it: without it XLA recomputed the state inside the parameter update,
+    which reads the old state, so every step copied the carried state first. Only speed
+    depends on it; where TensorFlow lacks the op, the tensors pass as they are.
+    """
+    flat = tf.nest.flatten(tensors)
+    if not flat:
+        return tensors
+    try:
+        from tensorflow.compiler.tf2xla.python import xla
+    except ImportError:  # pragma: no cover - an older or trimmed TensorFlow
+        return tensors
+    return tf.nest.pack_sequence_as(tensors, list(xla.optimization_barrier(*flat)))
 
 
 def _train_of(key: _ProgramKey) -> TrainSpec:

@@ -295,7 +295,7 @@ def _train_group(
         theta = tf.constant(theta_all[rows])
         tiles.append(_TileState(
             theta=theta,
-            slots=tuple(tf.zeros_like(theta) for _ in range(optimizer.slots)),
+            slots=tuple(tf.zeros_like(theta) for _ in range(optimizer.n_slots)),
             steps=tf.zeros([tile], tf.float32),
             lr=tf.constant([c.learning_rate for c in padded[rows]], tf.float32),
             batch=tf.constant([c.batch_size for c in padded[rows]], tf.int32),
