@@ -212,6 +212,9 @@ def child(argv: Sequence[str], out: Path) -> None:
     from study.trainers.compile_cache import use_compile_cache
 
     use_compile_cache()  # as the population trainer does, before TensorFlow loads
+    from study.trainers import _tf
+
+    _tf.lean()  # as the command line does
     start = time.perf_counter()
     from study.trainers._tf import tensorflow
 

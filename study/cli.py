@@ -449,6 +449,9 @@ def _add_result_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from study.trainers import _tf
+
+    _tf.lean()  # a command's process never uses what TensorFlow's import loads for others
     verbose = bool(getattr(args, "verbose", False))
     _quiet_libraries(verbose)
     storage = getattr(args, "storage", "")

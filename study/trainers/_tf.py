@@ -16,6 +16,24 @@ from types import ModuleType
 from typing import cast
 
 _tf: ModuleType | None = None
+# Whether to load TensorFlow without what this process will never use (see `lean`).
+_lean = False
+
+# Modules `import tensorflow` loads only for features `study` does not use: Keras (which
+# TensorFlow loads for `tf.keras`) imports scikit-learn, when it is installed, for its
+# scikit-learn wrappers, about 1 s of every process's start on a 2-core machine. Keras
+# treats a scikit-learn it cannot import as absent.
+UNUSED = ("sklearn",)
+
+
+def lean() -> None:
+    """Have this process load TensorFlow without the modules in `UNUSED` (unless already
+    imported). For the command line, whose processes never call what needs them: in a
+    notebook, Keras' scikit-learn wrappers must keep working, so the library leaves
+    TensorFlow's import as it is. Modules hidden this way import normally afterwards;
+    only Keras' wrappers keep seeing them as absent."""
+    global _lean
+    _lean = True
 
 
 def verbose() -> bool:
@@ -40,6 +58,18 @@ def _import() -> ModuleType:
     from study.trainers.compile_cache import use_compile_cache
 
     use_compile_cache()
+    hidden = [name for name in UNUSED if _lean and name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        return _load()
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+
+
+def _load() -> ModuleType:
     if verbose():
         import tensorflow as tf
 
