@@ -245,7 +245,9 @@ def write_scenario(url: str, bulk: bool, heard: Heard) -> None:
         ], bulk=bulk)
     finish_trials(study, storage, [
         Outcome(first[3], {}, {"status": "pruned", "train_curve": []}, TrialState.PRUNED),
-        Outcome(second[0], {1: 1e-300, 2: 1e300}, {"status": "complete", "seed": 4},
+        # Non-finite values are stored by kind (an Enum column) as Optuna stores them.
+        Outcome(second[0], {1: 1e-300, 2: 1e300, 3: math.inf, 4: -math.inf},
+                {"status": "complete", "seed": 4},
                 TrialState.COMPLETE, [1e300]),
     ], bulk=bulk)
     # second[1] stays RUNNING, as a trial of a worker still training does.
@@ -281,6 +283,8 @@ def test_bulk_and_public_paths_store_the_same_rows(two_urls: tuple[str, str]) ->
     assert trials[0].intermediate_values == {1: 0.9, 2: 0.5, 3: 0.25}
     assert trials[1].intermediate_values == {1: 0.8, 2: 0.75, 3: 0.7}
     assert trials[4].user_attrs["seed"] == 4
+    assert str(trials[4].intermediate_values) == \
+        "{1: 1e-300, 2: 1e+300, 3: inf, 4: -inf}"
     assert all(t.system_attrs == {"fixed_params": t.params} for t in trials)
     # The sampler heard the same of each trial, in the same order.
     assert bulk_heard == public_heard and [h[0] for h in bulk_heard] == [0, 1, 2, 3, 4]
