@@ -53,7 +53,7 @@ test: lint unit
 
 # The population trainer against the article's own loop (bench/article_loop.py), the keras
 # reference and the machine's matmul peak, from one run of real `study run`s up to 10,000
-# trials (about half an hour on 2 cores, by each row's last measured time; ARGS=--quick is
+# trials (20-25 min on 2 quiet cores, measured 2026-12-07; ARGS=--quick is
 # a short smoke, ARGS=--keras-100 adds keras on 100 trials, ~10 min more); rewrites
 # BENCHMARKS.md's tables.
 bench: $(STAMP)

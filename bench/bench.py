@@ -17,7 +17,7 @@ trials) >= 60x; article x 100 seeds (2000 trials) >= 200x, its GFLOP/s inside
 `trainer.train` >= 40% of the peak; article x 500 seeds (10,000 trials) with storage
 under 5% of its wall and `study report` and `study query scaling` on it under 30 s each.
 
-    python bench/bench.py                   # everything (~30 min on 2 cores)
+    python bench/bench.py                   # everything (20-25 min on 2 quiet cores)
     python bench/bench.py --quick           # a smoke: no 400 / 2000 / 10,000-trial studies,
                                             # no 100k rows, the digits keras on 1 seed
     python bench/bench.py --keras-100       # also keras on article x 5 seeds (~10 min more)
