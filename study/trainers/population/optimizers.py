@@ -38,11 +38,6 @@ class Optimizer(NamedTuple):
     slots: Callable[[Tensor, Slots, Tensor, Tensor], Slots]
     param: Callable[[Tensor, Tensor, Slots, Tensor, Tensor], Tensor]
 
-    def update(self, param: Tensor, grad: Tensor, slots: Slots, lr: Tensor, step: Tensor
-               ) -> tuple[Tensor, Slots]:
-        new = self.slots(grad, slots, lr, step)
-        return self.param(param, grad, new, lr, step), new
-
 
 def _adam_slots(grad: Tensor, slots: Slots, lr: Tensor, step: Tensor) -> Slots:
     # Written exactly as keras/src/optimizers/adam.py `update_step`, same op order.
