@@ -497,15 +497,21 @@ print(json.dumps(out))
 """
 
 
-def peak() -> dict[str, float]:
-    """GFLOP/s of a large float32 matrix product on every core: numpy's and XLA's."""
+def _measured(program: str, what: str, prefix: Sequence[str] = ()) -> dict[str, float]:
+    """Run a measuring `program` in a fresh interpreter (this tree's `study`, no compile
+    cache), `prefix` before it (taskset, to pin it), and read its last line's JSON."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDY_XLA_CACHE": "off"}
-    proc = subprocess.run([sys.executable, "-c", PEAK_PROGRAM], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run([*prefix, sys.executable, "-c", program], capture_output=True,
+                          text=True, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"bench: measuring the matmul peak failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"bench: measuring {what} failed:\n{proc.stderr[-3000:]}")
     found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
     return found
+
+
+def peak() -> dict[str, float]:
+    """GFLOP/s of a large float32 matrix product on every core: numpy's and XLA's."""
+    return _measured(PEAK_PROGRAM, "the matmul peak")
 
 
 # The article's largest layer (64 -> 32) as the population trainer multiplies it: a tile
@@ -545,13 +551,7 @@ print(json.dumps(out))
 def shape_rates() -> dict[str, float]:
     """GFLOP/s of XLA's batched matrix product on the article's 64 x 32 layer, one core,
     by micro-batch rows: what the trainer's arithmetic can reach at those shapes."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDY_XLA_CACHE": "off"}
-    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", SHAPE_PROGRAM],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: measuring the layer's matmul failed:\n{proc.stderr[-3000:]}")
-    found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return found
+    return _measured(SHAPE_PROGRAM, "the layer's matmul", ("taskset", "-c", "0"))
 
 
 def machine() -> dict[str, str]:

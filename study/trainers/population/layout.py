@@ -100,14 +100,14 @@ def plan_groups(configs: Sequence[TrialConfig], n_train: int,
         # micro-batch: members
         open_groups: dict[int, list[int]] = {m: [] for m in (micros or {}).get(kind, ())}
         for i in sorted(indices, key=lambda i: (configs[i].batch_size, i)):
-            bs = configs[i].batch_size
+            bs = micro = configs[i].batch_size
             if bs not in open_groups:
                 dividing = [m for m in open_groups if bs % m == 0]
                 if dividing and member_epochs.get((kind, bs), 0) < OWN_PROGRAM:
-                    bs = max(dividing)
+                    micro = max(dividing)
                 else:
                     open_groups[bs] = []
-            open_groups[bs].append(i)
+            open_groups[micro].append(i)
         groups += [Group(tuple(members), micro, model, train, analysis)
                    for micro, members in open_groups.items() if members]
     return groups
@@ -166,7 +166,7 @@ class Layout:
         return [row[at:at + math.prod(shape)].reshape(shape)
                 for at, shape in zip(self.offsets(), self.shapes, strict=True)]
 
-    def pieces(self, tf: Any, theta: Tensor) -> list[Tensor]:
+    def pieces(self, theta: Tensor) -> list[Tensor]:
         """Each parameter tensor's columns of `theta`, (members, its size)."""
         return [theta[:, at:at + math.prod(shape)]
                 for at, shape in zip(self.offsets(), self.shapes, strict=True)]
@@ -178,7 +178,7 @@ class Layout:
 
     def views(self, tf: Any, theta: Tensor) -> list[Tensor]:
         """[kernel (members, in, out), bias (members, out), ...] as views of `theta`."""
-        return self.shaped(tf, self.pieces(tf, theta))
+        return self.shaped(tf, self.pieces(theta))
 
 
 def tile_size(members: int) -> int:

@@ -253,13 +253,14 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             apply = tf.logical_and(active, ends)[:, None]
             stepped = steps_taken + 1.0
             rate = _rate(tf, key, lr, steps_taken, sched, bounds, values)[:, None]
+            count = stepped[:, None]
             # The optimizer's state first, then the parameters from it, each parameter
             # tensor on its own: no step concatenates or slices the members' rows.
             slots = _barrier(tf, [
                 tuple(tf.where(apply, new, old) for new, old in zip(
-                    optimizer.slots(g, s, rate, stepped[:, None]), s, strict=True))
+                    optimizer.slots(g, s, rate, count), s, strict=True))
                 for g, s in zip(acc, slots, strict=True)])
-            params = [tf.where(apply, optimizer.param(p, g, s, rate, stepped[:, None]), p)
+            params = [tf.where(apply, optimizer.param(p, g, s, rate, count), p)
                       for p, g, s in zip(params, acc, slots, strict=True)]
             acc = [] if key.whole else [tf.where(ends[:, None], tf.zeros_like(a), a) for a in acc]
             steps_taken = tf.where(apply[:, 0], stepped, steps_taken)
@@ -285,8 +286,8 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         # Inside the program each parameter tensor is a tensor of its own, (members, its
         # size), and so is its optimizer state: the members' flat rows are cut once per
         # call, not sliced and concatenated on every step.
-        params = layout.pieces(tf, theta)
-        slot_pieces = [layout.pieces(tf, s) for s in slots]
+        params = layout.pieces(theta)
+        slot_pieces = [layout.pieces(s) for s in slots]
         state = [tuple(s[i] for s in slot_pieces) for i in range(len(params))]
 
         def body(e: Tensor, params: list[Tensor], slots: list[tuple[Tensor, ...]],

@@ -293,14 +293,15 @@ def _train_group(
     for t in range(n_tiles):
         rows = slice(t * tile, (t + 1) * tile)
         theta = tf.constant(theta_all[rows])
+        seeds = np.array([c.seed for c in padded[rows]], np.int32)
         tiles.append(_TileState(
             theta=theta,
             slots=tuple(tf.zeros_like(theta) for _ in range(optimizer.n_slots)),
             steps=tf.zeros([tile], tf.float32),
             lr=tf.constant([c.learning_rate for c in padded[rows]], tf.float32),
             batch=tf.constant([c.batch_size for c in padded[rows]], tf.int32),
-            seeds=tf.constant([c.seed for c in padded[rows]], tf.int32),
-            seed_values=np.array([c.seed for c in padded[rows]], np.int32),
+            seeds=tf.constant(seeds),
+            seed_values=seeds,
             epochs=tf.constant([p.epochs for p in padded_plans[rows]], tf.int32),
             last_rows=tf.constant([p.last_rows for p in padded_plans[rows]], tf.int32),
             sched=tf.constant([[s.decay_steps, s.warmup] for s in schedules[rows]], tf.float32),
