@@ -40,6 +40,10 @@ class TrialRecord:
     extras: dict[str, float] = field(default_factory=dict)
     train_accuracy: float | None = None  # classification only
     val_accuracy: float | None = None
+    # The training loss every `step_every` optimizer steps (records.STEP_CURVE): value i
+    # is the mean batch loss of steps i*k+1 .. (i+1)*k; NaN where it was not finite.
+    step_every: int | None = None
+    step_losses: tuple[float, ...] = ()
 
     @property
     def finished(self) -> bool:

@@ -40,11 +40,15 @@ VAL_ACCURACY = "val_accuracy"
 TRAIN_ACCURACY_CURVE = "train_accuracy_curve"
 VAL_ACCURACY_CURVE = "val_accuracy_curve"
 
-CORE_ATTRS = {STATUS, SEED_ATTR, TRAIN_LOSS, VAL_LOSS, FULL_TRAIN_LOSS, STEPS, SECONDS,
+# The training loss every `analysis.curve_every` steps: {"every": k, "loss": [...]}, the
+# i-th value the mean batch loss of steps i*k+1 .. (i+1)*k (null where not finite).
+STEP_CURVE = "step_curve"
+
+CORE_ATTRS = {STEP_CURVE, STATUS, SEED_ATTR, TRAIN_LOSS, VAL_LOSS, FULL_TRAIN_LOSS, STEPS, SECONDS,
               TRAIN_CURVE, VAL_CURVE, DIVERGED_EPOCH, ERROR, TRAINER, TRAIN_ACCURACY,
               VAL_ACCURACY, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE}
 # Per-epoch lists: only the curves query reads them, so the other readers may skip them.
-CURVES = (TRAIN_CURVE, VAL_CURVE, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE)
+CURVES = (TRAIN_CURVE, VAL_CURVE, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE, STEP_CURVE)
 
 # Measurements the trainers take when the spec's [analysis] section asks for them. Every
 # numeric attribute outside CORE_ATTRS lands in `TrialRecord.extras`, these among them;
@@ -83,6 +87,19 @@ def _num(attrs: Mapping[str, Any], key: str) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+def step_curve(attrs: Mapping[str, Any]) -> tuple[int | None, tuple[float, ...]]:
+    """A trial's STEP_CURVE attribute as (every, losses); (None, ()) without a usable one."""
+    curve = attrs.get(STEP_CURVE)
+    if not isinstance(curve, Mapping):
+        return None, ()
+    every, losses = curve.get("every"), curve.get("loss")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1 \
+            or not isinstance(losses, list):
+        return None, ()
+    return every, tuple(float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+                        else math.nan for v in losses)
+
+
 def status_of(state: str, attrs: Mapping[str, Any]) -> str:
     """A trial's outcome: our status attribute, or the one its Optuna state implies."""
     return str(attrs.get(STATUS, DEFAULT_STATUS.get(state, "error")))
@@ -97,6 +114,7 @@ def record(number: int, state: str, params: Mapping[str, object], value: float |
               if k not in CORE_ATTRS and isinstance(v, int | float) and not isinstance(v, bool)}
     bs = params.get(BATCH_SIZE)
     lr = params.get(LEARNING_RATE)
+    every, losses = step_curve(attrs)
     return TrialRecord(
         number=number,
         state=state,
@@ -112,6 +130,8 @@ def record(number: int, state: str, params: Mapping[str, object], value: float |
         train_accuracy=_num(attrs, TRAIN_ACCURACY),
         val_accuracy=_num(attrs, VAL_ACCURACY),
         extras=extras,
+        step_every=every,
+        step_losses=losses,
     )
 
 

@@ -190,6 +190,12 @@ class TrainSpec:
         return Plan(epochs, last_rows, per_epoch, steps, (epochs - 1) * n_train + last_rows)
 
 
+# analysis.curve_every = 0 records about this many points of each trial's loss curve.
+CURVE_POINTS = 100
+# analysis.target = "auto": this fraction above the best loss any trial reached.
+AUTO_TARGET_MARGIN = 0.1
+
+
 @dataclass(frozen=True)
 class AnalysisSpec:
     """Measurements taken during or after training, beyond the losses; all opt-in.
@@ -206,6 +212,19 @@ class AnalysisSpec:
     noise_repeats: int = 16
     sharpness: bool = False
     sharpness_iterations: int = 20
+    # The plateau of good learning rates per batch size: those whose expected objective
+    # is within this fraction of the best (0.01: within 1%). See `study.shapes`.
+    tolerance: float = 0.01
+    # The training loss is recorded every `curve_every` optimizer steps (the mean of the
+    # batch losses since the last record); 0: about CURVE_POINTS records per trial.
+    curve_every: int = 0
+    # Steps to reach these training losses give the critical batch size; () ("auto"): a
+    # margin (AUTO_TARGET_MARGIN) above the best loss any trial's curve reached.
+    target: tuple[float, ...] = ()
+
+    def every(self, steps: int) -> int:
+        """The recording interval of a trial of `steps` optimizer updates."""
+        return self.curve_every or max(1, steps // CURVE_POINTS)
 
     @property
     def noise(self) -> bool:
@@ -438,6 +457,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         (item_type, _ellipsis) = typing.get_args(tp)
         if item_type is str and isinstance(value, str):
             return (value,)  # `target = "y"` is the list of one column
+        if item_type is float and value == "auto":
+            return ()  # analysis.target = "auto": no list, the default
+        if item_type is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return (float(value),)  # `target = 0.05` is the list of one
         if not isinstance(value, list):
             raise SpecError(f"{where}: expected a list, got {value!r}")
         return tuple(_scalar(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
@@ -574,6 +597,12 @@ def validate(spec: Spec) -> None:
                         f"got {list(a.noise_batches)}")
     _positive("analysis.noise_repeats", a.noise_repeats)
     _positive("analysis.sharpness_iterations", a.sharpness_iterations)
+    if not 0.0 < a.tolerance < 1.0:
+        raise SpecError(f"analysis.tolerance: expected a fraction in (0, 1), got {a.tolerance!r}")
+    _non_negative("analysis.curve_every", a.curve_every)
+    for i, t in enumerate(a.target):
+        _positive(f"analysis.target[{i}]", t)
+    _unique("analysis.target", a.target)
 
     s = spec.search
     _one_of("search.sampler", s.sampler, SAMPLERS)
@@ -799,7 +828,8 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
     """The first field (dotted) where two spec tables differ in what a study measures.
 
     `search.seeds` may grow on resume (more repeats of the same cells), so it is not
-    compared; anything else that differs would mix incomparable trials in one study. A
+    compared, nor are the keys that only say how trials are read (`READING_KEYS`);
+    anything else that differs would mix incomparable trials in one study. A
     field missing from a table (a study stored before the field existed) has its default
     value, which is what that study ran with; `train.divergence_factor` is the one
     exception (before it, only NaN and inf diverged), read as its default all the same
@@ -811,13 +841,16 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
         a = {**base, **stored.get(section, {})}
         b = {**base, **current.get(section, {})}
         for key in sorted(set(a) | set(b)):
-            if (section == "search" and key == "seeds") or (section, key) in STORED_HASHES:
+            if ((section == "search" and key == "seeds") or (section, key) in STORED_HASHES
+                    or (section, key) in READING_KEYS):
                 continue
             if a.get(key) != b.get(key):
                 return f"{section}.{key}: study has {a.get(key)!r}, this run asks {b.get(key)!r}"
     return builder_diff(stored, current) or fingerprint_diff(stored, current)
 
 
+# How the stored trials are read, not what they are: these may change on resume.
+READING_KEYS = (("analysis", "tolerance"), ("analysis", "target"))
 # Where the stored spec keeps the data set's fingerprint (data.py, `fingerprint`): a key
 # the runner writes beside the spec's own fields, not a field a spec file sets.
 FINGERPRINT = ("data", "fingerprint")
