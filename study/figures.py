@@ -633,7 +633,7 @@ def scaling_info(s: S.Scaling, optimizer: str | None = None) -> ScalingInfo:
         verticals.append((f"B_noise from the fit {m.b_noise:.3g}", m.b_noise, None, None,
                           "#2ca02c"))
     repeats = any(p.low is not None for p in pts)
-    notes = [f"points: lr* refined by a parabola in log(lr); bars: {BOOTSTRAP_WORDS}"
+    notes = [f"points: lr*, the minimum of a smooth fit in log(lr); bars: {BOOTSTRAP_WORDS}"
              if repeats else "single seed: lr* without interval"]
     if any(p.edge for p in pts):
         notes.append("hollow: best on the grid's edge (a bound; widen the grid)")
@@ -711,7 +711,7 @@ class OptimumCurve(NamedTuple):
     means: tuple[float | None, ...]  # None: no finite mean (a run diverged, or none)
     intervals: tuple[Interval | None, ...]
     diverged: tuple[float, ...]  # learning rates where a run diverged
-    fit_xs: tuple[float, ...]  # the refining parabola, over its three grid points
+    fit_xs: tuple[float, ...]  # the smooth fit (the mean against ln(lr)), over its window
     fit_ys: tuple[float, ...]
     lr: float
     star_y: float | None  # where lr* sits on the line of means (log-log interpolation)
@@ -723,7 +723,7 @@ class OptimumInfo(NamedTuple):
     notes: tuple[str, ...]
     y_label: str
     curves: tuple[OptimumCurve, ...]
-    y_range: tuple[float, float] | None  # the data's span: a parabola dipping below is cut off
+    y_range: tuple[float, float] | None  # the data's span: a fit dipping below is cut off
 
 
 def _on_line(xs: Sequence[float], ys: Sequence[float | None], x: float) -> float | None:
@@ -736,7 +736,7 @@ def _on_line(xs: Sequence[float], ys: Sequence[float | None], x: float) -> float
 
 
 def optimum_info(records: Sequence[TrialRecord], s: S.Scaling, y_label: str) -> OptimumInfo:
-    """Mean objective against learning rate, one line per batch size, with the parabola that
+    """Mean objective against learning rate, one line per batch size, with the smooth fit that
     refines each optimum and the optimum itself."""
     g = grid(records)
     curves = []
@@ -748,21 +748,18 @@ def optimum_info(records: Sequence[TrialRecord], s: S.Scaling, y_label: str) -> 
                              and not cell.diverged else None)
         fit_xs: tuple[float, ...] = ()
         fit_ys: tuple[float, ...] = ()
-        if p.parabola is not None:
-            k = p.learning_rates.index(p.grid_lr)
-            xs = np.linspace(math.log(p.learning_rates[k - 1]), math.log(p.learning_rates[k + 1]),
-                             25)
-            c0, c1, c2 = p.parabola
+        if p.curve is not None and p.window is not None:
+            xs = np.linspace(math.log(p.window[0]), math.log(p.window[1]), 121)
             fit_xs = tuple(float(x) for x in np.exp(xs))
-            fit_ys = tuple(float(c0 + c1 * x + c2 * x * x) for x in xs)
+            fit_ys = tuple(float(y) for y in np.polynomial.polynomial.polyval(xs, p.curve))
         means = tuple(m if math.isfinite(m) else None for m in p.means)
         curves.append(OptimumCurve(
             p.batch_size, p.learning_rates, means, tuple(intervals),
             tuple(lr for lr, m in zip(p.learning_rates, p.means, strict=True) if m == math.inf),
             fit_xs, fit_ys, p.lr, _on_line(p.learning_rates, means, p.lr), p.edge))
     repeats = any(i is not None and not i.single for c in curves for i in c.intervals)
-    notes = [_seed_note(repeats), "dashed: the parabola in log(lr) through the best grid lr "
-             "and its neighbours; star: its vertex lr*, placed on the line"]
+    notes = [_seed_note(repeats), "dashed: the smooth fit in log(lr) through the best grid lr "
+             "and up to two neighbours each side; star: its minimum lr*, placed on the line"]
     if any(c.diverged for c in curves):
         notes.append("learning rates where a run diverged are left out (never the optimum)")
     span = [v for c in curves for i in c.intervals if i is not None
@@ -794,7 +791,7 @@ def optimum_figure(info: OptimumInfo) -> go.Figure:
         if c.fit_xs:
             fig.add_trace(go.Scatter(
                 x=list(c.fit_xs), y=list(c.fit_ys), mode="lines", legendgroup=group,
-                showlegend=False, name=f"{group} parabola",
+                showlegend=False, name=f"{group} fit",
                 line={"color": colour, "dash": "dash", "width": 1}, hoverinfo="skip"))
         if c.star_y is not None:
             fig.add_trace(go.Scatter(

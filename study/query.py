@@ -547,8 +547,9 @@ def _best_lr(rows: Sequence[TrialRow]) -> Table:
                         str(len(cell.values)), lr_text, edge, div or "-"))
     notes = [_seed_note(g)]
     if any(not p.single_seed for p in o.points):
-        notes.append("lr*: the best grid learning rate refined by a parabola in log(lr) through "
-                     "it and its neighbours; [95% interval: seeds resampled within each cell].")
+        notes.append("lr*: the minimum of a weighted quadratic or cubic in log(lr) fitted through "
+                     "the best grid lr and up to two neighbours each side; [95% interval: seeds "
+                     "resampled within each cell].")
     notes.append("A learning rate where any run diverged is never the best.")
     return Table(columns, tuple(out), tuple(display),
                  ("batch_size", "best_lr", "objective", "runs", "lr*", "where", "diverged_lrs"),

@@ -280,7 +280,7 @@ def our_pages(view: StudyView) -> list[Page]:
              "are not drawn.",
              figures.article_figure(figures.article_info(records, label))),
         Page("scaling.html", "Optimal learning rate against batch size",
-             "lr*(B), the best grid learning rate refined by a parabola in log(lr), with its "
+             "lr*(B), the best grid learning rate refined by a smooth fit in log(lr), with its "
              "95% interval (seeds resampled within each cell); the fitted power law "
              "lr* ~ B^alpha; the inverse, constant, square-root and linear rules drawn through "
              "the fit's centre; McCandlish et al.'s lr_max / (1 + B_noise / B); and the "
@@ -288,7 +288,7 @@ def our_pages(view: StudyView) -> list[Page]:
              figures.scaling_figure(figures.scaling_info(s, view.optimizer))),
         Page("optimum.html", "Objective against learning rate, per batch size",
              f"Mean {label} over seeds against learning rate, one line per batch size, with "
-             "the parabola that refines each optimum and its vertex.",
+             "the smooth fit that refines each optimum and its minimum.",
              figures.optimum_figure(figures.optimum_info(records, s, label))),
         Page("heatmap_objective.html", "Heat map of the objective",
              f"Mean {label} over seeds for each batch size x learning rate cell (colour on a "
@@ -602,7 +602,7 @@ def index_html(view: StudyView, pages: Sequence[Page], embeds: Sequence[str],
                              "learning rate</h3>\n" + _table(*nrows, css="facts"))
         scaling_section = f"""<h2>Optimal learning rate per batch size</h2>
 <p class="muted">The best grid learning rate (lowest mean {e(view.objective_label)}; a learning
-rate where any run diverged never is), refined by a parabola in log(lr) through it and its two
+rate where any run diverged never is), refined by a smooth fit in log(lr) through it and up to two
 neighbours when it is interior; the interval resamples the seeds within every cell and redoes
 the refinement ({e(analysis.BOOTSTRAP_WORDS)}).</p>
 {_table(oh, orows, css="facts")}

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from study import shapes
 from study.analysis import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -79,10 +80,6 @@ EXPECTED = {"sgd": "linear", "momentum": "linear", "adam": "square-root",
 OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam",
                    "rmsprop": "RMSprop"}
 
-# McCandlish's B_noise is searched from this factor below the smallest batch size to
-# this factor above the largest; an estimate at either end is not identified.
-B_NOISE_SPAN = 1000.0
-B_NOISE_GRID = 481
 
 
 # --------------------------------------------------------------------------- optimum per batch size
@@ -90,20 +87,31 @@ B_NOISE_GRID = 481
 
 @dataclass(frozen=True)
 class Optimum:
-    """The best learning rate at one batch size."""
+    """The best learning rate at one batch size, and the plateau of good ones around it."""
 
     batch_size: int
     learning_rates: tuple[float, ...]  # the grid at this batch size, ascending
     means: tuple[float, ...]  # mean objective per learning rate; inf: a run diverged; nan: none
     runs: tuple[int, ...]  # runs with an outcome per learning rate (completed + diverged)
     grid_lr: float  # the grid learning rate with the lowest mean
-    lr: float  # refined: the parabola's vertex in log(lr); the grid value when not refined
+    lr: float  # from the smooth fit: its minimum; the grid value when not refined
     low: float | None  # 95% bootstrap interval of `lr` (None: a single seed)
     high: float | None
     refined: bool
     edge: str | None  # "low" | "high": the best sits on that edge of the grid
     note: str  # how `lr` was found, in words
-    parabola: tuple[float, float, float] | None  # (c0, c1, c2): mean ~ c0 + c1 x + c2 x^2, x = ln lr
+    # The smooth fit: mean objective = sum_i curve[i] (ln lr)^i over the learning
+    # rates `window` (lowest, highest grid lr it used); None when not refined.
+    curve: tuple[float, ...] | None = None
+    window: tuple[float, float] | None = None
+    # The learning rates whose expected objective is within `tolerance` of the best: the
+    # fit's span (or, for a tie, the tied grid points'), each end with its 95% interval.
+    plateau: tuple[float, float] | None = None
+    plateau_low: tuple[float, float] | None = None
+    plateau_high: tuple[float, float] | None = None
+    open_ends: str = ""  # "low", "high" or "low high": the plateau reaches the fit's edge there
+    tie: bool = False  # several grid points share the best mean exactly
+    sigma: float | None = None  # standard deviation of ln lr* over the seed bootstrap
 
     @property
     def single_seed(self) -> bool:
@@ -121,47 +129,116 @@ def _cell_runs(records: Iterable[TrialRecord]) -> dict[tuple[int, float], list[f
             if c.values or c.diverged}
 
 
-def _vertex(x: FloatArray, y: FloatArray) -> FloatArray:
-    """The vertex of the parabola through (x0, y0), (x1, y1), (x2, y2), row-wise, clamped
-    to [x0, x2]; x1 where the three are level (no curvature)."""
-    x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
-    y0, y1, y2 = y[..., 0], y[..., 1], y[..., 2]
-    num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
-    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+# The smooth fit: up to this many grid learning rates on each side of the best one, the
+# points of that evaluation grid, and the smallest relative standard error a cell's
+# mean is weighted with (cells whose seeds agree to the last digit).
+FIT_HALF_WIDTH = 2
+FIT_POINTS = 241
+REL_SE_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class _Smooth:
+    """A smooth fit over one batch size's window, for the point estimate and replicates."""
+
+    degree: int
+    lo: int  # the window's first and last grid index
+    hi: int
+    coef: FloatArray  # rows: point estimate first, then replicates; ascending powers
+    xs: FloatArray  # the evaluation grid in ln lr
+    star: FloatArray  # per row: ln lr* (the fit's minimum over the window)
+    ends: FloatArray  # per row: (ln low end, ln high end) of the plateau
+    open_low: FloatArray  # per row: the plateau reaches the window's low edge
+    open_high: FloatArray
+
+
+def _window(means: FloatArray, k: int) -> tuple[int, int]:
+    """The grid indices the fit uses around the best, k: up to FIT_HALF_WIDTH on each
+    side, stopping before a cell with no finite mean (a diverged run, or none)."""
+    lo = k
+    while lo > 0 and k - lo < FIT_HALF_WIDTH and math.isfinite(means[lo - 1]):
+        lo -= 1
+    hi = k
+    while hi < len(means) - 1 and hi - k < FIT_HALF_WIDTH and math.isfinite(means[hi + 1]):
+        hi += 1
+    return lo, hi
+
+
+def _smooth(log_lrs: FloatArray, rows: FloatArray, weights: FloatArray, lo: int, hi: int,
+            tolerance: float) -> _Smooth:
+    """Weighted least squares of the mean on a polynomial in ln lr over the window lo..hi
+    (degree 2 for 3-4 points, 3 for 5), for every row of `rows` (R x L means) at once; its
+    minimum over the window and the plateau within a factor (1 + tolerance) of it."""
+    x = log_lrs[lo:hi + 1]
+    n = len(x)
+    degree = 2 if n < 5 else 3
+    v = np.vander(x, degree + 1, increasing=True)
+    w = weights[lo:hi + 1]
+    # Coefficients are linear in the data: one solve for every replicate.
+    solve = np.linalg.solve(v.T @ (v * w[:, None]), (v * w[:, None]).T)
+    coef = rows[:, lo:hi + 1] @ solve.T
+    xs = np.linspace(x[0], x[-1], FIT_POINTS)
+    f = coef @ np.vander(xs, degree + 1, increasing=True).T  # R x G
+    a = np.argmin(f, axis=1)
+    r = np.arange(f.shape[0])
+    fmin = f[r, a]
+    # The minimum between evaluation points: the vertex of the parabola through the best
+    # one and its neighbours (exact to O(h^3) on a smooth curve).
+    am, ap = np.clip(a - 1, 0, FIT_POINTS - 1), np.clip(a + 1, 0, FIT_POINTS - 1)
+    f0, f1, f2 = f[r, am], fmin, f[r, ap]
+    den = f0 - 2 * f1 + f2
+    h = xs[1] - xs[0]
+    inner = (a > 0) & (a < FIT_POINTS - 1) & (den > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = x1 - 0.5 * num / den
-    v = np.where(np.isfinite(v) & (den != 0), v, x1)
-    return np.asarray(np.clip(v, x0, x2), dtype=np.float64)
+        shift = np.where(inner, 0.5 * h * (f0 - f2) / den, 0.0)
+        fmin = np.where(inner, f1 - (f0 - f2) ** 2 / (8 * den), fmin)
+    x_star = xs[a] + shift
+    thresh = fmin * (1.0 + tolerance)
+    above = f > thresh[:, None]
+    j = np.arange(FIT_POINTS)[None, :]
+    left = np.where(above & (j < a[:, None]), j, -1).max(axis=1)
+    right = np.where(above & (j > a[:, None]), j, FIT_POINTS).min(axis=1)
+
+    def cross(i_out: FloatArray, i_in: FloatArray) -> FloatArray:
+        # Bisection on the polynomial between an evaluation point above the threshold
+        # and its neighbour below it: exact to ~1e-9 in ln(lr), however narrow the plateau.
+        out, inn = xs[i_out].copy(), xs[i_in].copy()
+        for _ in range(34):
+            mid = (out + inn) / 2
+            val = (coef * mid[:, None] ** np.arange(degree + 1)[None, :]).sum(axis=1)
+            up = val > thresh
+            out, inn = np.where(up, mid, out), np.where(up, inn, mid)
+        return np.asarray((out + inn) / 2, dtype=np.float64)
+
+    open_low = left < 0
+    open_high = right >= FIT_POINTS
+    low_end = np.where(open_low, xs[0], cross(np.maximum(left, 0), np.maximum(left, 0) + 1))
+    high_end = np.where(open_high, xs[-1],
+                        cross(np.minimum(right, FIT_POINTS - 1), np.minimum(right, FIT_POINTS - 1)
+                              - 1))
+    bad = ~np.isfinite(fmin)
+    star = np.where(bad, np.nan, x_star)
+    ends = np.stack([np.where(bad, np.nan, low_end), np.where(bad, np.nan, high_end)], axis=1)
+    return _Smooth(degree, lo, hi, coef, xs, star, ends, open_low, open_high)
 
 
-def _parabola(x: FloatArray, y: FloatArray) -> tuple[float, float, float]:
-    c2, c1, c0 = np.polyfit(x, y, 2)
-    return float(c0), float(c1), float(c2)
-
-
-def _refine(log_lrs: FloatArray, means: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Row-wise: ln lr* and whether it was refined, from means (R x L; nan: no cell).
-
-    The best grid point is the lowest mean (inf, a diverged run, is worse than any
-    loss). When it has a finite neighbour on each side, the parabola through the three
-    points in ln(lr) gives the optimum; on the grid's edge or beside a diverged cell the
-    grid value stands.
-    """
-    m = np.where(np.isnan(means), np.inf, means)
-    best = np.argmin(m, axis=-1)
-    rows = np.arange(m.shape[0])
-    ok = np.isfinite(m[rows, best])
-    out = np.where(ok, log_lrs[best], np.nan)
-    n = m.shape[-1]
-    inner = ok & (best > 0) & (best < n - 1)
-    lo, hi = np.clip(best - 1, 0, n - 1), np.clip(best + 1, 0, n - 1)
-    inner &= np.isfinite(m[rows, lo]) & np.isfinite(m[rows, hi])
-    if inner.any():
-        idx = np.stack([lo, best, hi], axis=-1)[inner]
-        xs = log_lrs[idx]
-        ys = m[rows[inner][:, None], idx]
-        out[inner] = _vertex(xs, ys)
-    return out, inner
+def _weights(runs: Sequence[Sequence[float]], means: FloatArray) -> FloatArray:
+    """1 / var(mean) per cell, from its seeds; equal weights when no cell has two runs."""
+    out = np.ones(len(runs))
+    if max(len(r) for r in runs) < 2:
+        return out
+    for j, r in enumerate(runs):
+        if not math.isfinite(means[j]) or len(r) < 2 or means[j] <= 0:
+            out[j] = 0.0 if not math.isfinite(means[j]) else out[j]
+            continue
+        se = float(np.std(r, ddof=1)) / math.sqrt(len(r))
+        out[j] = 1.0 / max(se, REL_SE_FLOOR * means[j]) ** 2
+    finite = out[out > 0]
+    # A cell with a single run among repeated ones: the median weight of the others.
+    single = [j for j, r in enumerate(runs) if len(r) < 2 and math.isfinite(means[j])]
+    if single and finite.size:
+        out[single] = float(np.median(finite))
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,16 +248,32 @@ class Optima:
     points: tuple[Optimum, ...]  # ascending batch size
     replicates: FloatArray  # resamples x batch sizes: ln lr* of each bootstrap replicate
     resamples: int
+    tolerance: float = 0.01
+
+
+def _ci(values: FloatArray) -> tuple[float, float] | None:
+    b = percentile_interval(values)
+    return None if b is None else (math.exp(b[0]), math.exp(b[1]))
 
 
 def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
-           seed: int = BOOTSTRAP_SEED) -> Optima:
-    """The optimal learning rate of every batch size with a finite-loss cell.
+           seed: int = BOOTSTRAP_SEED, tolerance: float = 0.01) -> Optima:
+    """The optimal learning rate of every batch size with a finite-loss cell, and the
+    plateau of learning rates within `tolerance` (relative) of the best expected objective.
+
+    The best grid learning rate (lowest mean over seeds; a cell where any run diverged
+    never is) and up to FIT_HALF_WIDTH neighbours on each side, stopping at a diverged
+    cell, are fitted by weighted least squares: the mean against a polynomial in ln(lr),
+    quadratic for 3-4 points and cubic for 5 (the curve may then lean to one side, as a
+    loss against learning rate does: it rises slowly toward small rates and steeply
+    toward divergence). Each cell's weight is 1 / var(mean) from its seeds, so every run
+    counts. lr* is the fit's minimum over the window; the plateau is the span around it
+    where the fit is within a factor (1 + tolerance) of that minimum.
 
     Bootstrap: each replicate resamples, with replacement, the runs of every cell (its
-    seeds; a diverged run counts as infinitely bad), recomputes every mean, the best grid
-    point and the refined optimum. Replicate r uses draw r of every cell, so the
-    replicates of different batch sizes belong together (for the fit of alpha).
+    seeds; a diverged run counts as infinitely bad) and refits the same window with the
+    same weights. Replicate r uses draw r of every cell, so the replicates of different
+    batch sizes belong together (for the fits across batch sizes).
     """
     cells = _cell_runs(records)
     batch_sizes = sorted({b for b, _ in cells})
@@ -193,7 +286,6 @@ def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
         if not np.isfinite(means).any():
             continue  # every learning rate diverged: no optimum at this batch size
         log_lrs = np.log(np.asarray(lrs, dtype=np.float64))
-        point, refined = _refine(log_lrs, means[None, :])
         k = int(np.argmin(means))
         grid_lr = lrs[k]
         # Replicates: resampled means of every cell (R x L).
@@ -202,12 +294,16 @@ def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
             v = np.asarray(r, dtype=np.float64)
             with np.errstate(invalid="ignore"):
                 boot[:, j] = v[resample_indices(len(v), resamples, seed + j)].mean(axis=1)
-        reps, _ = _refine(log_lrs, boot)
         multi = max(len(r) for r in runs) > 1
-        bounds = percentile_interval(reps) if multi else None
         edge = "low" if k == 0 else "high" if k == len(lrs) - 1 else None
-        parabola = None
-        if len(lrs) == 1:
+        tied = [j for j, m in enumerate(means) if m == means[k]]
+        lo, hi = _window(means, k)
+        fit: _Smooth | None = None
+        if len(tied) > 1:
+            note = ("a tie: " + ", ".join(f"lr={lrs[j]:g}" for j in tied) + " share the best "
+                    "mean exactly; a plateau, not a point")
+            edge = None if tied[0] > 0 and tied[-1] < len(lrs) - 1 else edge
+        elif len(lrs) == 1:
             note = ("only one learning rate was run at this batch size: a bound at best; run "
                     "a grid of learning rates")
         elif edge is not None:
@@ -218,20 +314,41 @@ def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
             inner = k + 1 if edge == "low" else k - 1
             if 0 <= inner < len(lrs) and means[inner] == math.inf:
                 note += f" (and refine it toward lr={lrs[inner]:g}, where a run diverged)"
-        elif not refined[0]:
+        elif lo == k or hi == k:
             note = "not refined: a neighbouring learning rate diverged"
         else:
-            note = "refined: parabola in log(lr) through the best grid lr and its neighbours"
-            parabola = _parabola(log_lrs[k - 1:k + 2], means[k - 1:k + 2])
+            fit = _smooth(log_lrs, np.vstack([means[None, :], boot]), _weights(runs, means),
+                          lo, hi, tolerance)
+            shape = "quadratic" if fit.degree == 2 else "cubic"
+            note = (f"refined: a weighted {shape} in log(lr) through {hi - lo + 1} learning "
+                    "rates around the best")
+        plateau: tuple[float, float] | None
+        if fit is not None:
+            star = float(math.exp(fit.star[0]))
+            reps = fit.star[1:]
+            plateau = (math.exp(fit.ends[0, 0]), math.exp(fit.ends[0, 1]))
+            ends = ("low " if fit.open_low[0] else "") + ("high" if fit.open_high[0] else "")
+            p_low = _ci(fit.ends[1:, 0]) if multi else None
+            p_high = _ci(fit.ends[1:, 1]) if multi else None
+            curve = tuple(float(c) for c in fit.coef[0])
+            window = (lrs[lo], lrs[hi])
+        else:
+            star = grid_lr if len(tied) < 2 else math.exp(float(np.mean(log_lrs[tied])))
+            reps = np.where(np.isfinite(boot).any(axis=1),
+                            log_lrs[np.argmin(np.where(np.isnan(boot), np.inf, boot), axis=1)],
+                            np.nan)
+            plateau = (lrs[tied[0]], lrs[tied[-1]]) if len(tied) > 1 else None
+            ends, p_low, p_high, curve, window = "", None, None, None, None
+        bounds = _ci(reps) if multi else None
+        sigma = float(np.nanstd(reps)) if multi and np.isfinite(reps).sum() > 1 else None
         points.append(Optimum(
             b, tuple(lrs), tuple(float(x) for x in means), tuple(len(r) for r in runs),
-            grid_lr, float(math.exp(point[0])) if refined[0] else grid_lr,
-            None if bounds is None else math.exp(bounds[0]),
-            None if bounds is None else math.exp(bounds[1]),
-            bool(refined[0]), edge, note, parabola))
-        columns.append(reps)
+            grid_lr, star, None if bounds is None else bounds[0],
+            None if bounds is None else bounds[1], fit is not None, edge, note, curve, window,
+            plateau, p_low, p_high, ends.strip(), len(tied) > 1, sigma))
+        columns.append(np.asarray(reps, dtype=np.float64))
     replicates = np.stack(columns, axis=1) if columns else np.empty((resamples, 0))
-    return Optima(tuple(points), replicates, resamples)
+    return Optima(tuple(points), replicates, resamples, tolerance)
 
 
 # --------------------------------------------------------------------------- power law
@@ -286,7 +403,7 @@ def power_fit(o: Optima) -> PowerFit | None:
     Optima on the grid's edge are bounds: they are left out when three or more interior
     optima remain (else all are used, and the conclusion says alpha is biased).
     """
-    points = list(o.points)
+    points = [p for p in o.points if not p.tie]  # a tie is a plateau, not a point
     interior = [p for p in points if p.edge is None]
     use = interior if len(interior) >= 3 else points
     if len(use) < 2:
@@ -325,28 +442,65 @@ class Verdict:
         return {True: "consistent", False: "rejected", None: "undecided"}[self.consistent]
 
 
-def verdicts(fit: PowerFit | None, hypotheses: Sequence[Hypothesis] = HYPOTHESES
+def verdicts(slope: shapes.Slope | None, hypotheses: Sequence[Hypothesis] = HYPOTHESES
              ) -> tuple[Verdict, ...]:
-    """Each rule is consistent when the 95% interval on alpha contains its exponent."""
+    """Each rule is consistent when the 95% interval on the slope contains its exponent."""
     out = []
     for h in hypotheses:
-        if fit is None or fit.low is None or fit.high is None:
+        if slope is None or not (math.isfinite(slope.low) and math.isfinite(slope.high)):
             out.append(Verdict(h, None))
         else:
-            out.append(Verdict(h, fit.low <= h.alpha <= fit.high))
+            out.append(Verdict(h, slope.low <= h.alpha <= slope.high))
     return tuple(out)
 
 
-# --------------------------------------------------------------------------- McCandlish et al.
+# --------------------------------------------------------------------------- shapes
+
+
+def fitted(o: Optima) -> list[Optimum]:
+    """The optima the shapes are fitted to: refined ones, neither on the grid's edge (a
+    bound) nor a tie (a plateau)."""
+    return [p for p in o.points if p.edge is None and not p.tie and p.refined]
+
+
+def compare_shapes(o: Optima) -> shapes.Comparison | None:
+    """The three shapes fitted to the refined optima, weighted by their seed bootstrap."""
+    pts = fitted(o)
+    sig = [p.sigma for p in pts]
+    sigmas = None if any(v is None for v in sig) else [float(v) for v in sig if v is not None]
+    return shapes.compare([p.batch_size for p in pts], [p.lr for p in pts], sigmas)
+
+
+def rule_range(c: shapes.Comparison) -> tuple[float, float]:
+    """Where the four rules (constant exponents) mean something under the chosen shape:
+    everywhere for a power law, below B_noise for the saturating form (where it is not yet
+    flat), below the peak for a surge (where it rises)."""
+    f = c.chosen
+    if f.shape == shapes.POWER:
+        return 0.0, math.inf
+    return 0.0, f.main
+
+
+def rule_slope(o: Optima, c: shapes.Comparison | None) -> shapes.Slope | None:
+    """The slope the rules are judged on: over the optima in `rule_range` (all of them
+    without a comparison), scaled by the comparison's overdispersion."""
+    pts = fitted(o) if c is not None else [p for p in o.points if p.edge is None and not p.tie]
+    if c is not None:
+        lo, hi = rule_range(c)
+        pts = [p for p in pts if lo < p.batch_size <= hi]
+    sig = [p.sigma for p in pts]
+    sigmas = None if any(v is None for v in sig) else [float(v) for v in sig if v is not None]
+    return shapes.slope([p.batch_size for p in pts], [p.lr for p in pts], sigmas,
+                        c.overdispersion if c is not None else 1.0)
 
 
 @dataclass(frozen=True)
 class McCandlishFit:
-    """lr*(B) = lr_max / (1 + B_noise / B), least squares in log(lr)."""
+    """lr*(B) = lr_max / (1 + B_noise / B): the saturating shape's fit."""
 
     lr_max: float
     b_noise: float
-    interval: tuple[float, float] | None  # seed bootstrap 95% interval (0, inf: open ends)
+    interval: tuple[float, float] | None  # profile 95% interval (0, inf: open ends)
     bound: str | None  # "low" | "high": B_noise hit the search range's end (not identified)
     search: tuple[float, float]  # the B_noise range searched
     batch_sizes: tuple[int, ...]
@@ -355,48 +509,13 @@ class McCandlishFit:
         return self.lr_max / (1.0 + self.b_noise / batch_size)
 
 
-def _mccandlish_sse(log_b: FloatArray, y: FloatArray, grid_n: FloatArray
-                    ) -> tuple[FloatArray, FloatArray]:
-    """For rows of y (R x n) and candidates grid_n (G): SSE (R x G) and ln lr_max (R x G)."""
-    # z[g, j] = ln(1 + N_g / B_j); the model is y_j = m - z[g, j], m = mean(y + z) per row.
-    z = np.log1p(grid_n[:, None] / np.exp(log_b)[None, :])
-    mask = ~np.isnan(y)
-    cnt = np.maximum(mask.sum(axis=1), 1)
-    y0 = np.where(mask, y, 0.0)
-    m = (y0.sum(axis=1)[:, None] + mask.astype(float) @ z.T) / cnt[:, None]
-    r = np.where(mask[:, None, :], y0[:, None, :] + z[None, :, :] - m[:, :, None], 0.0)
-    return (r * r).sum(axis=2), m
-
-
-def mccandlish_fit(o: Optima, fit: PowerFit | None) -> McCandlishFit | None:
-    """Fit McCandlish et al.'s form to the optima the power law used (None without two)."""
-    if fit is None:
+def mccandlish_fit(c: shapes.Comparison | None) -> McCandlishFit | None:
+    if c is None:
         return None
-    pts = [p for p in o.points if p.batch_size in fit.batch_sizes]
-    cols = [o.points.index(p) for p in pts]
-    bs = np.array([p.batch_size for p in pts], dtype=np.float64)
-    lo, hi = bs.min() / B_NOISE_SPAN, bs.max() * B_NOISE_SPAN
-    grid_n = np.geomspace(lo, hi, B_NOISE_GRID)
-    y = np.log(np.array([[p.lr for p in pts]]))
-    sse, m = _mccandlish_sse(np.log(bs), y, grid_n)
-    k = int(np.argmin(sse[0]))
-    bound = "low" if k == 0 else "high" if k == len(grid_n) - 1 else None
-    interval = None
-    if fit.boot is not None:
-        best = np.empty(o.replicates.shape[0])
-        reps = o.replicates[:, cols]
-        for start in range(0, reps.shape[0], 256):  # bounded memory: 256 x G x n at a time
-            chunk = reps[start:start + 256]
-            s, _ = _mccandlish_sse(np.log(bs), chunk, grid_n)
-            best[start:start + 256] = grid_n[np.argmin(s, axis=1)]
-            best[start:start + 256][np.isnan(chunk).sum(axis=1) > len(pts) - 2] = np.nan
-        interval = percentile_interval(best)
-        if interval is not None:
-            # A replicate at either end of the search range says "beyond": an open end.
-            interval = (0.0 if interval[0] <= grid_n[0] else interval[0],
-                        math.inf if interval[1] >= grid_n[-1] else interval[1])
-    return McCandlishFit(float(math.exp(m[0, k])), float(grid_n[k]), interval, bound,
-                         (float(lo), float(hi)), tuple(int(b) for b in bs))
+    f = c.of(shapes.SATURATING)
+    return McCandlishFit(f.lr_max, f.main, (f.low, f.high), f.bound,
+                         (min(c.batch_sizes) / shapes.B_NOISE_SPAN,
+                          max(c.batch_sizes) * shapes.B_NOISE_SPAN), c.batch_sizes)
 
 
 # --------------------------------------------------------------------------- noise scale
@@ -498,26 +617,37 @@ class Scaling:
 
     objective: str
     optima: Optima
-    fit: PowerFit | None
-    verdicts: tuple[Verdict, ...]
+    fit: PowerFit | None  # the power law over every interior optimum (the `alpha` rows)
+    verdicts: tuple[Verdict, ...]  # the four rules, on `rules`
     mccandlish: McCandlishFit | None
     noise: NoiseSummary | None
     seeds: int  # distinct seeds with a completed run
     why: str | None  # why there is no fit, when there is none
+    shape_fits: shapes.Comparison | None = None  # None: fewer than three refined optima
+    rules: shapes.Slope | None = None  # the slope the rules are judged on
 
 
 def scaling(records: Sequence[TrialRecord], objective: str = "objective",
-            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Scaling:
+            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+            tolerance: float = 0.01) -> Scaling:
     records = list(records)
-    o = optima(records, resamples, seed)
+    o = optima(records, resamples, seed, tolerance)
     fit = power_fit(o)
     why = None
     if fit is None:
         why = (f"a scaling fit needs optima at two or more batch sizes; this study has "
                f"{len(o.points)}")
     seeds = len({r.seed for r in records if r.status == "complete" and r.seed is not None})
-    return Scaling(objective, o, fit, verdicts(fit), mccandlish_fit(o, fit),
-                   noise_summary(records, o), seeds, why)
+    c = compare_shapes(o)
+    rules = rule_slope(o, c)
+    if c is None and fit is not None:
+        # Too few refined optima to compare shapes: the power law over every optimum, its
+        # interval the union of the seed bootstrap's and the regression's (see PowerFit),
+        # which stays honest when two seeds make the bootstrap too narrow.
+        rules = shapes.Slope(fit.alpha, -math.inf if fit.low is None else fit.low,
+                             math.inf if fit.high is None else fit.high, fit.batch_sizes)
+    return Scaling(objective, o, fit, verdicts(rules), mccandlish_fit(c),
+                   noise_summary(records, o), seeds, why, c, rules)
 
 
 # --------------------------------------------------------------------------- in words
@@ -538,44 +668,130 @@ def _join(words: Sequence[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def headline(s: Scaling, optimizer: str | None) -> str:
-    """"Best LR grows as B^0.46 [0.31, 0.61] (Adam, 5 seeds): consistent with the
-    square-root rule; rejects the inverse, constant and linear rules." """
-    who = OPTIMIZER_NAMES.get(optimizer or "", optimizer or "")
-    seeds = "1 seed" if s.seeds == 1 else f"{s.seeds} seeds"
-    # The best learning rate is the best by the study's objective: named unless it is the
-    # article's (the final training loss).
-    by = f"; by {OBJECTIVE_LABELS[s.objective]}" \
-        if s.objective in OBJECTIVE_LABELS and s.objective != "train_loss" else ""
-    context = f"({who}, {seeds}{by})" if who else f"({seeds}{by})"
-    if s.fit is None:
-        return f"No scaling law {context}: {s.why}."
-    f = s.fit
-    trend = "grows" if f.alpha >= 0.005 else "falls" if f.alpha <= -0.005 else "stays flat"
-    ci = f" [{f.low:.2f}, {f.high:.2f}]" if f.low is not None and f.high is not None else \
-        " (no interval)"
-    text = f"Best LR {trend} as B^{f.alpha:.2f}{ci} {context}"
-    ok = [f"{v.hypothesis.name}" for v in s.verdicts if v.consistent]
-    bad = [f"{v.hypothesis.name}" for v in s.verdicts if v.consistent is False]
-    if f.low is None:
-        return text + ": no interval on alpha, so no rule is accepted or rejected."
-    if ok:
-        text += f": consistent with the {_join(ok)} rule{'s' if len(ok) > 1 else ''}"
-    else:
-        text += ": consistent with none of the four rules"
+def _interval_words(low: float, high: float, digits: int = 3) -> str:
+    lo = "unbounded below" if low <= 0 or not math.isfinite(low) else fmt(low, digits)
+    hi = "unbounded above" if not math.isfinite(high) else fmt(high, digits)
+    return f"[{lo}, {hi}]"
+
+
+def _rules_text(s: Scaling, optimizer: str | None, who: str) -> str:
+    """"consistent with the linear rule; rejects the inverse, constant and square-root
+    rules (the linear rule is the one expected for SGD)", or why there is no verdict."""
+    ok = [v.hypothesis.name for v in s.verdicts if v.consistent]
+    bad = [v.hypothesis.name for v in s.verdicts if v.consistent is False]
+    if not ok and not bad:
+        return "no interval on the slope, so no rule is accepted or rejected"
+    text = (f"consistent with the {_join(ok)} rule{'s' if len(ok) > 1 else ''}" if ok
+            else "consistent with none of the four rules")
     if bad:
         text += f"; rejects the {_join(bad)} rule{'s' if len(bad) > 1 else ''}"
     expected = EXPECTED.get(optimizer or "")
     if expected is not None and who:
         text += (f" (the {expected} rule is the one expected for {who})" if expected in ok
                  else f" (the rule expected for {who}, {expected}, is rejected)")
-    return text + "."
+    return text
+
+
+def _shape_text(s: Scaling) -> str:
+    """The chosen shape in numbers: "Best LR saturates: lr* = 0.0036 / (1 + B_noise/B),
+    B_noise = 66.3 [64, 68.6]"."""
+    c = s.shape_fits
+    assert c is not None
+    f = c.chosen
+    ci = _interval_words(f.low, f.high)
+    if f.shape == shapes.POWER:
+        trend = "grows" if f.main >= 0.005 else "falls" if f.main <= -0.005 else "stays flat"
+        lo = f"{f.low:.2f}" if math.isfinite(f.low) else "-inf"
+        hi = f"{f.high:.2f}" if math.isfinite(f.high) else "inf"
+        return f"Best LR {trend} as a power law, B^{f.main:.2f} [{lo}, {hi}]"
+    if f.bound is not None:
+        where = "above the largest" if f.bound == "high" else "below the smallest"
+        return (f"Best LR follows the {f.shape} shape with B_noise {where} batch size "
+                f"searched ({fmt(f.main)}): not identified")
+    if f.shape == shapes.SATURATING:
+        return (f"Best LR saturates: lr* = {fmt(f.lr_max)} / (1 + B_noise/B), "
+                f"B_noise = {fmt(f.main)} {ci}")
+    return (f"Best LR surges: it rises as sqrt(B) to lr_max = {fmt(f.lr_max)} at "
+            f"B_noise = {fmt(f.main)} {ci}, then falls as 1/sqrt(B)")
+
+
+def headline(s: Scaling, optimizer: str | None) -> str:
+    """The study's answer in one sentence: the best-supported shape of lr*(B) with its
+    parameter and interval, how it compares with the other shapes, and the four rules'
+    verdicts where they mean something. "Best LR saturates: lr* = 0.0036 / (1 + B_noise/B),
+    B_noise = 66.3 [64, 68.6] (Adam, 16 seeds; saturating (McCandlish) best supported,
+    QAIC weight 0.97). Below B_noise, lr* grows as B^0.93 [0.7, 1.2]: consistent with the
+    linear rule; ..." """
+    who = OPTIMIZER_NAMES.get(optimizer or "", optimizer or "")
+    seeds = "1 seed" if s.seeds == 1 else f"{s.seeds} seeds"
+    # The best learning rate is the best by the study's objective: named unless it is the
+    # article's (the final training loss).
+    by = f"; by {OBJECTIVE_LABELS[s.objective]}" \
+        if s.objective in OBJECTIVE_LABELS and s.objective != "train_loss" else ""
+    if s.fit is None:
+        context = f"({who}, {seeds}{by})" if who else f"({seeds}{by})"
+        return f"No scaling law {context}: {s.why}."
+    c = s.shape_fits
+    if c is None:
+        # Fewer than three refined optima: no shape can be told from another; the slope.
+        context = f"({who}, {seeds}{by}; too few refined optima to compare shapes)" if who \
+            else f"({seeds}{by}; too few refined optima to compare shapes)"
+        r = s.rules
+        if r is None:
+            return f"No scaling law {context}: fewer than two refined optima."
+        trend = "grows" if r.alpha >= 0.005 else "falls" if r.alpha <= -0.005 else "stays flat"
+        ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) and math.isfinite(r.high) \
+            else " (no interval)"
+        return (f"Best LR {trend} as B^{r.alpha:.2f}{ci} {context}: "
+                f"{_rules_text(s, optimizer, who)}.")
+    f = c.chosen
+    support = f"{f.shape} best supported, QAIC weight {f.weight:.2f}" if f is c.best else \
+        f"{f.shape} as good as the best ({c.best.shape}), so the simpler statement leads"
+    ties = [t.shape for t in c.ties if t is not f] + ([c.best.shape] if f is not c.best else [])
+    ties = [t for t in ties if t != f.shape]
+    if ties:
+        support += f"; the data cannot tell it from the {_join(ties)} shape" + \
+            ("s" if len(ties) > 1 else "")
+    context = f"({who}, {seeds}{by}; {support})" if who else f"({seeds}{by}; {support})"
+    text = f"{_shape_text(s)} {context}."
+    r = s.rules
+    if f.shape == shapes.POWER:
+        return text + f" Its exponent is {_rules_text(s, optimizer, who)}."
+    where = "below B_noise" if f.shape == shapes.SATURATING else "below the peak"
+    if f.bound == "high":
+        where = "over the batch sizes run"
+    if r is None or f.bound == "low":
+        return text + f" Too few batch sizes {where} to judge the four rules."
+    ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) and math.isfinite(r.high) \
+        else " (no interval)"
+    return text + (f" {where[:1].upper() + where[1:]}, lr* grows as B^{r.alpha:.2f}{ci}: "
+                   f"{_rules_text(s, optimizer, who)}.")
+
+
+def plateau_sentence(s: Scaling) -> str | None:
+    """"Within 1% of the best: B=16: lr 0.0007..0.0012; ...", None without plateaus."""
+    parts = []
+    for p in s.optima.points:
+        if p.plateau is None:
+            continue
+        lo, hi = p.plateau
+        mark_lo = "<=" if "low" in p.open_ends else ""
+        mark_hi = "+" if "high" in p.open_ends else ""
+        tie = " (a tie)" if p.tie else ""
+        parts.append(f"B={p.batch_size}: lr {mark_lo}{fmt(lo, 2)}..{fmt(hi, 2)}{mark_hi} "
+                     f"({fmt(hi / lo, 2)}x){tie}")
+    if not parts:
+        return None
+    tol = s.optima.tolerance
+    return (f"Learning rates within {tol * 100:g}% of the best expected objective: "
+            + "; ".join(parts) + ".")
 
 
 def noise_sentence(s: Scaling) -> str | None:
     parts = []
     m = s.mccandlish
-    if m is not None:
+    # The headline already gives the saturating form when it leads.
+    if m is not None and not (s.shape_fits is not None and s.shape_fits.chosen.shape == shapes.SATURATING):
         if m.bound == "high":
             parts.append("McCandlish et al.'s lr_max / (1 + B_noise / B) puts B_noise above "
                          f"{fmt(m.search[1])}: lr* is still in its linear regime")
@@ -648,6 +864,9 @@ def caveats(s: Scaling, budget: str | None = None) -> list[str]:
 def conclusion(s: Scaling, optimizer: str | None, budget: str | None = None) -> str:
     """The paragraph the report opens with: the finding in numbers, then the caveats."""
     parts = [headline(s, optimizer)]
+    plateau = plateau_sentence(s)
+    if plateau:
+        parts.append(plateau)
     noise = noise_sentence(s)
     if noise:
         parts.append(noise)

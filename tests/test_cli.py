@@ -130,7 +130,7 @@ def test_a_multiclass_study_minimizes_the_validation_error_end_to_end(tmp_path: 
             [(1, pytest.approx(1.0 - curve[0])), (2, pytest.approx(1.0 - curve[1]))]
     assert "Objective: validation error after training (1 - validation accuracy)" in out.stdout
     assert "; validation accuracy 0." in out.stdout  # the best cell's
-    assert "(Adam, 2 seeds; by validation error)" in out.stdout  # the scaling headline
+    assert "(Adam, 2 seeds; by validation error" in out.stdout  # the scaling headline
     # Queries say which objective they show, and list the accuracies.
     trials = run_cli(["query", "trials", "--storage", url, "--format", "csv"])
     assert trials.stdout.splitlines()[0].endswith(",status,train_accuracy,val_accuracy")

@@ -172,7 +172,7 @@ def test_scaling_info_points_fit_rules_and_noise() -> None:
     (name, x, low, high, _), = info.verticals
     assert (x, low, high) == pytest.approx((500.0, 500.0, 500.0))
     assert name.startswith("measured B_simple 500")
-    assert "(SGD, 3 seeds)" in info.title
+    assert "(SGD, 3 seeds; " in info.title
     fig = figures.scaling_figure(info)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     (points,) = [t for t in fig.data if t.name == "lr* (refined)"]
@@ -193,13 +193,14 @@ def test_scaling_info_single_seed_and_edges() -> None:
     assert list(points.marker.symbol) == ["circle"] * 4 + ["circle-open"]
 
 
-def test_optimum_info_draws_the_refining_parabola() -> None:
+def test_optimum_info_draws_the_refining_fit() -> None:
     rs = study_records()
     info = figures.optimum_info(rs, scaling.scaling(rs), "final training loss")
     c16 = info.curves[0]
     assert c16.batch_size == 16 and c16.lr == pytest.approx(1e-3)
-    assert c16.fit_xs[0] == pytest.approx(10 ** -3.5) and c16.fit_xs[-1] == pytest.approx(10 ** -2.5)
-    assert min(c16.fit_ys) == pytest.approx(0.101, abs=1e-3)  # the vertex of the mean parabola
+    # The fit spans the best grid lr and two neighbours each side (half decades).
+    assert c16.fit_xs[0] == pytest.approx(10 ** -4) and c16.fit_xs[-1] == pytest.approx(10 ** -2)
+    assert min(c16.fit_ys) == pytest.approx(0.101, abs=1e-3)  # the minimum of the mean's fit
     assert c16.star_y is not None and c16.star_y == pytest.approx(0.101, rel=0.05)
     c256 = info.curves[-1]
     assert c256.diverged == (1.0,) and c256.means[-1] is None

@@ -90,9 +90,14 @@ def test_refined_optimum_is_the_parabolas_vertex() -> None:
     assert (p16.grid_lr, p64.grid_lr) == (1e-3, 1e-2)
     assert p16.lr == pytest.approx(3e-3) and p64.lr == pytest.approx(1.2e-2)
     assert p16.refined and p16.edge is None and p16.single_seed and p16.low is None
-    assert p16.parabola is not None
-    _, c1, c2 = p16.parabola
+    # Four learning rates around the best: a quadratic in ln(lr), exact on this loss.
+    assert p16.curve is not None and len(p16.curve) == 3 and p16.window == (1e-4, 1e-1)
+    _, c1, c2 = p16.curve
     assert -c1 / (2 * c2) == pytest.approx(math.log(3e-3))
+    # Its plateau: 0.1 + u^2 <= 0.1 * 1.01, |u| <= sqrt(0.001) in ln(lr), around lr*.
+    u = math.sqrt(0.001)
+    assert p16.plateau == pytest.approx((3e-3 * math.exp(-u), 3e-3 * math.exp(u)), rel=1e-3)
+    assert p16.open_ends == "" and not p16.tie
 
 
 def test_edges_and_diverged_neighbours_are_flagged() -> None:
@@ -159,14 +164,17 @@ def test_no_fit_without_two_batch_sizes_and_no_verdict_without_an_interval() -> 
     assert scaling.headline(s, "adam").startswith("No scaling law (Adam, 1 seed): a scaling fit")
     two = scaling.scaling(records([16, 64], LRS, [0], parabola_loss(lambda b: 1e-3 * b / 16)))
     assert two.fit is not None and two.fit.low is None and two.fit.alpha == pytest.approx(1.0)
-    assert "no interval on alpha, so no rule is accepted or rejected" in scaling.headline(two, None)
+    assert "no interval on the slope, so no rule is accepted or rejected" in \
+        scaling.headline(two, None)
 
 
 def test_the_headline_names_an_objective_other_than_the_articles() -> None:
     rs = records([16, 64], LRS, [0], parabola_loss(lambda b: 1e-3 * b / 16))
-    for objective, context in (("objective", "(Adam, 1 seed)"), ("train_loss", "(Adam, 1 seed)"),
-                               ("val_loss", "(Adam, 1 seed; by validation loss)"),
-                               ("val_error", "(Adam, 1 seed; by validation error)")):
+    few = "; too few refined optima to compare shapes"
+    for objective, context in (("objective", f"(Adam, 1 seed{few})"),
+                               ("train_loss", f"(Adam, 1 seed{few})"),
+                               ("val_loss", f"(Adam, 1 seed; by validation loss{few})"),
+                               ("val_error", f"(Adam, 1 seed; by validation error{few})")):
         head = scaling.headline(scaling.scaling(rs, objective), "adam")
         assert head.startswith(f"Best LR grows as B^1.00 (no interval) {context}: "), head
     one = scaling.scaling(records([16], LRS, [0], parabola_loss(lambda b: 1e-2)), "val_error")
@@ -180,7 +188,10 @@ def test_mccandlish_fit_recovers_its_parameters() -> None:
     rs = records(bs, grid, [0], parabola_loss(lambda b: lr_max / (1 + b_noise / b)))
     s = scaling.scaling(rs)
     m = s.mccandlish
-    assert m is not None and m.bound is None and m.interval is None
+    assert m is not None and m.bound is None and m.interval is not None
+    # Exact optima, equal weights: the profile interval closes on the estimate.
+    assert m.interval[0] <= m.b_noise <= m.interval[1]
+    assert m.interval == pytest.approx((b_noise, b_noise), rel=0.05)
     assert m.b_noise == pytest.approx(b_noise, rel=0.05)
     assert m.lr_max == pytest.approx(lr_max, rel=0.05)
     assert m.predict(b_noise) == pytest.approx(lr_max / 2, rel=0.05)
@@ -213,10 +224,17 @@ def test_verdicts_on_synthetic_square_root_data() -> None:
                      "linear": "rejected"}, (f.alpha, f.low, f.high)
     assert f.boot is not None and f.regression is not None
     assert f.low == min(f.boot[0], f.regression[0]) and f.high == max(f.boot[1], f.regression[1])
+    c = s.shape_fits
+    assert c is not None and c.chosen.shape == "power law"
+    p = c.chosen
+    assert s.rules is not None and s.rules.alpha == pytest.approx(p.main)
     head = scaling.headline(s, "adam")
-    assert head == (f"Best LR grows as B^{f.alpha:.2f} [{f.low:.2f}, {f.high:.2f}] (Adam, 5 seeds): "
-                    "consistent with the square-root rule; rejects the inverse, constant and linear "
-                    "rules (the square-root rule is the one expected for Adam).")
+    ties = "; the data cannot tell it from the surge (Li et al.) shape" if c.ties else ""
+    assert head == (f"Best LR grows as a power law, B^{p.main:.2f} [{p.low:.2f}, {p.high:.2f}] "
+                    f"(Adam, 5 seeds; power law best supported, QAIC weight {p.weight:.2f}{ties}). "
+                    "Its exponent is consistent with the square-root rule; rejects the inverse, "
+                    "constant and linear rules (the square-root rule is the one expected for "
+                    "Adam).")
 
 
 # --------------------------------------------------------------------------- noisy quadratic
@@ -315,8 +333,8 @@ def test_conclusion_states_numbers_and_caveats() -> None:
 
     rs = records([16, 32, 64, 128], LRS, [0], loss)
     text = scaling.conclusion(scaling.scaling(rs), "sgd", "epochs")
-    assert text.startswith("Best LR grows as B^")
-    assert "(SGD, 1 seed)" in text
+    assert text.startswith("Best LR grows as a power law, B^")
+    assert "(SGD, 1 seed; power law best supported" in text
     assert "Best learning rate on the grid's edge (B=16: lr=0.0001 (low edge))" in text
     assert "Single seed: no interval over seeds" in text
     assert "The budget is in epochs" in text
@@ -326,6 +344,6 @@ def test_conclusion_states_numbers_and_caveats() -> None:
     assert "The fit includes optima on the grid's edge" in two_interior
     seeds = records([16, 32, 64, 128], LRS, range(3), loss)
     five = scaling.conclusion(scaling.scaling(seeds), "adam", "examples")
-    assert "(Adam, 3 seeds)" in five and "Single seed" not in five and "epochs" not in five
+    assert "(Adam, 3 seeds; power law" in five and "Single seed" not in five and "epochs" not in five
     assert "The budget is in examples: every batch size sees the same data" in five
     assert "budget" not in scaling.conclusion(scaling.scaling(seeds), "adam", "steps")
