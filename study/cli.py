@@ -272,8 +272,11 @@ def _print_summary(ctx: object) -> None:
     if spec.is_grid and len(g.batch_sizes) > 1:
         from study import scaling
 
-        s = scaling.scaling(records, spec.train.objective)
+        s = scaling.scaling(records, spec.train.objective, tolerance=spec.analysis.tolerance)
         print(f"Scaling (more: study query scaling): {scaling.headline(s, spec.train.optimizer)}")
+        plateau = scaling.plateau_sentence(s)
+        if plateau:
+            print(plateau)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1

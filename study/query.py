@@ -518,14 +518,16 @@ def _grid(rows: Sequence[TrialRow]) -> Table:
                  (_seed_note(g),))
 
 
-def _best_lr(rows: Sequence[TrialRow]) -> Table:
+def _best_lr(rows: Sequence[TrialRow], tolerance: float = 0.01) -> Table:
     """Per batch size: the best grid learning rate and its mean objective (with interval),
-    the refined optimum with its bootstrap interval, and whether it sits on the grid's edge."""
+    the refined optimum with its bootstrap interval, whether it sits on the grid's edge,
+    and the plateau of learning rates within `tolerance` of the best."""
     records = [row.record for row in rows]
     g = analysis.grid(records)
-    o = S.optima(records)
+    o = S.optima(records, tolerance=tolerance)
     columns = ("batch_size", "learning_rate", "objective", "objective_low", "objective_high",
-               "runs", "lr_refined", "lr_low", "lr_high", "note", "diverged_lrs")
+               "runs", "lr_refined", "lr_low", "lr_high", "note", "diverged_lrs",
+               "plateau_low", "plateau_high")
     out = []
     display = []
     for p in o.points:
@@ -537,14 +539,18 @@ def _best_lr(rows: Sequence[TrialRow]) -> Table:
                     if (c := g.cell(p.batch_size, lr)) is not None and c.diverged]
         note = p.note + ("; single seed" if p.single_seed else "")
         div = ",".join(f"{lr:g}" for lr in diverged) or None
+        plateau = p.plateau or (None, None)
         out.append((p.batch_size, p.grid_lr, i.mean, i.low, i.high, len(cell.values), p.lr,
-                    p.low, p.high, note, div))
+                    p.low, p.high, note, div, *plateau))
+        plateau_text = "-" if p.plateau is None else \
+            f"{p.plateau[0]:.3g}..{p.plateau[1]:.3g}" + (" (tie)" if p.tie else "") + \
+            (f" (open {p.open_ends})" if p.open_ends else "")
         lr_text = f"{p.lr:.3g}" + (f" [{p.low:.3g}, {p.high:.3g}]" if p.low is not None
                                     and p.high is not None else "")
         edge = f"{p.edge} edge: widen the grid" if p.edge else \
             ("refined" if p.refined else "not refined (diverged neighbour)")
         display.append((str(p.batch_size), f"{p.grid_lr:g}", analysis.interval_text(i),
-                        str(len(cell.values)), lr_text, edge, div or "-"))
+                        str(len(cell.values)), lr_text, plateau_text, edge, div or "-"))
     notes = [_seed_note(g)]
     if any(not p.single_seed for p in o.points):
         notes.append("lr*: the minimum of a weighted quadratic or cubic in log(lr) fitted through "
@@ -552,8 +558,9 @@ def _best_lr(rows: Sequence[TrialRow]) -> Table:
                      "resampled within each cell].")
     notes.append("A learning rate where any run diverged is never the best.")
     return Table(columns, tuple(out), tuple(display),
-                 ("batch_size", "best_lr", "objective", "runs", "lr*", "where", "diverged_lrs"),
-                 tuple(notes), left=(5,))
+                 ("batch_size", "best_lr", "objective", "runs", "lr*",
+                  f"within_{tolerance * 100:g}%", "where", "diverged_lrs"),
+                 tuple(notes), left=(6,))
 
 
 def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Table:
@@ -578,17 +585,58 @@ def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Ta
             out.append(("alpha, regression t", f.alpha, f.regression[0], f.regression[1],
                         f"OLS slope, Student t with {len(f.batch_sizes) - 2} df"))
         out.append(("a (intercept, ln lr)", f.intercept, None, None, "natural logs"))
+    tol = f"{s.optima.tolerance * 100:g}%"
+    for p in s.optima.points:
+        if p.plateau is None:
+            continue
+        how = "a tie of grid points" if p.tie else "the smooth fit's span"
+        ends = f"; open at the {p.open_ends} end(s): the fit's window ends there" \
+            if p.open_ends else ""
+        ci = ""
+        if p.plateau_low is not None and p.plateau_high is not None:
+            ci = (f"; 95% intervals of the ends: [{p.plateau_low[0]:.3g}, {p.plateau_low[1]:.3g}]"
+                  f" and [{p.plateau_high[0]:.3g}, {p.plateau_high[1]:.3g}]")
+        out.append((f"plateau at B={p.batch_size}", p.lr, p.plateau[0], p.plateau[1],
+                    f"learning rates within {tol} of the best expected objective ({how}); "
+                    f"value: lr*{ci}{ends}"))
+    comp = s.shape_fits
+    if comp is not None:
+        for fs in comp.fits:
+            params = (f"alpha (lr* ~ B^alpha); intercept ln lr {fs.scale:.3g}"
+                      if fs.main_name == "alpha" else
+                      f"B_noise; lr_max {fs.lr_max:.3g}")
+            bound = {"high": "; B_noise at the top of the search range: not identified",
+                     "low": "; B_noise at the bottom of the search range: not identified"}
+            out.append((f"shape: {fs.shape}", fs.main, fs.low, fs.high,
+                        f"value: {params}; chi2 {fs.chi2:.3g}, QAIC {fs.qaic:.3g}, Akaike "
+                        f"weight {fs.weight:.2f}; 95% profile interval"
+                        + bound.get(fs.bound or "", "")))
+        chosen = comp.chosen
+        tied = [t.shape for t in comp.ties]
+        out.append(("shape", chosen.main, chosen.low, chosen.high,
+                    f"{chosen.shape}" + (f"; cannot be told from: {', '.join(tied)}"
+                                         if tied else "")
+                    + f"; overdispersion {comp.overdispersion:.3g} over B = "
+                    + ", ".join(map(str, comp.batch_sizes))))
+    r = s.rules
+    if r is not None:
+        out.append(("slope for the rules", r.alpha, r.low if math.isfinite(r.low) else None,
+                    r.high if math.isfinite(r.high) else None,
+                    "d ln lr* / d ln B over B = " + ", ".join(map(str, r.batch_sizes))
+                    + " (where the chosen shape says the rules apply)"))
     for v in s.verdicts:
         out.append((f"{v.hypothesis.name} rule", v.hypothesis.alpha, None, None,
                     f"{v.word} ({v.hypothesis.source})"))
     m = s.mccandlish
     if m is not None:
-        bound = {"high": "at the top of the search range: lr* still linear in B, not identified",
-                 "low": "at the bottom of the search range: lr* does not grow with B"}
+        mbound = {"high": "at the top of the search range: lr* still linear in B, not "
+                          "identified",
+                  "low": "at the bottom of the search range: lr* does not grow with B"}
         out.append(("McCandlish B_noise", m.b_noise, *(m.interval or (None, None)),
-                    bound.get(m.bound or "", "lr*(B) = lr_max / (1 + B_noise / B); " + (
-                        "seed bootstrap interval" if m.interval else "no interval (single seed)"))))
-        out.append(("McCandlish lr_max", m.lr_max, None, None, "least squares in log(lr)"))
+                    mbound.get(m.bound or "", "lr*(B) = lr_max / (1 + B_noise / B); 95% "
+                               "profile interval (the saturating shape's)")))
+        out.append(("McCandlish lr_max", m.lr_max, None, None,
+                    "weighted least squares in log(lr)"))
     if s.noise is not None:
         n = s.noise
         how = "tr(Sigma) and |G|^2 averaged, then divided" if n.pooled else \
@@ -702,15 +750,20 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
             rows = trial_rows(conn, study_id)
             table = scaling_table(S.scaling([row.record for row in rows],
                                             spec.train.objective if spec is not None
-                                            else "objective"),
+                                            else "objective",
+                                            tolerance=spec.analysis.tolerance
+                                            if spec is not None else 0.01),
                                   spec.train.optimizer if spec is not None else None,
                                   spec.train.budget if spec is not None else None)
         else:
             rows = trial_rows(conn, study_id)
-            table = {"trials": _trials, "grid": _grid, "best-lr": _best_lr}[name](rows)
+            spec = _study_spec(conn, study_id)
+            if name == "best-lr":
+                table = _best_lr(rows, spec.analysis.tolerance if spec is not None else 0.01)
+            else:
+                table = {"trials": _trials, "grid": _grid}[name](rows)
             if name == "trials":
                 return table
-            spec = _study_spec(conn, study_id)
         # Say which objective the table's numbers are, above its other notes.
         return dataclasses.replace(table, notes=(_objective_note(spec), *table.notes))
 

@@ -80,7 +80,8 @@ class StudyView:
     @functools.cached_property
     def scaling(self) -> S.Scaling:
         """The scaling analysis (optimum per batch size, fits, noise scale), computed once."""
-        return S.scaling(self.records, self.objective)
+        tolerance = self.spec.analysis.tolerance if self.spec is not None else 0.01
+        return S.scaling(self.records, self.objective, tolerance=tolerance)
 
     def conclusion(self) -> tuple[str, str | None, list[str]]:
         """(headline, noise sentence, caveats): what the study found, generated."""

@@ -113,7 +113,7 @@ def test_best_lr_per_batch_size(study_db: Path) -> None:
     table = query.run_named(url(study_db), "best-lr")
     assert table.columns == ("batch_size", "learning_rate", "objective", "objective_low",
                              "objective_high", "runs", "lr_refined", "lr_low", "lr_high", "note",
-                             "diverged_lrs")
+                             "diverged_lrs", "plateau_low", "plateau_high")
     for bs, lr, objective, low, high, runs, *_ in table.rows:
         means = {}
         for cand in (0.01, 0.001):
@@ -130,7 +130,7 @@ def test_best_lr_per_batch_size(study_db: Path) -> None:
     assert "not refined: a neighbouring learning rate diverged" in str(by_b[16][9])
     text = query.render(table, "table")
     assert text.splitlines()[0].split() == ["batch_size", "best_lr", "objective", "runs", "lr*",
-                                            "where", "diverged_lrs"]
+                                            "within_1%", "where", "diverged_lrs"]
     assert "A learning rate where any run diverged is never the best." in text
 
 
