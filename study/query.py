@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from study import analysis
+from study import critical as C
 from study import records as R
 from study import scaling as S
 from study.analysis import TrialRecord
@@ -39,7 +40,7 @@ from study.storage import mask, parse_url, read_only
 if TYPE_CHECKING:
     import sqlalchemy
 
-NAMED = ("trials", "grid", "best-lr", "scaling", "curves", "studies")
+NAMED = ("trials", "grid", "best-lr", "scaling", "critical-batch", "curves", "studies")
 FORMATS = ("table", "csv", "json")
 DEFAULT_STUDY = "article"
 
@@ -415,14 +416,15 @@ class TrialRow:
     attrs: dict[str, Any]
 
 
-def _attrs(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool
-           ) -> dict[int, dict[str, Any]]:
+def _attrs(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool,
+           step_curves: bool = False) -> dict[int, dict[str, Any]]:
     import sqlalchemy
 
     # Every attribute, as the report reads them through Optuna, but the per-epoch curves
-    # only when asked: they are most of the bytes. Our own constant names, quoted: no
-    # user input reaches this string.
-    skip = "" if curves else f" AND a.key NOT IN ({', '.join(f'{k!r}' for k in R.CURVES)})"
+    # only when asked (the step curve alone with `step_curves`): they are most of the
+    # bytes. Our own constant names, quoted: no user input reaches this string.
+    skipped = [k for k in R.CURVES if not (step_curves and k == R.STEP_CURVE)]
+    skip = "" if curves else f" AND a.key NOT IN ({', '.join(f'{k!r}' for k in skipped)})"
     sql = _ATTRS_SQL.format(skip=skip)
     out: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, key, value_json in conn.execute(sqlalchemy.text(sql), {"study_id": study_id}):
@@ -430,14 +432,15 @@ def _attrs(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool
     return out
 
 
-def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool = False
-               ) -> list[TrialRow]:
-    """Every trial of the study, its record built by `records.record` as the report's is."""
+def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool = False,
+               step_curves: bool = False) -> list[TrialRow]:
+    """Every trial of the study, its record built by `records.record` as the report's is
+    (with its step curve when `curves` or `step_curves`)."""
     import sqlalchemy
 
     values = {int(tid): _float(v, vt) for tid, v, vt in
               conn.execute(sqlalchemy.text(_VALUES_SQL), {"study_id": study_id})}
-    attrs = _attrs(conn, study_id, curves)
+    attrs = _attrs(conn, study_id, curves, step_curves)
     out = []
     for tid, number, state, start, complete, bs, lr, seed in conn.execute(
             sqlalchemy.text(_TRIALS_SQL), {"study_id": study_id}):
@@ -652,6 +655,52 @@ def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Ta
                  left=(4,))
 
 
+def critical_table(found: Sequence[C.Critical], noise: S.NoiseSummary | None) -> Table:
+    """Steps to each target per batch size and the critical batch sizes, as rows of
+    (quantity, value, low, high, note). With several targets, each row names its target."""
+    columns = ("quantity", "value", "low", "high", "note")
+    out: list[tuple[Value, ...]] = []
+    for c in found:
+        at = f" (target {c.target:.4g})" if len(found) > 1 else ""
+        how = (f"auto: {C.AUTO_TARGET_MARGIN:.0%} above the best loss reached" if c.auto
+               else "analysis.target")
+        out.append((f"target{at}", c.target, None, None, how))
+        for p in c.points:
+            note = (f"lr {p.learning_rate:g} reached it first; curve every {p.every} steps; "
+                    f"examples {p.examples:.4g}" if p.steps is not None and p.examples
+                    is not None else "no learning rate's mean curve reached the target")
+            out.append((f"steps to target at B={p.batch_size}{at}", p.steps, p.low, p.high,
+                        note))
+        fit = "McCandlish et al. 2018: S = S_min (1 + B_noise/B), least squares in ln S; " \
+            "seed bootstrap"
+        for name, e in (("S_min", c.s_min), ("E_min", c.e_min)):
+            if e is not None:
+                out.append((f"{name}{at}", e.value, e.low, e.high, fit))
+        if c.b_crit is not None:
+            bound = {"high": "; at the top of the range searched: S(B) does not level off",
+                     "low": "; at the bottom of the range searched: S(B) does not fall with B"}
+            out.append((f"B_crit{at}", c.b_crit.value, c.b_crit.low, c.b_crit.high,
+                        "E_min / S_min" + bound.get(c.bound or "", "")))
+        else:
+            out.append((f"B_crit{at}", None, None, None,
+                        "needs three or more batch sizes that reached the target"))
+        o = c.b_overhead
+        out.append((f"B_crit (20% overhead){at}", None if o is None or not math.isfinite(
+            o.value) else o.value, None if o is None else o.low,
+            None if o is None or o.high is None or not math.isfinite(o.high) else o.high,
+            f"Zhang et al. 2024: {c.overhead_note}"))
+    if noise is not None:
+        n = noise.critical
+        out.append(("B_simple", n.mean, n.low, n.high,
+                    "the measured gradient noise scale, pooled over each batch size's best "
+                    "cell: McCandlish et al.'s predicted critical batch size"))
+    notes: tuple[str, ...] = ()
+    if not found:
+        notes = ("No trial recorded a step curve (studies run before analysis.curve_every "
+                 "existed have none): rerun the study to measure steps to a target.",)
+    return Table(columns, tuple(out), notes=notes, left=(4,))
+
+
 def _curves(conn: sqlalchemy.engine.Connection, study_id: int, name: str,
             rows: Sequence[TrialRow], trial: int | None) -> Table:
     import sqlalchemy
@@ -740,6 +789,16 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
         if name == "curves":
             rows = trial_rows(conn, study_id, curves=True)
             return _curves(conn, study_id, resolved, rows, trial)
+        if name == "critical-batch":
+            spec = _study_spec(conn, study_id)
+            rows = trial_rows(conn, study_id, step_curves=True)
+            records = [row.record for row in rows]
+            table = critical_table(C.critical_all(records, spec.analysis.target
+                                                  if spec is not None else ()),
+                                   S.scaling(records).noise)
+            return dataclasses.replace(table, notes=(
+                "Steps to the target: the training loss's step curve (analysis.curve_every), "
+                "mean over seeds, the fewest steps over learning rates.", *table.notes))
         if name == "scaling":
             spec = _study_spec(conn, study_id)
             if spec is not None and not spec.is_grid:

@@ -1,0 +1,135 @@
+"""Which shape lr*(B) follows, and steps to a target: known answers drawn here with numpy.
+
+Optima are generated from each shape with log-normal noise of a known sigma; the
+comparison must pick the generating shape at a measured rate, never the power law when
+the truth saturates strongly, and its 95% intervals must cover the truth at a measured
+rate. Steps to a target are generated from McCandlish et al.'s S(B) with noise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from study import critical, shapes
+from study.analysis import TrialRecord
+
+BS = np.array([4, 8, 16, 32, 64, 128, 256, 512])
+TRUTH = {
+    shapes.POWER: lambda b: 1e-3 * (b / 16) ** 0.5,
+    shapes.SATURATING: lambda b: 0.5 / (1 + 40 / b),
+    shapes.SURGE: lambda b: 0.01 / (0.5 * (np.sqrt(40 / b) + np.sqrt(b / 40))),
+}
+TRUE_MAIN = {shapes.POWER: 0.5, shapes.SATURATING: 40.0, shapes.SURGE: 40.0}
+
+
+@pytest.mark.parametrize("truth", list(TRUTH))
+def test_the_generating_shape_is_chosen_and_its_interval_covers_the_truth(truth: str) -> None:
+    rng = np.random.default_rng(11)
+    sigma, reps = 0.1, 300
+    chosen: dict[str, int] = {}
+    covered = 0
+    for _ in range(reps):
+        lrs = TRUTH[truth](BS) * np.exp(rng.normal(0, sigma, len(BS)))
+        c = shapes.compare(list(BS), list(lrs), [sigma] * len(BS))
+        assert c is not None
+        chosen[c.chosen.shape] = chosen.get(c.chosen.shape, 0) + 1
+        f = c.of(truth)
+        covered += f.low <= TRUE_MAIN[truth] <= f.high
+    rate = chosen.get(truth, 0) / reps
+    print(f"\n{truth}: chosen {chosen}; 95% interval covers the truth in {covered / reps:.1%}")
+    assert rate >= 0.9, chosen
+    # The profile interval with known sigma: close to its nominal 95%.
+    assert 0.9 <= covered / reps <= 0.99
+
+
+def test_the_power_law_is_not_chosen_when_the_truth_saturates_strongly() -> None:
+    rng = np.random.default_rng(3)
+    power = 0
+    for _ in range(200):
+        lrs = 0.5 / (1 + 40 / BS) * np.exp(rng.normal(0, 0.05, len(BS)))
+        c = shapes.compare(list(BS), list(lrs), [0.05] * len(BS))
+        assert c is not None
+        power += c.chosen.shape == shapes.POWER
+    assert power == 0
+
+
+def test_equal_weights_without_sigmas_and_too_few_points() -> None:
+    assert shapes.compare([16, 32], [1e-3, 2e-3], None) is None
+    exact = [float(0.5 / (1 + 40 / b)) for b in BS]
+    c = shapes.compare(list(BS), exact, None)
+    assert c is not None and not c.weighted and c.chosen.shape == shapes.SATURATING
+    assert c.chosen.main == pytest.approx(40.0, rel=1e-3)
+    assert c.chosen.lr_max == pytest.approx(0.5, rel=1e-3)
+    assert float(c.chosen.predict(40.0)) == pytest.approx(0.25, rel=1e-3)
+    # The slope of lr* = B^0.5 exactly, with no sigmas: the residual scatter (0) gives
+    # an interval that closes on the slope.
+    s = shapes.slope([16, 64, 256], [1.0, 2.0, 4.0], None)
+    assert s is not None and s.alpha == pytest.approx(0.5) and s.low == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- steps to a target
+
+
+def _study(s_min: float, b_noise: float, seeds: int, rng: np.random.Generator,
+           noise: float = 0.02) -> list[TrialRecord]:
+    """Per batch size, three learning rates; the best one's mean curve crosses 0.1 at
+    S(B) = s_min (1 + b_noise / B); the others later. Curves: 0.1 (S / t)^0.5."""
+    out: list[TrialRecord] = []
+    for b in BS:
+        s_true = s_min * (1 + b_noise / b)
+        total = int(s_true * 3)
+        every = max(1, total // 100)
+        centres = np.arange(total // every) * every + (every + 1) / 2
+        for lr, late in ((0.01, 1.0), (0.003, 1.5), (0.03, 1.2)):
+            for seed in range(seeds):
+                v = 0.1 * (s_true * late / centres) ** 0.5 * np.exp(
+                    rng.normal(0, noise, len(centres)))
+                out.append(TrialRecord(len(out), "COMPLETE", int(b), lr, seed, float(v[-1]),
+                                       "complete", step_every=every,
+                                       step_losses=tuple(float(x) for x in v)))
+    return out
+
+
+def test_steps_to_target_recover_mcCandlish_s_min_and_b_crit() -> None:
+    rng = np.random.default_rng(5)
+    s_min, b_noise = 200.0, 64.0
+    c = critical.critical(_study(s_min, b_noise, 5, rng), 0.1, resamples=400)
+    assert c is not None and c.b_crit is not None and c.s_min is not None
+    for p in c.points:
+        assert p.learning_rate == 0.01
+        assert p.steps == pytest.approx(s_min * (1 + b_noise / p.batch_size), rel=0.05)
+    assert c.b_crit.value == pytest.approx(b_noise, rel=0.1)
+    assert c.s_min.value == pytest.approx(s_min, rel=0.05)
+    assert c.e_min is not None and c.e_min.value == pytest.approx(s_min * b_noise, rel=0.15)
+    # Zhang et al.'s 20% overhead: E(B) / E(4) = (B + N) / (4 + N) = 1.2 at B = 0.2 N + 4.8.
+    assert c.b_overhead is not None
+    assert c.b_overhead.value == pytest.approx(1.2 * (4 + b_noise) - b_noise, rel=0.1)
+
+
+def test_b_crit_interval_coverage_over_repeated_studies() -> None:
+    rng = np.random.default_rng(9)
+    s_min, b_noise, reps = 200.0, 64.0, 30
+    covered = 0
+    for _ in range(reps):
+        c = critical.critical(_study(s_min, b_noise, 4, rng, noise=0.1), 0.1, resamples=300)
+        assert c is not None and c.b_crit is not None
+        low, high = c.b_crit.low, c.b_crit.high
+        assert low is not None and high is not None
+        covered += low <= b_noise <= high
+    print(f"\nB_crit 95% bootstrap interval covers the truth in {covered}/{reps}")
+    assert covered / reps >= 0.7
+
+
+def test_an_unreached_target_and_no_curves() -> None:
+    rng = np.random.default_rng(1)
+    rs = _study(200.0, 64.0, 2, rng)
+    c = critical.critical(rs, 1e-9, resamples=50)
+    assert c is not None and all(p.steps is None for p in c.points) and c.b_crit is None
+    auto = critical.critical(rs, None, resamples=50)
+    best = min(v for r in rs for v in r.step_losses)
+    assert auto is not None and auto.auto and auto.target == pytest.approx(best * 1.1)
+    bare = [TrialRecord(0, "COMPLETE", 16, 0.01, 0, 0.1, "complete")]
+    assert critical.critical(bare) is None
+    assert math.isfinite(critical.critical_all(rs, (0.1, 0.2), resamples=50)[1].target)
