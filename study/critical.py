@@ -102,10 +102,21 @@ def _cells(records: Sequence[TrialRecord]) -> dict[tuple[int, float], list[Trial
 
 
 def best_loss(records: Sequence[TrialRecord]) -> float | None:
-    """The lowest windowed training loss any completed trial's curve reached."""
-    finite = [v for r in records if r.status == "complete" for v in r.step_losses
-              if math.isfinite(v)]
-    return min(finite) if finite else None
+    """The lowest point of any cell's mean step curve over its seeds (a single trial's
+    lowest window is mostly the luck of its batches, so each cell's seeds are averaged
+    first, as steps to the target are measured on those means)."""
+    best = math.inf
+    for runs in _cells(records).values():
+        curves = [r.step_losses for r in runs if r.status == "complete" and r.step_losses
+                  and r.step_every == runs[0].step_every]
+        if not curves:
+            continue
+        width = min(len(c) for c in curves)
+        mean = np.mean(np.array([c[:width] for c in curves], dtype=np.float64), axis=0)
+        finite = mean[np.isfinite(mean)]
+        if finite.size:
+            best = min(best, float(finite.min()))
+    return best if math.isfinite(best) else None
 
 
 def _crossing(curves: FloatArray, every: int, target: float) -> FloatArray:
@@ -170,7 +181,7 @@ def _estimate(value: float, reps: FloatArray | None) -> Estimate:
 
 def critical(records: Sequence[TrialRecord], target: float | None = None,
              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Critical | None:
-    """Steps to `target` (None: AUTO_TARGET_MARGIN above the best loss any trial reached)
+    """Steps to `target` (None: AUTO_TARGET_MARGIN above the best mean curve's lowest point)
     and the critical batch sizes; None when no trial recorded a step curve."""
     records = [r for r in records if r.step_every is not None]
     best = best_loss(records)
