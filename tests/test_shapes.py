@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from study import critical, shapes
+from study import critical, scaling, shapes
 from study.analysis import TrialRecord
 
 BS = np.array([4, 8, 16, 32, 64, 128, 256, 512])
@@ -136,3 +136,33 @@ def test_an_unreached_target_and_no_curves() -> None:
     bare = [TrialRecord(0, "COMPLETE", 16, 0.01, 0, 0.1, "complete")]
     assert critical.critical(bare) is None
     assert math.isfinite(critical.critical_all(rs, (0.1, 0.2), resamples=50)[1].target)
+
+
+# --------------------------------------------------------------------------- SGD, known truth
+
+
+def test_sgd_on_linear_regression_the_truth_computed_in_closed_form() -> None:
+    """Plain SGD on noisy linear regression (tests/truth.py: the expected loss in closed
+    form, independent of `study`), 8 seeds of real sampled minibatches, an examples
+    budget: the saturating shape leads, B_noise within 1.5x of the closed form's, the true
+    lr* inside its interval at most batch sizes, and the 1% plateau's ends within 1.6x."""
+    from tests import truth as T
+
+    problem = T.DEFAULT
+    rs = T.simulate_study(problem, T.DEFAULT_BATCH_SIZES, np.geomspace(0.02, 1.0, 16),
+                          T.default_steps, seeds=8, every=4)
+    s = scaling.scaling(rs)
+    assert s.shape_fits is not None and s.shape_fits.chosen.shape == shapes.SATURATING
+    true_lrs = {b: T.lr_star(problem, b, T.default_steps(b)).lr for b in T.DEFAULT_BATCH_SIZES}
+    _, true_noise = T.fit_lr_noise(list(true_lrs), list(true_lrs.values()))
+    m = s.mccandlish
+    assert m is not None and true_noise / 1.5 <= m.b_noise <= true_noise * 1.5
+    inside = sum(p.low is not None and p.high is not None and p.low <= true_lrs[p.batch_size]
+                 <= p.high for p in s.optima.points)
+    assert inside >= 6, inside
+    for p in s.optima.points:
+        lo, hi = T.plateau(problem, p.batch_size, T.default_steps(p.batch_size))
+        assert p.plateau is not None
+        assert lo / 1.6 <= p.plateau[0] <= lo * 1.6 and hi / 1.6 <= p.plateau[1] <= hi * 1.6
+    print(f"\nSGD truth: B_noise {m.b_noise:.3g} (closed form {true_noise:.3g}); true lr* inside "
+          f"the interval at {inside}/7 batch sizes")
