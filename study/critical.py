@@ -3,10 +3,11 @@
 Pure numpy over `TrialRecord`s that carry a step curve (`analysis.curve_every`: the mean
 training loss of each window of k optimizer steps).
 
-1. Per trial cell (batch size, learning rate): the mean curve over its seeds, and the
-   first step at which it reaches the target, interpolated linearly between the windows'
-   centres (window i covers steps i*k+1 .. (i+1)*k, its centre i*k + (k+1)/2). A cell
-   where a run diverged never counts.
+1. Per trial cell (batch size, learning rate): the mean curve over its seeds, smoothed
+   at each step t over the windows within a factor 1.25 of t, and the first step at which
+   it reaches the target, interpolated linearly between the windows' centres (window i
+   covers steps i*k+1 .. (i+1)*k, its centre i*k + (k+1)/2). A cell where a run diverged
+   never counts.
 2. Per batch size, the fewest steps over learning rates: S(B) (Shallue et al. 2019,
    "Measuring the effects of data parallelism on neural network training": steps to a
    target with the learning rate re-tuned at every batch size), and E(B) = B S(B) the
@@ -119,10 +120,34 @@ def best_loss(records: Sequence[TrialRecord]) -> float | None:
     return best if math.isfinite(best) else None
 
 
+# The mean curve is smoothed at each step t over the windows whose centres lie within a
+# factor SMOOTH_SPAN of t: a fixed share of the time so far, so early steep stretches keep
+# their detail and late flat ones, where noise decides the crossing, are averaged most.
+SMOOTH_SPAN = 1.25
+
+
+def _smooth(curves: FloatArray, every: int) -> tuple[FloatArray, FloatArray]:
+    """Each row averaged, at every window centre t, over the windows centred in
+    [t / SMOOTH_SPAN, t * SMOOTH_SPAN]; with the centres (in steps)."""
+    width = curves.shape[1]
+    centres = np.arange(width) * every + (every + 1) / 2
+    lo = np.searchsorted(centres, centres / SMOOTH_SPAN, side="left")
+    hi = np.searchsorted(centres, centres * SMOOTH_SPAN, side="right")
+    c = np.cumsum(np.concatenate([np.zeros((curves.shape[0], 1)), curves], axis=1), axis=1)
+    with np.errstate(invalid="ignore"):
+        out = (c[:, hi] - c[:, lo]) / (hi - lo)
+    return np.asarray(out, dtype=np.float64), centres
+
+
 def _crossing(curves: FloatArray, every: int, target: float) -> FloatArray:
-    """Per row of mean curves (R x W): the step at which it first reaches `target`,
-    interpolated between window centres; NaN where it never does."""
-    centres = np.arange(curves.shape[1]) * every + (every + 1) / 2
+    """Per row of mean curves (R x W): the first step at which the smoothed curve reaches
+    `target`, interpolated between window centres; NaN where it never does.
+
+    Smoothed, because a mean of minibatch losses is noisy: the raw curve's first dip below
+    a target comes early by chance, the more so the smaller the batch (a bias that would
+    bend S(B) itself); an average centred in log time shifts little where the curve is
+    smooth."""
+    curves, centres = _smooth(np.where(np.isfinite(curves), curves, np.inf), every)
     below = curves <= target
     hit = below.any(axis=1)
     first = np.argmax(below, axis=1)
@@ -130,7 +155,8 @@ def _crossing(curves: FloatArray, every: int, target: float) -> FloatArray:
     r = np.arange(curves.shape[0])
     v0, v1 = curves[r, prev], curves[r, first]
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where((first > 0) & (v0 != v1), (v0 - target) / (v0 - v1), 1.0)
+        t = np.where((first > 0) & (v0 != v1) & np.isfinite(v0), (v0 - target) / (v0 - v1),
+                     1.0)
     steps = centres[prev] + t * (centres[first] - centres[prev])
     steps = np.where(first == 0, centres[0], steps)
     return np.asarray(np.where(hit, steps, np.nan), dtype=np.float64)

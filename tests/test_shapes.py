@@ -166,3 +166,26 @@ def test_sgd_on_linear_regression_the_truth_computed_in_closed_form() -> None:
         assert lo / 1.6 <= p.plateau[0] <= lo * 1.6 and hi / 1.6 <= p.plateau[1] <= hi * 1.6
     print(f"\nSGD truth: B_noise {m.b_noise:.3g} (closed form {true_noise:.3g}); true lr* inside "
           f"the interval at {inside}/7 batch sizes")
+
+
+def test_sgd_steps_to_target_against_the_closed_form() -> None:
+    """Steps to a target 30% above the loss floor from noisy minibatch losses (12 seeds of
+    real SGD, windows of 4 steps) against the closed form's S(B) (within 1.3x), and B_crit
+    within 1.5x of the closed form's E_min / S_min."""
+    from tests import truth as T
+
+    problem, target = T.DEFAULT, 0.13
+    rs = T.simulate_study(problem, T.DEFAULT_BATCH_SIZES, np.geomspace(0.05, 1.0, 12), 600,
+                          seeds=12, every=4)
+    c = critical.critical(rs, target, resamples=400)
+    truth = T.mccandlish(problem, target, 2000)
+    assert c is not None and c.b_crit is not None
+    got = {p.batch_size: p.steps for p in c.points}
+    want = {b: T.steps_to_target(problem, b, target, 2000).steps for b in got}
+    print(f"\nSGD steps to {target}: " + ", ".join(f"B={b}: {got[b]:.0f} ({want[b]:.0f})"
+                                                  for b in got if got[b] is not None)
+          + f"; B_crit {c.b_crit.value:.3g} [{c.b_crit.low}, {c.b_crit.high}] (closed form "
+          f"{truth.b_crit:.3g})")
+    for b, steps in got.items():
+        assert steps is not None and want[b] / 1.3 <= steps <= want[b] * 1.3
+    assert truth.b_crit / 1.5 <= c.b_crit.value <= truth.b_crit * 1.5
