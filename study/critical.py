@@ -130,7 +130,7 @@ def _smooth(curves: FloatArray, every: int) -> tuple[FloatArray, FloatArray]:
     """Each row averaged, at every window centre t, over the windows centred in
     [t / SMOOTH_SPAN, t * SMOOTH_SPAN]; with the centres (in steps)."""
     width = curves.shape[1]
-    centres = np.arange(width) * every + (every + 1) / 2
+    centres = np.asarray(np.arange(width) * every + (every + 1) / 2, dtype=np.float64)
     lo = np.searchsorted(centres, centres / SMOOTH_SPAN, side="left")
     hi = np.searchsorted(centres, centres * SMOOTH_SPAN, side="right")
     c = np.cumsum(np.concatenate([np.zeros((curves.shape[0], 1)), curves], axis=1), axis=1)
