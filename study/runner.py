@@ -500,6 +500,9 @@ def result_attrs(result: TrialResult, trainer: str) -> dict[str, Any]:
         attrs[R.VAL_ACCURACY_CURVE] = [R.finite_or_none(v) for v in result.val_accuracy_curve]
     if result.diverged_epoch is not None:
         attrs[R.DIVERGED_EPOCH] = result.diverged_epoch
+    if result.step_every > 0:
+        attrs[R.STEP_CURVE] = {"every": result.step_every,
+                               "loss": [R.finite_or_none(v) for v in result.step_losses]}
     attrs.update({k: R.finite_or_none(v) for k, v in result.extras.items()})
     return attrs
 

@@ -189,3 +189,42 @@ def test_optimizers_and_schedules_are_keras_own() -> None:
     cosine = built("train.schedule=cosine", "train.warmup_fraction=0.1")
     assert isinstance(cosine._learning_rate, keras.optimizers.schedules.CosineDecay)
     assert cosine._learning_rate.warmup_steps == 10 and cosine._learning_rate.decay_steps == 90
+
+
+def test_step_curve_is_the_mean_batch_loss_of_every_k_steps() -> None:
+    """A linear model under plain SGD, replayed step by step in numpy: each batch's mean
+    squared error before its update, averaged over windows of 3 steps that cross epochs
+    and hold the partial batches (50 rows at B=16: 16, 16, 16, 2; 130 rows: two epochs
+    and 30 rows, 16 + 14), so 10 steps and 3 windows; the 10th step is in none."""
+    spec = load_spec("article", ["model.hidden=[]", "train.optimizer=sgd",
+                                 "train.budget=examples", "train.examples=130",
+                                 "analysis.curve_every=3", "search.batch_size=[16]"])
+    data = dataclasses.replace(DATA, x_train=DATA.x_train[:50], y_train=DATA.y_train[:50])
+    c = TrialConfig.of(spec, 16, 0.05, 0)
+    assert c.curve_every(50) == 3 and c.plan(50).steps == 10
+    fit = fit_trial(0, c, data, shuffle=False)
+    r = fit.result
+    assert r.status == "complete" and r.steps == 10 and r.step_every == 3
+    kernel, bias = (np.asarray(w, np.float64) for w in fit.initial)
+    x, y = data.x_train.astype(np.float64), data.y_train.astype(np.float64)
+    losses = []
+    for rows in (50, 50, 30):
+        for at in range(0, rows, 16):
+            xb, yb = x[at:min(at + 16, rows)], y[at:min(at + 16, rows)]
+            err = xb @ kernel + bias - yb
+            losses.append(float(np.mean(err ** 2)))
+            kernel = kernel - 0.05 * 2 * xb.T @ err / len(xb)
+            bias = bias - 0.05 * 2 * err.sum(axis=0) / len(xb)
+    assert len(losses) == 10
+    want = [float(np.mean(losses[i:i + 3])) for i in (0, 3, 6)]
+    np.testing.assert_allclose(r.step_losses, want, rtol=1e-5)
+    np.testing.assert_allclose(fit.final[0], kernel, rtol=1e-4)  # the same steps were taken
+    # Pruned after epoch 2 (8 steps): the complete windows it reached, the same values.
+    pruned = fit_trial(0, c, data, lambda i, epoch, *_: epoch == 2, shuffle=False).result
+    assert pruned.status == "pruned" and pruned.steps == 8
+    assert pruned.step_every == 3 and pruned.step_losses == r.step_losses[:2]
+    # An interval longer than the trial records nothing (and costs nothing); 0 is about
+    # CURVE_POINTS points, at least one step each.
+    for every, want_every in ((10, 10), (11, 0), (0, 1)):
+        analysis = dataclasses.replace(spec.analysis, curve_every=every)
+        assert dataclasses.replace(c, analysis=analysis).curve_every(50) == want_every

@@ -17,6 +17,7 @@ from study.trainers.keras import KerasTrainer, fit_trial
 from study.trainers.population import (
     PopulationTrainer,
     Weights,
+    _programs,
     glorot_weights,
     plan_groups,
     tile_size,
@@ -104,6 +105,66 @@ def test_same_weights_same_batches_same_numbers_as_keras(case: str) -> None:
         assert p.steps == k.result.steps == c.plan(data.n_train).steps
     print(f"\nexactness ({case}): max relative error {worst:.2e} over losses, "
           "validation losses, full-set loss and weights")
+
+
+def test_step_curve_is_keras_s_on_the_same_weights() -> None:
+    """The step curve, compared as the exactness test compares the epoch curves.
+
+    392 rows, 3236 of them trained: 8 epochs and 100 rows. At B=16 (25 steps an epoch,
+    the last of 8 rows) that is 207 steps, a point every 2 (analysis.curve_every = 0:
+    about CURVE_POINTS), so windows straddle epochs and, in chunks of 3 epochs (75
+    steps), chunks; at B=48 (9 steps, the last of 8 rows, accumulated from micro-batches
+    of 16) 75 steps, a point every step. Both in one program.
+    """
+    spec = load_spec("article", ["data.n_train=392", "data.n_val=100", "search.batch_size=[16]",
+                                 "train.budget=examples", "train.examples=3236"])
+    data = permuted(make_dataset(spec.data), seed=7)
+    configs = [config(spec, 16, 0.01, 1), config(spec, 48, 0.03, 2)]
+    assert len(plan_groups(configs, data.n_train)) == 1
+    assert [c.curve_every(data.n_train) for c in configs] == [2, 1]
+    runs = [fit_trial(i, c, data, shuffle=False) for i, c in enumerate(configs)]
+    initial = [r.initial for r in runs]
+    results = train_population(configs, data, initial_weights=initial, shuffle=False,
+                               chunk_epochs=3)
+    worst = 0.0
+    for c, k, p in zip(configs, runs, results, strict=True):
+        plan, every = c.plan(data.n_train), c.curve_every(data.n_train)
+        assert p.step_every == k.result.step_every == every
+        assert len(p.step_losses) == len(k.result.step_losses) == plan.steps // every
+        # Keras logs a running mean, so the keras trainer's loss of a partial batch (8
+        # rows) is the difference of two running totals over up to 392 rows: float32
+        # resolves it to about 49 x eps x (running mean / its loss), 1e-5 and more
+        # while the loss falls fast. Windows of whole batches are held to 1e-5.
+        partial = [(epoch < plan.epochs - 1 and at + c.batch_size > data.n_train)
+                   or (epoch == plan.epochs - 1 and at + c.batch_size > plan.last_rows)
+                   for epoch in range(plan.epochs)
+                   for at in range(0, data.n_train if epoch < plan.epochs - 1
+                                   else plan.last_rows, c.batch_size)]
+        assert len(partial) == plan.steps
+        for i, (a, b) in enumerate(zip(p.step_losses, k.result.step_losses, strict=True)):
+            whole = not any(partial[i * every:(i + 1) * every])
+            worst = max(worst, rel(a, b)) if whole else worst
+            assert rel(a, b) < (1e-5 if whole else 1e-4), (c.batch_size, i, a, b)
+        assert p.step_losses[0] > p.step_losses[-1]  # it learned
+    print(f"\nstep curve: max relative error {worst:.2e} over windows of whole batches")
+    # Pruned in the middle of a chunk (epoch 5 of 4..6): it trained on to the chunk's
+    # end, but keeps the windows of its 5 epochs only (125 steps: 62 points).
+    pruned, _ = train_population(configs, data, lambda i, epoch, *_: i == 0 and epoch == 5,
+                                 initial_weights=initial, shuffle=False, chunk_epochs=3)
+    assert pruned.status == "pruned" and pruned.step_losses == results[0].step_losses[:62]
+    # No member records (an interval longer than any trial): the program carries no
+    # buffer, and trains as the recording one did.
+    quiet = dataclasses.replace(spec, analysis=dataclasses.replace(spec.analysis,
+                                                                   curve_every=10**9))
+    plain = train_population([config(quiet, c.batch_size, c.learning_rate, c.seed)
+                              for c in configs], data, initial_weights=initial, shuffle=False,
+                             chunk_epochs=3)
+    keys = {key.curve for key in _programs if key.chunk_epochs == 3 and key.micro == 16
+            and key.layout.sizes == (10, 64, 32, 1)}
+    assert keys == {True, False}
+    for a, b in zip(plain, results, strict=True):
+        assert a.step_every == 0 and a.step_losses == []
+        np.testing.assert_allclose(a.train_curve, b.train_curve, rtol=1e-6)
 
 
 def forward(weights: Weights, x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from study import records as R
 from study import runner, space
 from study.data import Dataset, make_dataset
 from study.errors import SpecError, TooManyFailures
@@ -326,3 +328,41 @@ def test_claims_take_what_the_trainer_sizes_and_are_recorded_one_by_one(
     assert trainer.claims == [3, 3, 1]
     assert [len(o) for o in trainer.offered] == [7, 4, 1]
     assert {c for o in trainer.offered for c in o} == {(16, 1e-3, 0)}
+
+
+class StepCurveTrainer(ScriptedTrainer):
+    """The scripted trainer with a step curve where its interval fits the trial: a
+    point per window of the loss formula, NaN at lr = 0.1 (a blow-up inside a window)."""
+
+    def train(self, configs: Sequence[TrialConfig], data: Dataset, monitor: Monitor = no_monitor
+              ) -> list[TrialResult]:
+        out = super().train(configs, data, monitor)
+        for c, r in zip(configs, out, strict=True):
+            r.step_every = c.curve_every(data.n_train)
+            if r.step_every:
+                r.step_losses = [math.nan if c.learning_rate == 0.1 and i == 1 else
+                                 loss_at(c, i + 1) for i in range(r.steps // r.step_every)]
+        return out
+
+
+def test_step_curves_are_stored_and_read_back(db_url: str) -> None:
+    # 100 rows, 4 epochs: 28 steps at B=16 (points every 10), 8 at B=64 (none).
+    spec = small_spec("analysis.curve_every=10")
+    trainer = StepCurveTrainer(batch_limit=6)
+    assert run(spec, db_url, trainer).statuses == {"complete": 6}
+    trials = optuna.load_study(study_name="t", storage=db_url).trials
+    assert len(trials) == 6
+    for t in trials:
+        config = TrialConfig.of(spec, t.params["batch_size"], t.params["learning_rate"],
+                                t.user_attrs["seed"])
+        record = R.to_record(t)
+        if config.batch_size == 64:
+            assert R.STEP_CURVE not in t.user_attrs
+            assert record.step_every is None and record.step_losses == ()
+            continue
+        # The scripted trials take 40 steps: 4 points.
+        want = [None if config.learning_rate == 0.1 and i == 1 else loss_at(config, i + 1)
+                for i in range(4)]
+        assert t.user_attrs[R.STEP_CURVE] == {"every": 10, "loss": want}  # NaN stored as null
+        assert record.step_every == 10
+        assert [None if math.isnan(v) else v for v in record.step_losses] == want

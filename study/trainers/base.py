@@ -61,6 +61,13 @@ class TrialConfig:
         """This trial's epochs under its budget (see `TrainSpec.plan`)."""
         return self.train.plan(self.batch_size, n_train)
 
+    def curve_every(self, n_train: int) -> int:
+        """The steps per point of this trial's step curve (`AnalysisSpec.every`), 0 when
+        it would record none: its interval exceeds the steps it is planned to take."""
+        steps = self.plan(n_train).steps
+        every = self.analysis.every(steps)
+        return every if every <= steps else 0
+
 
 @dataclass
 class TrialResult:
@@ -77,6 +84,13 @@ class TrialResult:
     # each batch's update), and the validation accuracy after each epoch.
     train_accuracy_curve: list[float] = field(default_factory=list)
     val_accuracy_curve: list[float] = field(default_factory=list)
+    # The training loss every `step_every` optimizer steps (records.STEP_CURVE): value i
+    # is the mean of the batch losses of steps i*k+1 .. (i+1)*k, each the loss of its
+    # batch before its update, as `model.fit` computes it; complete windows only, so
+    # floor(steps / k) values. step_every = 0: not recorded (its k exceeded the steps
+    # the trial was planned to take, `AnalysisSpec.every`).
+    step_every: int = 0
+    step_losses: list[float] = field(default_factory=list)
 
     @property
     def train_loss(self) -> float:

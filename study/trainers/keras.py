@@ -269,13 +269,17 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
         measure(0)
     watch = _watch_class()(index, monitor, measure if analysis.noise else None,
                            set(analysis.noise_epochs), limit)
+    every = config.curve_every(data.n_train)
+    # Rows of epoch e (from 0): the budget's last epoch may be partial (TrainSpec.plan).
+    curve = _step_curve_class()(every, config.batch_size, lambda e: (
+        plan.last_rows if e == plan.epochs - 1 else data.n_train)) if every else None
     rows = _rows(data, config, shuffle)
     common: dict[str, Any] = dict(
         shuffle=False,  # the dataset reshuffles itself every epoch
         validation_data=(data.x_val, data.y_val),
         # One pass over the held-out set per epoch; batching it changes nothing.
         validation_batch_size=len(data.x_val),
-        callbacks=[watch],
+        callbacks=[watch] if curve is None else [watch, curve],
         verbose=0,
     )
     start = time.perf_counter()
@@ -313,6 +317,8 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
         extras=extras,
         train_accuracy_curve=train_accuracy,
         val_accuracy_curve=val_accuracy,
+        step_every=every,
+        step_losses=[] if curve is None else curve.losses,
     )
     return KerasFit(result, initial, [np.array(w) for w in model.get_weights()])
 
@@ -374,3 +380,53 @@ def _watch_class() -> type:
                 self.model.stop_training = True
 
     return Watch
+
+
+@functools.cache
+def _step_curve_class() -> type:
+    tensorflow()
+    import keras
+
+    class StepCurve(keras.callbacks.Callback):  # type: ignore[misc]
+        """The mean batch loss of every `every` optimizer steps, counted across epochs
+        (and across the fits of one trial) from its first step: `losses`, complete
+        windows only.
+
+        `logs["loss"]` after a batch is Keras 3's running mean over the epoch so far,
+        weighted by rows (the loss tracker adds each batch's mean loss times its rows),
+        so a batch's own loss is the change in the running total, mean x rows seen,
+        over its rows; the epoch's last batch may be partial, which `rows` (the rows of
+        epoch e, from 0) tells. The totals are taken in float64, so over whole batches
+        a window's sum telescopes to the difference of two of them: its error is that
+        of two float32 running means, not one per step. A partial batch of r rows
+        after R is resolved to about float32's eps x (R / r) x running mean.
+        """
+
+        def __init__(self, every: int, batch_size: int, rows: Callable[[int], int]) -> None:
+            super().__init__()
+            self.every = every
+            self.batch_size = batch_size
+            self.rows = rows
+            self.losses: list[float] = []
+            self._window = 0.0  # the sum of the batch losses since the last record
+            self._in_window = 0
+            self._epoch_rows = self._seen = 0
+            self._total = 0.0  # the epoch's running total before the batch
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            # model.fit resets its loss tracker at every epoch's start.
+            self._epoch_rows, self._seen, self._total = self.rows(epoch), 0, 0.0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            mean = float((logs or {}).get("loss", float("nan")))
+            n = max(1, min(self.batch_size, self._epoch_rows - self._seen))
+            self._seen += n
+            total = mean * self._seen
+            self._window += (total - self._total) / n
+            self._total = total
+            self._in_window += 1
+            if self._in_window == self.every:
+                self.losses.append(self._window / self.every)
+                self._window, self._in_window = 0.0, 0
+
+    return StepCurve

@@ -42,6 +42,10 @@ class _ProgramKey:
     # Whether every member's batch is one micro-batch: then each step's gradient is the
     # batch's, applied as it is, with no accumulator carried from step to step.
     whole: bool = False
+    # Whether any member records its step curve (`TrialConfig.curve_every`): then the
+    # program carries each member's window of batch losses and a buffer of the chunk's
+    # records; without one it carries neither.
+    curve: bool = False
 
     @property
     def layout(self) -> Layout:
@@ -50,7 +54,8 @@ class _ProgramKey:
 
 def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int = 1,
                 chunk_epochs: int = CHUNK_EPOCHS, n_outputs: int = 1,
-                net: Net | None = None, whole: bool = False) -> _ProgramKey:
+                net: Net | None = None, whole: bool = False, curve: bool = False
+                ) -> _ProgramKey:
     """The key of the program that trains `model` by `train`; the probes (`noise_norms`,
     `sharpness`) read only its model and loss. `net` is the model read as a Net (see
     network.py), the shorthand's by default."""
@@ -64,7 +69,14 @@ def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int 
         (train.momentum, train.nesterov) if train.optimizer == "momentum" else (),
         train.schedule, train.warmup_fraction > 0,
         len(train.decay_at) if train.schedule == "step" else 0,
-        micro, chunk_epochs, whole)
+        micro, chunk_epochs, whole, curve)
+
+
+def curve_slots(key: _ProgramKey, n: int) -> int:
+    """Records a chunk's buffer holds per member: the most optimizer steps a member
+    takes in a chunk (one per micro-batch of each epoch), so any interval fits. Fixed
+    by the key and the rows, so every claim of a study runs the same trace."""
+    return key.chunk_epochs * -(-n // key.micro)
 
 
 _programs: dict[_ProgramKey, Callable[..., Any]] = {}
@@ -210,10 +222,12 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
 
     def epoch(params: list[Tensor], slots: list[tuple[Tensor, ...]], steps_taken: Tensor,
               lr: Tensor, batch: Tensor, active: Tensor, order: Tensor, drop_base: Tensor, x: Tensor,
-              y: Tensor, rows: Tensor, sched: Tensor, bounds: Tensor, values: Tensor
+              y: Tensor, rows: Tensor, sched: Tensor, bounds: Tensor, values: Tensor,
+              curve: tuple[Tensor, ...], every: Tensor, first_record: Tensor
               ) -> tuple[Any, ...]:
         """One pass over the first `rows` (per member) of each member's order;
-        `drop_base` seeds the members' Dropout masks of the epoch."""
+        `drop_base` seeds the members' Dropout masks of the epoch. `curve` is (window,
+        records) with `key.curve`, else empty (see `run`)."""
         n = x.shape[0]
         members = order.shape[0]
         micro_steps = -(-n // b0)
@@ -236,15 +250,16 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         scale_table = 1.0 / tf.cast(batch_rows, f32)
 
         def step(k: Tensor, params: list[Tensor], slots: list[tuple[Tensor, ...]],
-                 acc: list[Tensor], steps_taken: Tensor, sse: Tensor, hits: Tensor
-                 ) -> tuple[Any, ...]:
+                 acc: list[Tensor], steps_taken: Tensor, sse: Tensor, hits: Tensor,
+                 curve: tuple[Tensor, ...]) -> tuple[Any, ...]:
             idx = tf.slice(order, [0, k * b0], [members, b0])
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)  # (members, b0, features)
             # The last micro-batch of the epoch, or of a member's rows, may be short.
             valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
             drop = (drop_base, k * b0 + tf.range(b0)) if key.net.dropout else None
+            scale = tf.gather(scale_table, k)
             loss_sum, right, grads = _piece_gradients(
-                tf, key, layout.shaped(tf, params), xb, yb, valid, tf.gather(scale_table, k), drop)
+                tf, key, layout.shaped(tf, params), xb, yb, valid, scale, drop)
             acc = grads if key.whole else [a + g for a, g in zip(acc, grads, strict=True)]
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
@@ -263,24 +278,34 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             params = [tf.where(apply, optimizer.param(p, g, s, rate, count), p)
                       for p, g, s in zip(params, acc, slots, strict=True)]
             acc = [] if key.whole else [tf.where(ends[:, None], tf.zeros_like(a), a) for a in acc]
+            if key.curve:
+                curve = _record(tf, curve, loss_sum * scale, active, apply[:, 0], stepped,
+                                every, first_record)
             steps_taken = tf.where(apply[:, 0], stepped, steps_taken)
-            return k + 1, params, slots, acc, steps_taken, sse + loss_sum, hits + right
+            return k + 1, params, slots, acc, steps_taken, sse + loss_sum, hits + right, curve
 
-        _, params, slots, _, steps_taken, sse, hits = tf.while_loop(
+        _, params, slots, _, steps_taken, sse, hits, curve = tf.while_loop(
             lambda k, *_: k < micro_steps, step,
             (tf.constant(0), params, slots, [] if key.whole else [tf.zeros_like(p) for p in params],
-             steps_taken, tf.zeros([members], f32), tf.zeros([members], f32)))
+             steps_taken, tf.zeros([members], f32), tf.zeros([members], f32), curve))
         # The epoch's mean loss and accuracy over its rows, as model.fit's trackers.
         return (params, slots, steps_taken, sse / tf.cast(rows, f32),
-                hits / tf.cast(rows, f32))
+                hits / tf.cast(rows, f32), curve)
 
     def run(theta: Tensor, slots: tuple[Tensor, ...], steps_taken: Tensor, lr: Tensor,
             batch: Tensor, seeds: Tensor, active: Tensor, first_epoch: Tensor, n_epochs: Tensor,
             x: Tensor, y: Tensor, xv: Tensor, yv: Tensor, epochs: Tensor, last_rows: Tensor,
-            sched: Tensor, bounds: Tensor, values: Tensor, limit: Tensor, orders: Tensor
-            ) -> tuple[Any, ...]:
+            sched: Tensor, bounds: Tensor, values: Tensor, limit: Tensor, orders: Tensor,
+            *recording: Tensor) -> tuple[Any, ...]:
         """`orders` (members, chunk_epochs, n): each member's row order of each epoch of
-        the chunk (see `shuffle_orders`)."""
+        the chunk (see `shuffle_orders`).
+
+        With `key.curve`, `recording` is (every, window): each member's steps per record
+        (int32; more than its planned steps: it records nothing) and the sum of the batch
+        losses of its window so far (the steps since its last record, which may lie in
+        an earlier chunk). The outputs then end with the window after the chunk and the
+        chunk's records, (members, `curve_slots`): the j-th window sum a member
+        completed in this chunk is in its column j, the rest zeros."""
         members = theta.shape[0]
         n = x.shape[0]
         # Inside the program each parameter tensor is a tensor of its own, (members, its
@@ -289,19 +314,26 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         params = layout.pieces(theta)
         slot_pieces = [layout.pieces(s) for s in slots]
         state = [tuple(s[i] for s in slot_pieces) for i in range(len(params))]
+        every = first_record = tf.zeros([members], tf.int32)
+        curve: tuple[Tensor, ...] = ()
+        if key.curve:
+            every, window = recording
+            # Records before this chunk: a record's column is its number past these.
+            first_record = tf.cast(steps_taken, tf.int32) // every
+            curve = (window, tf.zeros([members, curve_slots(key, n)], f32))
 
         def body(e: Tensor, params: list[Tensor], slots: list[tuple[Tensor, ...]],
                  steps_taken: Tensor, active: Tensor, losses: Tensor, vals: Tensor, accs: Tensor,
-                 val_accs: Tensor) -> tuple[Any, ...]:
+                 val_accs: Tensor, curve: tuple[Tensor, ...]) -> tuple[Any, ...]:
             at = first_epoch + e
             # A member whose budget is spent rides along frozen; its last epoch may be
             # partial (TrainSpec.plan).
             live = tf.logical_and(active, at < epochs)
             rows = tf.where(at == epochs - 1, last_rows, n)
             order = tf.gather(orders, e, axis=1)
-            params, slots, steps_taken, loss, accuracy = epoch(
+            params, slots, steps_taken, loss, accuracy, curve = epoch(
                 params, slots, steps_taken, lr, batch, live, order, dropout_base(seeds, at), x,
-                y, rows, sched, bounds, values)
+                y, rows, sched, bounds, values, curve, every, first_record)
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
             val_loss, val_accuracy = _evaluate(tf, key, layout.shaped(tf, params), xv, yv)
             vals = tf.tensor_scatter_nd_update(vals, [[e]], val_loss[None])
@@ -313,22 +345,46 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             # too); is_finite is for an inf loss under an inf limit (no factor).
             active = tf.logical_and(active, tf.logical_and(tf.math.is_finite(loss),
                                                            loss <= limit))
-            return e + 1, params, slots, steps_taken, active, losses, vals, accs, val_accs
+            return e + 1, params, slots, steps_taken, active, losses, vals, accs, val_accs, curve
 
         # Per-epoch outputs in fixed-size buffers: XLA needs static shapes, and the
         # last chunk of a study may be shorter than the others. The accuracies stay
         # zero for a regression loss.
         buffer = tf.zeros([key.chunk_epochs, members], f32)
-        _, params, state, steps_taken, _, losses, vals, accs, val_accs = tf.while_loop(
+        _, params, state, steps_taken, _, losses, vals, accs, val_accs, curve = tf.while_loop(
             lambda e, *_: e < n_epochs, body,
-            (tf.constant(0), params, state, steps_taken, active, buffer, buffer, buffer, buffer))
+            (tf.constant(0), params, state, steps_taken, active, buffer, buffer, buffer, buffer,
+             curve))
         theta = tf.concat(params, axis=1)
         slots = tuple(tf.concat([s[j] for s in state], axis=1) for j in range(len(slots)))
-        return theta, slots, steps_taken, losses, vals, accs, val_accs
+        return (theta, slots, steps_taken, losses, vals, accs, val_accs, *curve)
 
     # No autograph: the loops are explicit tf.while_loops, and converting Python source
     # took longer than XLA's compile of the result.
     return tf.function(run, jit_compile=True, autograph=False)  # type: ignore[no-any-return]
+
+
+def _record(tf: Any, curve: tuple[Tensor, ...], batch_loss: Tensor, live: Tensor,
+            stepped: Tensor, count: Tensor, every: Tensor, first_record: Tensor
+            ) -> tuple[Tensor, Tensor]:
+    """The step curve after one micro-step: `batch_loss` (members,), this micro-step's
+    share of each member's batch mean loss, joins the window of the members training
+    (`live`); a member whose update was applied (`stepped`) and whose step count
+    `count` is a multiple of its `every` writes its window's sum to its next column and
+    starts a new window.
+
+    One element per member is read and written (a gather and a scatter), not the
+    buffer: the buffer's size does not cost a step anything.
+    """
+    window, records = curve
+    window = window + tf.where(live, batch_loss, 0.0)
+    n_steps = tf.cast(count, tf.int32)
+    done = tf.logical_and(stepped, tf.equal(n_steps % every, 0))
+    column = tf.clip_by_value(n_steps // every - first_record - 1, 0, records.shape[1] - 1)
+    at = tf.stack([tf.range(records.shape[0]), column], axis=1)
+    records = tf.tensor_scatter_nd_update(
+        records, at, tf.where(done, window, tf.gather_nd(records, at)))
+    return tf.where(done, 0.0, window), records
 
 
 def shuffle_orders(seeds: npt.NDArray[np.int32], first_epoch: int, n_epochs: int, n: int,

@@ -58,6 +58,9 @@ BATCH_LIMIT = 400
 # median pruner waits for 5 completed trials), so claims are smaller.
 PRUNING_BATCH_LIMIT = 16
 
+# The step-curve interval of a member that records nothing: no trial takes so many steps.
+NEVER = 2**31 - 1
+
 # Builds Keras models (a builder's initial weights) one group at a time: groups train
 # on threads side by side, and Keras' name counters are not guarded for that.
 _KERAS = threading.Lock()
@@ -267,8 +270,11 @@ def _train_group(
             raise ValueError(f"initial_weights[{i}]: shapes {shapes}, expected {layout.shapes}")
     train, analysis = group.train, group.analysis
     optimizer = OPTIMIZERS[train.optimizer](train)
+    # Each member's steps per point of its step curve, 0 for none.
+    every = [c.curve_every(n) for c in configs]
     key = program_key(group.model, train, data.n_features, group.micro, chunk_epochs,
-                      n_outputs, net, whole=all(c.batch_size == group.micro for c in configs))
+                      n_outputs, net, whole=all(c.batch_size == group.micro for c in configs),
+                      curve=any(every))
     classifies = key.loss in CLASSIFICATION_LOSSES
     program = programs.program_for(key)
     x, y = tf.constant(data.x_train), tf.constant(data.y_train)
@@ -283,6 +289,9 @@ def _train_group(
     theta_all = np.concatenate([theta_all, np.repeat(theta_all[-1:], pad, axis=0)])
     padded = [*configs, *[configs[-1]] * pad]
     padded_plans = [*plans, *[plans[-1]] * pad]
+    # A member that records nothing counts its steps against an interval they never
+    # reach (its planned steps are fewer), so the program needs no case for it.
+    padded_every = [k or NEVER for k in [*every, *[every[-1]] * pad]]
     # Each member's divergence limit, from its initial weights' loss on the training set
     # (a forward pass, so it runs eagerly like the full-set loss after training).
     limits = [divergence_limit(train, float(v))
@@ -309,7 +318,9 @@ def _train_group(
                                .reshape(tile, key.boundaries)),
             values=tf.constant(np.array([s.values for s in schedules[rows]], np.float32)
                                .reshape(tile, key.boundaries + 1)),
-            limit=tf.constant(limits[rows], tf.float32)))
+            limit=tf.constant(limits[rows], tf.float32),
+            every=np.array(padded_every[rows], np.int64),
+            window=tf.zeros([tile], tf.float32)))
 
     epochs = max(p.epochs for p in plans)
     active = np.arange(n_tiles * tile) < n_members
@@ -322,6 +333,8 @@ def _train_group(
     stopped_early = np.zeros(n_members, bool)  # pruned before its chunk ended
     noise_at = sorted(analysis.noise_epochs)
     noise: list[dict[int, tuple[list[float], list[float]]]] = [{} for _ in configs]
+    # Each member's completed window sums, in order (the program's records, chunk by chunk).
+    windows: list[list[float]] = [[] for _ in configs]
 
     def measure_noise(epoch: int) -> None:
         """Probe the members that trained through `epoch` and have not diverged."""
@@ -350,27 +363,39 @@ def _train_group(
         n_run = min([n_run] + [e - done for e in noise_at if e > done])
 
         def run_tile(t: int, s: _TileState, done: int = done, n_run: int = n_run
-                     ) -> tuple[npt.NDArray[np.float32], ...]:
+                     ) -> tuple[tuple[npt.NDArray[np.float32], ...], list[list[float]]]:
             nonlocal tile_seconds
             began = time.perf_counter()
             orders = programs.shuffle_orders(s.seed_values, done, n_run, n, chunk_epochs, shuffle)
+            recording = (tf.constant(s.every, tf.int32), s.window) if key.curve else ()
+            before = s.steps.numpy().astype(np.int64) if key.curve else None
             s.theta, s.slots, s.steps, *outs = program(
                 s.theta, s.slots, s.steps, s.lr, s.batch, s.seeds,
                 tf.constant(active[t * tile:(t + 1) * tile]), tf.constant(done, tf.int32),
                 tf.constant(n_run, tf.int32), x, y, xv, yv, s.epochs, s.last_rows, s.sched,
-                s.bounds, s.values, s.limit, tf.constant(orders))
+                s.bounds, s.values, s.limit, tf.constant(orders), *recording)
+            records: list[list[float]] = [[] for _ in range(tile)]
+            if before is not None:
+                *outs, s.window, buffer = outs
+                # The windows each member completed in this chunk, in its first columns.
+                made = s.steps.numpy().astype(np.int64) // s.every - before // s.every
+                values = buffer.numpy()
+                records = [values[m, :made[m]].tolist() for m in range(tile)]
             # Per epoch: training loss, validation loss, training and validation accuracy.
             got = tuple(o.numpy()[:n_run] for o in outs)
             with timing:
                 tile_seconds += time.perf_counter() - began
-            return got
+            return got, records
 
         # XLA runs a CPU program on one core; tiles run side by side, one per core.
         began = time.perf_counter()
-        outs = list(_pool().map(run_tile, range(n_tiles), tiles))
+        ran = list(_pool().map(run_tile, range(n_tiles), tiles))
         waited += time.perf_counter() - began
+        outs = [got for got, _ in ran]
         losses, vals, accs, val_accs = (np.concatenate([o[i] for o in outs], axis=1)
                                         for i in range(4))
+        for m, made in enumerate([r for _, records in ran for r in records][:n_members]):
+            windows[m] += made
         for e in range(n_run):
             epoch = done + e + 1
             for m in map(int, np.flatnonzero(active)):
@@ -413,12 +438,17 @@ def _train_group(
         extras = noise_extras(analysis.noise_batches, noise[m])
         if m in sharp:
             extras[SHARPNESS] = sharp[m]
+        steps = plans[m].steps_after(len(train_curves[m]))
+        # A member pruned mid-chunk trained on to the chunk's end: its windows past the
+        # epoch it stopped at are not its trial's.
+        kept = windows[m][:steps // every[m]] if every[m] else []
         results.append(TrialResult(
             status=status[m], train_curve=train_curves[m], val_curve=val_curves[m],
             full_train_loss=float("nan") if unknown[m] else float(full[m]),
-            steps=plans[m].steps_after(len(train_curves[m])), seconds=share,
+            steps=steps, seconds=share,
             diverged_epoch=diverged[m], extras=extras, train_accuracy_curve=train_accuracy[m],
-            val_accuracy_curve=val_accuracy[m]))
+            val_accuracy_curve=val_accuracy[m], step_every=every[m],
+            step_losses=[v / every[m] for v in kept]))
     return results, [layout.unflatten(trained[m]) for m in range(n_members)], seconds
 
 
@@ -439,3 +469,5 @@ class _TileState:
     bounds: Tensor  # (members, boundaries): step decay's boundaries
     values: Tensor  # (members, boundaries + 1): step decay's rates
     limit: Tensor  # the epoch loss above which a member diverges (base.divergence_limit)
+    every: npt.NDArray[np.int64]  # steps per point of its step curve (NEVER: none)
+    window: Tensor  # the sum of the batch losses since its last point
