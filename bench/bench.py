@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,15 +332,15 @@ def _child(label: str, trainer: str, argv: Sequence[str], tmp: str, env: dict[st
 
 
 def study_run(label: str, trainer: str, seeds: int, n_train: int, epochs: int,
-              cache: str | None = "off", follow: bool = False) -> Run:
+              cache: str | None = "off", follow: bool = False, sets: Sequence[str] = ()) -> Run:
     """One `study run` in a child process; `cache` is its STUDY_XLA_CACHE (default: no
     compile cache, so that every run compiles); `follow` also times `study report` and
-    `study query scaling` on the finished study."""
+    `study query scaling` on the finished study; `sets` are more `--set KEY=VALUE`s."""
     env = _child_env(cache)
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         argv = ["run", "--storage", f"sqlite:///{tmp}/study.db", "--trainer", trainer,
                 "--epochs", str(epochs), "--seeds", ",".join(map(str, range(seeds))),
-                "--set", f"data.n_train={n_train}"]
+                "--set", f"data.n_train={n_train}", *(a for kv in sets for a in ("--set", kv))]
         wall, report, load_before = _child(label, trainer, argv, tmp, env)
         run = Run(label, trainer, 20 * seeds, n_train, wall, report, load_before,
                   os.getloadavg()[0], study_flops(seeds, n_train, epochs))
@@ -726,6 +726,7 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
             f"{fmt(rep.first_call_seconds)} ({fmt(r.compile_seconds)}) | "
             f"{fmt(rep.storage_seconds)} ({r.storage_share:.0%}) | {rep.storage_calls} | "
             f"{fmt(rest)} | {work} | {fmt(speed, '.1f', '')} | {share} |")
+    lines += step_curve_cost(by)
     followed = [r for r in runs if r.report_seconds is not None]
     if followed:
         lines += [
@@ -759,6 +760,29 @@ def render(runs: list[Run], info: dict[str, str], command: str, epochs: int,
                       f"({slowest.trials} trials), by time: "
                   + ", ".join(f"{name} {int(n)} x {s:.2f} s" for name, (n, s) in calls) + "."]
     return "\n".join(lines) + "\n"
+
+
+# The study without step curves, and the one it is compared with: the same but for them.
+NO_STEP_CURVE = "article x 5 seeds, no step curve"
+STEP_CURVE_ROWS = ("article x 5 seeds", NO_STEP_CURVE)
+STEP_CURVE_TARGET = 0.10  # the most the step curve may add to the training time
+
+
+def step_curve_cost(by: Mapping[tuple[str, str], Run]) -> list[str]:
+    """The sentence on what the step curve costs, from the two rows that differ in it
+    only (none when either is missing)."""
+    from study.spec import CURVE_POINTS
+
+    on, off = (by.get((label, "population")) for label in STEP_CURVE_ROWS)
+    if on is None or off is None or not off.report.train_seconds:
+        return []
+    extra = on.report.train_seconds / off.report.train_seconds - 1
+    return ["", f"Recording each trial's step curve (analysis.curve_every, about "
+                f"{CURVE_POINTS} points a trial by default) costs {extra:+.1%} of the training "
+                f"time of '{on.label}' ({fmt(on.report.train_seconds)} against "
+                f"{fmt(off.report.train_seconds)} in '{off.label}', compiles included; wall "
+                f"{fmt(on.wall)} against {fmt(off.wall)}); target at most "
+                f"{STEP_CURVE_TARGET:.0%}: {check(extra <= STEP_CURVE_TARGET)}."]
 
 
 def write(path: Path, section: str) -> None:
@@ -1005,7 +1029,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     article = article_loop(e)
     runs = [study_run("article", "keras", 1, 1000, e),
             study_run("article", "population", 1, 1000, e),
-            study_run("article x 5 seeds", "population", 5, 1000, e)]
+            study_run("article x 5 seeds", "population", 5, 1000, e),
+            # What recording each trial's step curve (on by default) costs: the same
+            # study with an interval no trial reaches, so none records (`STEP_CURVE_ROWS`).
+            study_run(NO_STEP_CURVE, "population", 5, 1000, e,
+                      sets=("analysis.curve_every=1000000000",))]
     if not opts.quick:
         runs.append(study_run("article x 20 seeds", "population", 20, 1000, e))
         runs.append(study_run("article x 100 seeds", "population", 100, 1000, e))
