@@ -12,11 +12,12 @@ heat maps hatch and label them, the article chart leaves a gap and names them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+from study import critical as C
 from study import records as R
 from study import scaling as S
 from study.analysis import (
@@ -229,6 +230,9 @@ class HeatmapInfo(NamedTuple):
     hover: tuple[tuple[str, ...], ...]
     diverged: tuple[tuple[int, int], ...]  # (row, column) of cells whose every run diverged
     empty: tuple[tuple[int, int, str], ...]  # (row, column, why) other cells with no number
+    # (row, first column, last column) of each batch size's plateau of good learning rates:
+    # the grid learning rates inside it (see `scaling.Optimum.plateau`); outlined.
+    plateaus: tuple[tuple[int, int, int], ...] = ()
 
 
 def _cell_words(cell: GridCell | None) -> str:
@@ -239,8 +243,11 @@ def _cell_words(cell: GridCell | None) -> str:
     return "no value"
 
 
-def heatmap_info(records: Iterable[TrialRecord], metric: str, label: str) -> HeatmapInfo:
-    """The batch size x learning rate grid of `metric` (mean over seeds) as data."""
+def heatmap_info(records: Iterable[TrialRecord], metric: str, label: str,
+                 plateaus: Mapping[int, tuple[float, float]] | None = None) -> HeatmapInfo:
+    """The batch size x learning rate grid of `metric` (mean over seeds) as data; with
+    `plateaus` (batch size -> (lowest, highest) good learning rate), the grid cells inside
+    each batch size's plateau are outlined."""
     g = grid(records, metric)
     lrs = tuple(sorted(g.learning_rates))
     repeated = any(len(c.values) > 1 for c in g.cells.values())
@@ -285,8 +292,19 @@ def heatmap_info(records: Iterable[TrialRecord], metric: str, label: str) -> Hea
     title = f"{label[:1].upper()}{label[1:]} over the batch size x learning rate grid"
     title += (f"<br><sup>mean over seeds [{BOOTSTRAP_WORDS}]</sup>" if repeated
               else "<br><sup>single seed: one run per cell, no interval</sup>")
+    outlined = []
+    for r, b in enumerate(g.batch_sizes):
+        span = (plateaus or {}).get(b)
+        if span is None:
+            continue
+        # A grid point counts as inside when it is within the plateau up to rounding.
+        cols = [c for c, lr in enumerate(lrs) if span[0] * (1 - 1e-9) <= lr <= span[1] * (1 + 1e-9)]
+        if cols:
+            outlined.append((r, cols[0], cols[-1]))
+    if outlined:
+        title += "<br><sup>outlined: the grid learning rates within the plateau of good ones</sup>"
     return HeatmapInfo(title, label, g.batch_sizes, lrs, tuple(means), tuple(text), tuple(hover),
-                       tuple(diverged), tuple(empty))
+                       tuple(diverged), tuple(empty), tuple(outlined))
 
 
 def _log_ticks(low: float, high: float) -> list[float]:
@@ -335,6 +353,13 @@ def heatmap_figure(info: HeatmapInfo) -> go.Figure:
             hoveron="fills", hoverinfo="text", text=info.hover[r][c],
             name="diverged (no value)", legendgroup="diverged", showlegend=k == 0,
         ))
+    for k, (r, c0, c1) in enumerate(info.plateaus):
+        fig.add_trace(go.Scatter(
+            x=[c0 - 0.48, c1 + 0.48, c1 + 0.48, c0 - 0.48, c0 - 0.48],
+            y=[r - 0.48, r - 0.48, r + 0.48, r + 0.48, r - 0.48], mode="lines",
+            line={"color": "#ff2d55", "width": 3}, hoverinfo="skip",
+            name="plateau (within tolerance of the best)", legendgroup="plateau",
+            showlegend=k == 0))
     annotations = [
         {"x": c, "y": r, "text": "<b>diverged</b>", "showarrow": False,
          "font": {"color": "#b00020", "size": 13}, "bgcolor": "rgba(255,255,255,0.8)"}
@@ -589,6 +614,8 @@ class ScalingInfo(NamedTuple):
     mccandlish: Reference | None
     verticals: tuple[tuple[str, float, float | None, float | None, str], ...]  # (name, B, low, high, colour)
     x_range: tuple[float, float]
+    plateaus: tuple[tuple[int, float, float], ...] = ()  # (B, low, high): the good learning rates
+    shape: Reference | None = None  # the chosen shape's curve
 
 
 _RULE_COLOURS = {"inverse": "#7f7f7f", "constant": "#bcbd22", "square-root": "#17becf",
@@ -640,16 +667,34 @@ def scaling_info(s: S.Scaling, optimizer: str | None = None) -> ScalingInfo:
     if s.why:
         notes.append(s.why)
     head = S.headline(s, optimizer)
+    plateaus = tuple((p.batch_size, p.plateau[0], p.plateau[1]) for p in s.optima.points
+                     if p.plateau is not None)
+    if plateaus:
+        notes.append(f"band: the learning rates within {s.optima.tolerance * 100:g}% of the best "
+                     "expected objective at each batch size")
+    shape_ref = None
+    if s.shape_fits is not None:
+        chosen = s.shape_fits.chosen
+        shape_ref = Reference(f"chosen shape: {chosen.shape}", xs,
+                              tuple(float(y) for y in chosen.predict(np.array(xs))), "#ff7f0e",
+                              "solid")
     return ScalingInfo(f"Optimal learning rate against batch size<br><sup>{head}</sup>",
                        tuple(notes), pts, fit_ref, tuple(refs), mc_ref, tuple(verticals),
-                       (lo, hi))
+                       (lo, hi), plateaus, shape_ref)
 
 
 def scaling_figure(info: ScalingInfo) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for ref in (*info.references, info.mccandlish, info.fit):
+    if info.plateaus:
+        bs = [b for b, _, _ in info.plateaus]
+        fig.add_trace(go.Scatter(
+            x=bs + bs[::-1], y=[lo for _, lo, _ in info.plateaus]
+            + [hi for _, _, hi in info.plateaus][::-1], fill="toself", mode="lines",
+            line={"width": 0}, fillcolor="rgba(255,127,14,0.18)", hoverinfo="skip",
+            name="plateau: within tolerance of the best"))
+    for ref in (*info.references, info.mccandlish, info.fit, info.shape):
         if ref is None:
             continue
         fig.add_trace(go.Scatter(x=list(ref.xs), y=list(ref.ys), mode="lines", name=ref.name,
@@ -659,6 +704,7 @@ def scaling_figure(info: ScalingInfo) -> go.Figure:
     ys = [p.lr for p in info.points]
     ys += [v for p in info.points for v in (p.low, p.high) if v is not None]
     ys += [y for ref in (info.fit,) if ref is not None for y in ref.ys]
+    ys += [v for _, lo, hi in info.plateaus for v in (lo, hi)]
     y_lo, y_hi = (min(ys) / 2, max(ys) * 2) if ys else (1e-4, 1.0)
     for name, x, low, high, colour in info.verticals:
         if low is not None and high is not None and math.isfinite(high):
@@ -807,4 +853,73 @@ def optimum_figure(info: OptimumInfo) -> go.Figure:
                   if info.y_range else {})},
         legend={"title": {"text": "batch size"}}, template="plotly_white",
     )
+    return fig
+
+
+# --------------------------------------------------------------------------- steps to a target
+
+
+class CriticalInfo(NamedTuple):
+    title: str
+    notes: tuple[str, ...]
+    # Per target: (name, [(B, examples, steps, low steps, high steps)], the fitted front as
+    # (examples, steps) points, or () without a fit).
+    targets: tuple[tuple[str, tuple[tuple[int, float, float, float | None, float | None], ...],
+                         tuple[tuple[float, float], ...]], ...]
+
+
+def critical_info(found: Sequence[C.Critical]) -> CriticalInfo | None:
+    """Steps against examples to each target, one point per batch size, with McCandlish
+    et al.'s fitted front (S / S_min - 1)(E / E_min - 1) = 1; None without any point."""
+    targets = []
+    notes = []
+    for c in found:
+        pts = tuple((p.batch_size, p.steps * p.batch_size, p.steps, p.low, p.high)
+                    for p in c.points if p.steps is not None)
+        front: tuple[tuple[float, float], ...] = ()
+        if c.s_min is not None and c.b_crit is not None and pts:
+            bs = np.geomspace(min(b for b, *_ in pts) / 2, max(b for b, *_ in pts) * 2, 80)
+            steps = c.s_min.value * (1 + c.b_crit.value / bs)
+            front = tuple((float(b * s), float(s)) for b, s in zip(bs, steps, strict=True))
+            words = f"B_crit = E_min / S_min = {c.b_crit.value:.3g}"
+            if c.b_crit.low is not None and c.b_crit.high is not None:
+                words += f" [{c.b_crit.low:.3g}, {c.b_crit.high:.3g}]"
+            notes.append(f"target {c.target:.4g}: S_min {c.s_min.value:.3g}, E_min "
+                         f"{c.e_min.value if c.e_min else float('nan'):.3g}, {words}")
+        if pts:
+            targets.append((f"target {c.target:.4g}", pts, front))
+    if not targets:
+        return None
+    notes.append("points: the fewest steps over learning rates at each batch size (the mean "
+                 "over seeds); bars: seed bootstrap; lines: the fitted front")
+    return CriticalInfo("Steps and examples to a target loss, per batch size", tuple(notes),
+                        tuple(targets))
+
+
+def critical_figure(info: CriticalInfo) -> go.Figure:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, (name, pts, front) in enumerate(info.targets):
+        colour = PALETTE[k % len(PALETTE)]
+        fig.add_trace(go.Scatter(
+            x=[e for _, e, *_ in pts], y=[s for _, _, s, _, _ in pts], mode="markers+text",
+            name=name, legendgroup=name, marker={"color": colour, "size": 10},
+            text=[f"B={b}" for b, *_ in pts], textposition="top right",
+            error_y={"type": "data", "symmetric": False,
+                     "array": [(hi - s) if hi is not None else 0 for _, _, s, _, hi in pts],
+                     "arrayminus": [(s - lo) if lo is not None else 0 for _, _, s, lo, _ in pts],
+                     "color": colour},
+            hovertemplate="%{text}: %{y:.4g} steps, %{x:.4g} examples<extra></extra>"))
+        if front:
+            fig.add_trace(go.Scatter(
+                x=[e for e, _ in front], y=[s for _, s in front], mode="lines",
+                name=f"{name}: fitted front", legendgroup=name,
+                line={"color": colour, "dash": "dash"}, hoverinfo="name"))
+    fig.update_layout(
+        title={"text": info.title + "".join(f"<br><sup>{n}</sup>" for n in info.notes)},
+        margin={"t": 80 + 18 * len(info.notes)},
+        xaxis={"type": "log", "title": {"text": "examples to the target, E = B S"}},
+        yaxis={"type": "log", "title": {"text": "optimizer steps to the target, S"}},
+        template="plotly_white")
     return fig

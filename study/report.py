@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from study import analysis, figures
+from study import critical as C
 from study import records as R
 from study import scaling as S
 from study.analysis import TrialRecord
@@ -119,8 +120,9 @@ class Report:
 
 def load_view(study: optuna.Study, storage: str, url: str | None = None) -> StudyView:
     """The study's trials as records. With the storage's `url`, read by plain read-only
-    SQL without the per-epoch curves (`query.trial_rows`, the same records): Optuna's
-    reader builds every trial whole, most of a report's time for 10,000 trials."""
+    SQL without the per-epoch curves but with the step curve (`query.trial_rows`, the same
+    records): Optuna's reader builds every trial whole, most of a report's time for
+    10,000 trials."""
     attrs = dict(study.user_attrs)
     if url is None:
         trials = study.get_trials(deepcopy=False)
@@ -134,7 +136,7 @@ def load_view(study: optuna.Study, storage: str, url: str | None = None) -> Stud
 
         with read_only(url) as conn:
             study_id = _study_id(conn, study.study_name)
-            records = [row.record for row in trial_rows(conn, study_id)]
+            records = [row.record for row in trial_rows(conn, study_id, step_curves=True)]
             params = tuple(sorted(str(name) for (name,) in conn.execute(sqlalchemy.text(
                 "SELECT DISTINCT p.param_name FROM trial_params p JOIN trials t "
                 "ON t.trial_id = p.trial_id WHERE t.study_id = :study_id"),
@@ -266,11 +268,14 @@ def our_pages(view: StudyView) -> list[Page]:
             ("generalization.html", "Generalization: validation loss and gap"),
             ("heatmap_gap.html", "Heat map of the generalization gap"),
             ("noise.html", "Gradient noise scale"),
+            ("critical.html", "Steps to a target and the critical batch size"),
             ("sharpness.html", "Sharpness"))]
     s = view.scaling
     records = view.records
     noise = figures.noise_info(s)
     sharp = figures.sharpness_info(records)
+    crit = figures.critical_info(C.critical_all(
+        records, view.spec.analysis.target if view.spec is not None else ()))
     return [
         Page("article.html", "The article's chart",
              f"{figures.final_words(label)} ({label}: "
@@ -294,8 +299,11 @@ def our_pages(view: StudyView) -> list[Page]:
         Page("heatmap_objective.html", "Heat map of the objective",
              f"Mean {label} over seeds for each batch size x learning rate cell (colour on a "
              f"log scale), with its {analysis.BOOTSTRAP_WORDS}. Diverged cells are hatched and "
-             "labelled, never coloured.",
-             figures.heatmap_figure(figures.heatmap_info(records, "objective", label))),
+             "labelled, never coloured. Outlined: the grid learning rates within each batch "
+             "size's plateau of good ones.",
+             figures.heatmap_figure(figures.heatmap_info(
+                 records, "objective", label,
+                 {p.batch_size: p.plateau for p in s.optima.points if p.plateau is not None}))),
         Page("heatmap_val_loss.html", "Heat map of the validation loss",
              "Mean held-out validation loss after training, per cell, with its interval; "
              "diverged cells hatched and labelled.",
@@ -315,6 +323,14 @@ def our_pages(view: StudyView) -> list[Page]:
              figures.panels_figure(noise) if noise is not None else None,
              None if noise is not None else f"no trial recorded a noise scale "
              f"({R.NOISE_SCALE}); {_ANALYSIS_HINT}"),
+        Page("critical.html", "Steps to a target and the critical batch size",
+             "The fewest optimizer steps to the target training loss at each batch size (over "
+             "learning rates; the seed-mean step curve), against the examples B x steps, with "
+             "McCandlish et al.'s fitted front S = S_min (1 + B_crit / B); see study query "
+             "critical-batch.",
+             figures.critical_figure(crit) if crit is not None else None,
+             None if crit is not None else "no trial recorded a step curve that reached the "
+             f"target ({R.STEP_CURVE}); set analysis.curve_every or analysis.target"),
         Page("sharpness.html", "Sharpness",
              "The top Hessian eigenvalue of the training loss after training against batch "
              "size and learning rate, with 2/lr, the stability limit of gradient descent "

@@ -24,6 +24,13 @@ DIVERGED_LR = 0.1  # every run at this learning rate diverges
 PARTLY = (64, 0.01, 1)  # (batch size, learning rate, seed): the one run of its cell that diverges
 
 
+def step_losses(c: TrialConfig, steps: int) -> list[float]:
+    """The step curve a completed scripted run records, every 2 steps: a closed form that
+    falls faster at larger batches and learning rates, so steps to a target shrink with B."""
+    rate = c.learning_rate * min(c.batch_size, 64) * 10
+    return [0.05 + 1.0 / (1.0 + rate * (2 * i + 1.5)) for i in range(steps // 2)]
+
+
 def measured(c: TrialConfig) -> dict[str, float]:
     """The noise scale and sharpness attributes a completed scripted run records: closed
     forms, so tests know the pooled B_simple (tr(Sigma) and |G|^2 averaged over seeds, then
@@ -51,6 +58,8 @@ class DivergingTrainer(ScriptedTrainer):
                 (result,) = super().train([c], data, monitor)
                 if result.status == "complete":
                     result.extras.update(measured(c))
+                    result.step_every = 2
+                    result.step_losses = step_losses(c, result.steps)
                 out.append(result)
         return out
 

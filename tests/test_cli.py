@@ -137,7 +137,7 @@ def test_a_multiclass_study_minimizes_the_validation_error_end_to_end(tmp_path: 
     for name in ("grid", "best-lr", "scaling"):
         text = run_cli(["query", name, "--storage", url]).stdout
         assert "Objective: validation error (train.objective = 'val_error'), minimized." in text
-    assert "(Adam, 2 seeds; by validation error)" in text  # the scaling query's conclusion
+    assert "(Adam, 2 seeds; by validation error" in text  # the scaling query's conclusion
     curves = run_cli(["query", "curves", "--trial", "0", "--storage", url, "--format", "csv"])
     assert curves.stdout.splitlines()[0] == ("trial,batch_size,learning_rate,seed,epoch,"
                                              "train_loss,val_loss,objective,train_accuracy,"

@@ -236,3 +236,42 @@ def test_generalization_sharpness_and_noise_panels() -> None:
     bare = study_records(extras=False)
     assert figures.sharpness_info(bare) is None
     assert figures.noise_info(scaling.scaling(bare)) is None
+
+
+def test_critical_info_draws_steps_against_examples_with_the_fitted_front() -> None:
+    import numpy as np
+
+    from study import critical
+    from tests.test_shapes import _study
+
+    found = critical.critical_all(_study(200.0, 64.0, 3, np.random.default_rng(2)), (0.1,),
+                                  resamples=50)
+    info = figures.critical_info(found)
+    assert info is not None
+    ((name, pts, front),) = info.targets
+    assert name == "target 0.1" and [b for b, *_ in pts] == [4, 8, 16, 32, 64, 128, 256, 512]
+    for b, examples, steps, _, _ in pts:
+        assert examples == pytest.approx(b * steps)
+    # The front: S = S_min (1 + B_crit / B) at every B it is drawn for, as (E, S) pairs.
+    c = found[0]
+    assert c.s_min is not None and c.b_crit is not None
+    for e, s in front:
+        assert s == pytest.approx(c.s_min.value * (1 + c.b_crit.value / (e / s)))
+    fig = figures.critical_figure(info)
+    assert fig.layout.xaxis.type == "log" and len(fig.data) == 2
+    assert figures.critical_info([]) is None
+
+
+def test_the_heat_map_outlines_the_plateau_and_the_scaling_chart_draws_its_band() -> None:
+    rs = study_records()
+    s = scaling.scaling(rs)
+    plateaus = {p.batch_size: p.plateau for p in s.optima.points if p.plateau is not None}
+    info = figures.heatmap_info(rs, "objective", "final training loss", plateaus)
+    assert info.plateaus, plateaus
+    for r, c0, c1 in info.plateaus:
+        lo, hi = plateaus[info.batch_sizes[r]]
+        inside = [c for c, lr in enumerate(info.learning_rates) if lo <= lr <= hi]
+        assert (c0, c1) == (inside[0], inside[-1])
+    sc = figures.scaling_info(s, "sgd")
+    assert [b for b, _, _ in sc.plateaus] == sorted(plateaus)
+    assert sc.shape is not None and sc.shape.name.startswith("chosen shape: ")

@@ -370,8 +370,8 @@ def test_cli_query_exit_codes_and_file_unchanged(tmp_path: Path, study_db: Path)
     out = run_cli(["query", "grid", "--storage", url(db), "--format", "csv"])
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].startswith("batch_size,lr=0.1,lr=0.01,lr=0.001,lr=0.1 low,")
-    for args, message in [([], "give a query name (trials, grid, best-lr, scaling, curves, studies) or "
-                                "--sql"),
+    for args, message in [([], "give a query name (trials, grid, best-lr, scaling, critical-batch, "
+                                "curves, studies) or --sql"),
                           (["nope"], "argument NAME: invalid choice: 'nope'"),
                           (["trials", "--sql", "SELECT 1"], "or --sql \"SELECT ...\", not both")]:
         bad = run_cli(["query", *args, "--storage", url(db)])

@@ -98,7 +98,7 @@ def test_report_and_query_tables_agree(mixed: tuple[str, Path]) -> None:
     assert text.splitlines()[-1] == " ".join(
         [headline, *([noise] if noise else []), *(["Caveats: " + " ".join(caveats)]
                                                   if caveats else [])])
-    assert "(Adam, 2 seeds)" in headline
+    assert "(Adam, 2 seeds; " in headline
 
 
 def test_curves_are_read_only_by_the_curves_query(mixed: tuple[str, Path]) -> None:

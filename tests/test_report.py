@@ -25,7 +25,7 @@ from tests.studies import make_study, spec
 
 OURS = {"article.html", "scaling.html", "optimum.html", "heatmap_objective.html",
         "heatmap_val_loss.html", "generalization.html", "heatmap_gap.html", "noise.html",
-        "sharpness.html"}
+        "critical.html", "sharpness.html"}
 FIGURES = {*OURS, "contour.html",
            "slice.html", "history.html", "importances.html", "intermediate.html", "parallel.html",
            "rank.html"}
@@ -236,7 +236,7 @@ def test_a_study_without_results_says_why_figures_are_missing(tmp_path: Path) ->
     result = report.write_report(url, "all-diverged", out, dashboard=False)
     assert set(result.skipped) == {"contour.html", "slice.html", "history.html",
                                    "importances.html", "intermediate.html", "parallel.html",
-                                   "rank.html", "noise.html", "sharpness.html"}
+                                   "rank.html", "noise.html", "critical.html", "sharpness.html"}
     assert result.skipped["contour.html"] == "needs 2 completed trial(s), the study has 0"
     assert result.skipped["noise.html"] == ("no trial recorded a noise scale (noise_scale); turn "
                                             "it on in the spec's [analysis] section")
@@ -281,7 +281,7 @@ def test_cli_report_without_tensorflow(tmp_path: Path) -> None:
         "print(rc, 'tensorflow' in sys.modules, file=sys.stderr)")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert probe.stderr.strip().splitlines()[-1] == "0 False", probe.stderr
-    assert "Study 'article' (18 trials): wrote 18 files" in probe.stdout
+    assert "Study 'article' (18 trials): wrote 19 files" in probe.stdout
     assert f"Open {(tmp_path / 'd' / 'index.html').as_uri()}" in probe.stdout
     out = run_cli(["report", "--help"])
     assert out.returncode == 0 and "Example: study report" in out.stdout
