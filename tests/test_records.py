@@ -3,6 +3,7 @@ report) and through SQL (`study query`) from the same real database."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 def _query_records(url: str) -> list[records.TrialRecord]:
     with read_only(url) as conn:
         study_id, _ = query.resolve_study(conn, url, "article")
-        return [row.record for row in query.trial_rows(conn, study_id)]
+        # The report reads the step curves too (for the critical batch page).
+        return [row.record for row in query.trial_rows(conn, study_id, step_curves=True)]
 
 
 def test_report_and_query_read_the_same_records(mixed: tuple[str, Path]) -> None:
@@ -109,7 +111,15 @@ def test_curves_are_read_only_by_the_curves_query(mixed: tuple[str, Path]) -> No
     assert not any(set(records.CURVES) & set(r.attrs) for r in plain)
     assert [len(r.attrs[records.TRAIN_CURVE]) for r in full[:18]] == \
         [2 if r.record.status == "diverged" else 4 for r in full[:18]]
-    assert [r.record for r in plain] == [r.record for r in full]
+    # Without curves a record has no step curve; with the step curves alone, the same
+    # records as with every curve.
+    assert [r.record for r in plain] == [dataclasses.replace(r.record, step_every=None,
+                                                             step_losses=()) for r in full]
+    with read_only(url) as conn:
+        steps = query.trial_rows(conn, 1, step_curves=True)
+    assert [r.record for r in steps] == [r.record for r in full]
+    assert any(r.record.step_losses for r in full)
+    assert not (set(records.CURVES) - {records.STEP_CURVE}) & set().union(*(r.attrs for r in steps))
 
 
 def test_the_attribute_names_are_defined_once() -> None:
