@@ -186,8 +186,10 @@ def tally(ctx: StudyContext) -> tuple[int, int]:
     """(finished, total) trials of the study."""
     from study import runner
 
-    total = runner.total_trials(ctx)
-    return runner.count_finished(ctx, ctx.trials()), total
+    done = runner.count_finished(ctx, ctx.trials())
+    if done >= runner.total_trials(ctx):
+        runner.extend(ctx)  # a refinement round may be due (refine.py): more cells
+    return runner.count_finished(ctx, ctx.trials()), runner.total_trials(ctx)
 
 
 def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Sequence[str] = (),
@@ -438,13 +440,21 @@ class Results:
         return self._query("grid")
 
     def best_lr(self) -> Table:
-        """The best learning rate per batch size, refined, with its interval."""
+        """The best learning rate per batch size, refined, with its interval, and the
+        plateau of learning rates within `analysis.tolerance` of the best
+        (`plateau_low`, `plateau_high`)."""
         return self._query("best-lr")
 
     def scaling(self) -> Table:
-        """lr* ~ B^alpha with its interval, the rules' verdicts, McCandlish's fit, the noise
-        scale; the conclusion is in `.notes`."""
+        """Which shape lr*(B) follows (power law, McCandlish's saturation, Li et al.'s
+        surge) with its parameter's interval, the plateaus, the rules' verdicts where they
+        apply, the noise scale; the conclusion is in `.notes`."""
         return self._query("scaling")
+
+    def critical_batch(self) -> Table:
+        """Steps to the target loss per batch size, S_min, E_min, B_crit (McCandlish et
+        al.) and the 20%-overhead batch size (Zhang et al.), each with its interval."""
+        return self._query("critical-batch")
 
     def curves(self, trial: int | None = None) -> Table:
         """Per-epoch losses of every trial, or of trial number `trial`."""

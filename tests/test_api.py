@@ -68,6 +68,7 @@ TABLES: list[tuple[str, Callable[[study.Results], Table], list[str]]] = [
     ("grid", lambda r: r.grid(), ["grid"]),
     ("best-lr", lambda r: r.best_lr(), ["best-lr"]),
     ("scaling", lambda r: r.scaling(), ["scaling"]),
+    ("critical-batch", lambda r: r.critical_batch(), ["critical-batch"]),
     ("curves", lambda r: r.curves(), ["curves"]),
     ("curves of one trial", lambda r: r.curves(trial=3), ["curves", "--trial", "3"]),
 ]
