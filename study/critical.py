@@ -103,11 +103,13 @@ def _cells(records: Sequence[TrialRecord]) -> dict[tuple[int, float], list[Trial
 
 
 def best_loss(records: Sequence[TrialRecord]) -> float | None:
-    """The lowest point of any cell's mean step curve over its seeds (a single trial's
-    lowest window is mostly the luck of its batches, so each cell's seeds are averaged
-    first, as steps to the target are measured on those means)."""
-    best = math.inf
-    for runs in _cells(records).values():
+    """The loss every batch size reached: per batch size, the lowest point of any of its
+    cells' mean step curves over seeds; the highest of those. (A single trial's lowest
+    window is mostly the luck of its batches, so seeds are averaged first, as steps to the
+    target are measured on those means; and a target only the largest batches reach
+    measures nothing at the others.)"""
+    by_b: dict[int, float] = {}
+    for (b, _), runs in _cells(records).items():
         curves = [r.step_losses for r in runs if r.status == "complete" and r.step_losses
                   and r.step_every == runs[0].step_every]
         if not curves:
@@ -116,8 +118,8 @@ def best_loss(records: Sequence[TrialRecord]) -> float | None:
         mean = np.mean(np.array([c[:width] for c in curves], dtype=np.float64), axis=0)
         finite = mean[np.isfinite(mean)]
         if finite.size:
-            best = min(best, float(finite.min()))
-    return best if math.isfinite(best) else None
+            by_b[b] = min(by_b.get(b, math.inf), float(finite.min()))
+    return max(by_b.values()) if by_b else None
 
 
 # The mean curve is smoothed at each step t over the windows whose centres lie within a
@@ -207,7 +209,8 @@ def _estimate(value: float, reps: FloatArray | None) -> Estimate:
 
 def critical(records: Sequence[TrialRecord], target: float | None = None,
              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Critical | None:
-    """Steps to `target` (None: AUTO_TARGET_MARGIN above the best mean curve's lowest point)
+    """Steps to `target` (None: AUTO_TARGET_MARGIN above `best_loss`, the loss every batch
+    size reached)
     and the critical batch sizes; None when no trial recorded a step curve."""
     records = [r for r in records if r.step_every is not None]
     best = best_loss(records)

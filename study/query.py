@@ -662,7 +662,8 @@ def critical_table(found: Sequence[C.Critical], noise: S.NoiseSummary | None) ->
     out: list[tuple[Value, ...]] = []
     for c in found:
         at = f" (target {c.target:.4g})" if len(found) > 1 else ""
-        how = (f"auto: {C.AUTO_TARGET_MARGIN:.0%} above the best loss reached" if c.auto
+        how = (f"auto: {C.AUTO_TARGET_MARGIN:.0%} above the loss every batch size reached"
+               if c.auto
                else "analysis.target")
         out.append((f"target{at}", c.target, None, None, how))
         for p in c.points:

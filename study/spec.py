@@ -192,7 +192,7 @@ class TrainSpec:
 
 # analysis.curve_every = 0 records about this many points of each trial's loss curve.
 CURVE_POINTS = 100
-# analysis.target = "auto": this fraction above the best loss any trial reached.
+# analysis.target = "auto": this fraction above the loss every batch size reached.
 AUTO_TARGET_MARGIN = 0.1
 
 
@@ -219,7 +219,8 @@ class AnalysisSpec:
     # batch losses since the last record); 0: about CURVE_POINTS records per trial.
     curve_every: int = 0
     # Steps to reach these training losses give the critical batch size; () ("auto"): a
-    # margin (AUTO_TARGET_MARGIN) above the best loss any trial's curve reached.
+    # margin (AUTO_TARGET_MARGIN) above the loss every batch size reached (the highest of
+    # the batch sizes' lowest seed-mean curves; see `critical.best_loss`).
     target: tuple[float, ...] = ()
 
     def every(self, steps: int) -> int:
@@ -243,6 +244,16 @@ class SearchSpec:
     n_trials: int = 0
     sampler_seed: int = 0
     pruner: str = "none"
+    # Refinement (grid only; study/refine.py): after the grid, rounds of new learning
+    # rates per batch size, across its plateau and lr*'s interval, each with every seed.
+    # The trial budget of all rounds together; 0: no refinement. It may change on resume.
+    refine_trials: int = 0
+    refine_points: int = 4  # new learning rates per batch size per round, at most
+    # Stop once the chosen shape's main parameter is this well known: the power law's
+    # alpha, its 95% interval narrower than `refine_width` (high - low); B_noise (the
+    # saturating and surge shapes), its interval's ratio high / low below `refine_ratio`.
+    refine_width: float = 0.1
+    refine_ratio: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -640,6 +651,14 @@ def validate(spec: Spec) -> None:
     if s.pruner != "none" and spec.train.budget != "epochs":
         raise SpecError(f"search.pruner: {s.pruner!r} compares trials epoch by epoch and needs "
                         f"train.budget = 'epochs', got {spec.train.budget!r}")
+    _non_negative("search.refine_trials", s.refine_trials)
+    _positive("search.refine_points", s.refine_points)
+    _positive("search.refine_width", s.refine_width)
+    if not s.refine_ratio > 1.0:
+        raise SpecError(f"search.refine_ratio: expected a ratio above 1, got {s.refine_ratio!r}")
+    if s.refine_trials and not spec.is_grid:
+        raise SpecError(f"search.refine_trials: refinement adds learning rates to a grid; the "
+                        f"{s.sampler} sampler places its own (set it to 0)")
     if spec.is_grid:
         if s.n_trials:
             raise SpecError(
@@ -827,8 +846,9 @@ def _unique(where: str, values: Sequence[float | str]) -> None:
 def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """The first field (dotted) where two spec tables differ in what a study measures.
 
-    `search.seeds` may grow on resume (more repeats of the same cells), so it is not
-    compared, nor are the keys that only say how trials are read (`READING_KEYS`);
+    `search.seeds` may grow on resume (more repeats of the same cells) and
+    `search.refine_trials` change (how many more refinement rounds may come), so they
+    are not compared (`RESUMABLE_KEYS`), nor are the keys that only say how trials are read (`READING_KEYS`);
     anything else that differs would mix incomparable trials in one study. A
     field missing from a table (a study stored before the field existed) has its default
     value, which is what that study ran with; `train.divergence_factor` is the one
@@ -841,7 +861,7 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
         a = {**base, **stored.get(section, {})}
         b = {**base, **current.get(section, {})}
         for key in sorted(set(a) | set(b)):
-            if ((section == "search" and key == "seeds") or (section, key) in STORED_HASHES
+            if ((section, key) in RESUMABLE_KEYS or (section, key) in STORED_HASHES
                     or (section, key) in READING_KEYS):
                 continue
             if a.get(key) != b.get(key):
@@ -849,6 +869,9 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
     return builder_diff(stored, current) or fingerprint_diff(stored, current)
 
 
+# May change on resume: more seeds repeat the same cells; a refinement budget only says
+# how many more rounds may come (rounds already stored stay part of the study).
+RESUMABLE_KEYS = (("search", "seeds"), ("search", "refine_trials"))
 # How the stored trials are read, not what they are: these may change on resume.
 READING_KEYS = (("analysis", "tolerance"), ("analysis", "target"))
 # Where the stored spec keeps the data set's fingerprint (data.py, `fingerprint`): a key
