@@ -277,6 +277,13 @@ def _print_summary(ctx: object) -> None:
         plateau = scaling.plateau_sentence(s)
         if plateau:
             print(plateau)
+    if spec.is_grid:
+        from study import refine
+
+        attrs = ctx.study.user_attrs
+        rounds, stop = refine.rounds_from_attrs(attrs), refine.stop_from_attrs(attrs)
+        for line in refine.describe(rounds, stop, len(spec.search.seeds)):
+            print(line)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1

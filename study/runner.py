@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from study import ledger, optuna_compat, space
+from study import ledger, optuna_compat, refine, space
 from study import records as R
 from study.errors import SpecError, StorageError, StorageUsageError, TooManyFailures
 from study.spec import BUILDER_SHA256, FINGERPRINT, Range, Spec, identity_diff, to_table
@@ -189,10 +189,15 @@ class StudyContext:
     builder_sha256: str | None = None  # the model builder's source (models.py), likewise
     storage_seconds: float = 0.0  # spent by this process's runner on claims and records
     _ledger: ledger.Ledger | None = field(default=None, repr=False)
+    # Refinement rounds stored on the study (refine.py), as last read (`extend`).
+    rounds: list[refine.Round] = field(default_factory=list)
 
     @property
     def cells(self) -> list[space.Cell]:
-        return space.grid_cells(self.spec) if self.spec.is_grid else []
+        """The grid's cells, then every stored refinement round's."""
+        if not self.spec.is_grid:
+            return []
+        return space.grid_cells(self.spec) + refine.round_cells(self.spec, self.rounds)
 
     def trials(self) -> list[ledger.Sketch]:
         """Every trial, as much as claiming needs of it, read incrementally (ledger.py)."""
@@ -258,6 +263,8 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
     ctx = StudyContext(spec, url, name, study, storage, storage.get_study_id_from_name(name),
                        fingerprint, builder_sha256)
     _store_provenance(ctx, stored)
+    if spec.is_grid:
+        ctx.rounds = refine.rounds_from_attrs(study.user_attrs)
     return ctx
 
 
@@ -319,6 +326,51 @@ def count_finished(ctx: StudyContext, trials: Sequence[TrialLike]) -> int:
 
 def total_trials(ctx: StudyContext) -> int:
     return len(ctx.cells) if ctx.spec.is_grid else ctx.spec.search.n_trials
+
+
+# --------------------------------------------------------------------------- refinement
+
+
+def extend(ctx: StudyContext) -> bool:
+    """Refinement (refine.py): whether the study has cells left to run once every cell
+    known here has a final outcome, deciding and storing the next round if it is due.
+
+    Under the claim lock, so that a round is decided once and every worker reads the
+    same one: the rounds stored are read again (another worker may have added one: then
+    there are cells left); if every cell has a final outcome the next round is decided
+    from their trials, which can no longer change, and stored before any of its cells
+    can be claimed, or the reason to stop is stored, so a resumed study does not decide
+    again (unless its budget, `search.refine_trials`, changed). A study without
+    refinement returns False at once, touching nothing.
+    """
+    spec = ctx.spec
+    if not spec.is_grid or spec.search.refine_trials <= 0:
+        return False
+    with claim_lock(ctx.url, ctx.name):
+        attrs = ctx.storage.get_study_user_attrs(ctx.study_id)
+        ctx.rounds = refine.rounds_from_attrs(attrs)
+        trials = ctx.trials()
+        if count_finished(ctx, trials) < total_trials(ctx):
+            return True
+        stop = refine.stop_from_attrs(attrs)
+        if stop is not None and stop.after == len(ctx.rounds) \
+                and stop.budget == spec.search.refine_trials:
+            return False
+        cells = set(ctx.cells)
+        done = [t for t in ctx.study.get_trials(deepcopy=False)
+                if space.cell_of(t.params) in cells and trial_status(t) in FINISHED_STATUSES]
+        decision = refine.decide(R.to_records(done), spec, ctx.rounds)
+        if isinstance(decision, refine.Stop):
+            ctx.study.set_user_attr(refine.STOP_ATTR, decision.to_json())
+            return False
+        ctx.study.set_user_attr(refine.round_key(decision.number), decision.to_json())
+        ctx.rounds.append(decision)
+        return True
+
+
+def exhausted(ctx: StudyContext) -> bool:
+    """Every cell has a final outcome and no refinement round is due."""
+    return count_finished(ctx, ctx.trials()) >= total_trials(ctx) and not extend(ctx)
 
 
 # --------------------------------------------------------------------------- claiming
@@ -631,7 +683,7 @@ def work(
         while True:
             if trainer is None:
                 # Peek before paying for TensorFlow: an exhausted study trains nothing.
-                if count_finished(ctx, ctx.trials()) >= total_trials(ctx):
+                if exhausted(ctx):
                     break
                 trainer, data = trainer_factory(), data_factory()
             assert data is not None
@@ -643,8 +695,10 @@ def work(
                 with signals.critical(), _timed(ctx):
                     claims = claim(ctx, me, trainer.batch_limit, size, data.n_train)
                 if not claims:
-                    if count_finished(ctx, ctx.trials()) >= total_trials(ctx):
+                    if exhausted(ctx):
                         break
+                    if progress is not None:
+                        progress.total = total_trials(ctx)  # a refinement round adds cells
                     # Cells are running elsewhere; wait in case their workers die.
                     time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
                     continue
