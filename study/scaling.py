@@ -322,6 +322,13 @@ def optima(records: Iterable[TrialRecord], resamples: int = BOOTSTRAP_RESAMPLES,
             shape = "quadratic" if fit.degree == 2 else "cubic"
             note = (f"refined: a weighted {shape} in log(lr) through {hi - lo + 1} learning "
                     "rates around the best")
+            # A fit whose minimum runs to its window's edge is not describing a minimum
+            # near the best grid point (a second valley, a kink): keep the grid value.
+            span = (fit.xs[-1] - fit.xs[0]) / (FIT_POINTS - 1)
+            if not fit.xs[0] + span < fit.star[0] < fit.xs[-1] - span:
+                note = (f"not refined: the {shape} through {hi - lo + 1} learning rates has no "
+                        "minimum inside them")
+                fit = None
         plateau: tuple[float, float] | None
         if fit is not None:
             star = float(math.exp(fit.star[0]))
