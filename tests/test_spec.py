@@ -219,7 +219,8 @@ def test_bad_input_names_the_field(overrides: list[str], message: str) -> None:
 
 
 def test_unknown_spec_name() -> None:
-    with pytest.raises(SpecError, match=r"^spec: unknown spec 'nope' \(built-in: adam-vs-sgd, article"):
+    with pytest.raises(SpecError,
+                       match=r"^spec: unknown spec 'nope' \(built-in: adam-surge, adam-vs-sgd, article"):
         load_spec("nope")
 
 
