@@ -133,6 +133,7 @@ def _cell_runs(records: Iterable[TrialRecord]) -> dict[tuple[int, float], list[f
 # points of that evaluation grid, and the smallest relative standard error a cell's
 # mean is weighted with (cells whose seeds agree to the last digit).
 FIT_HALF_WIDTH = 2
+WINDOW_CAP = 3.0
 FIT_POINTS = 241
 REL_SE_FLOOR = 1e-4
 
@@ -154,12 +155,18 @@ class _Smooth:
 
 def _window(means: FloatArray, k: int) -> tuple[int, int]:
     """The grid indices the fit uses around the best, k: up to FIT_HALF_WIDTH on each
-    side, stopping before a cell with no finite mean (a diverged run, or none)."""
+    side, stopping before a cell with no finite mean (a diverged run, or none) and, past
+    the nearest neighbour, before one whose mean is above WINDOW_CAP times the best (a
+    low-degree polynomial through a cliff says nothing about the valley)."""
+    def take(j: int, taken: int) -> bool:
+        return (0 <= j < len(means) and taken < FIT_HALF_WIDTH and math.isfinite(means[j])
+                and (taken == 0 or means[j] <= WINDOW_CAP * means[k]))
+
     lo = k
-    while lo > 0 and k - lo < FIT_HALF_WIDTH and math.isfinite(means[lo - 1]):
+    while take(lo - 1, k - lo):
         lo -= 1
     hi = k
-    while hi < len(means) - 1 and hi - k < FIT_HALF_WIDTH and math.isfinite(means[hi + 1]):
+    while take(hi + 1, hi - k):
         hi += 1
     return lo, hi
 
@@ -223,10 +230,12 @@ def _smooth(log_lrs: FloatArray, rows: FloatArray, weights: FloatArray, lo: int,
 
 
 def _weights(runs: Sequence[Sequence[float]], means: FloatArray) -> FloatArray:
-    """1 / var(mean) per cell, from its seeds; equal weights when no cell has two runs."""
+    """1 / var(mean) per cell, from its seeds; with a single seed, 1 / mean^2 (a relative
+    error, as the spread of a loss over seeds is, roughly, proportional to it)."""
     out = np.ones(len(runs))
     if max(len(r) for r in runs) < 2:
-        return out
+        with np.errstate(divide="ignore"):
+            return np.where(np.isfinite(means) & (means > 0), 1.0 / means**2, 0.0)
     for j, r in enumerate(runs):
         if not math.isfinite(means[j]) or len(r) < 2 or means[j] <= 0:
             out[j] = 0.0 if not math.isfinite(means[j]) else out[j]

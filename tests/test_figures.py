@@ -198,8 +198,8 @@ def test_optimum_info_draws_the_refining_fit() -> None:
     info = figures.optimum_info(rs, scaling.scaling(rs), "final training loss")
     c16 = info.curves[0]
     assert c16.batch_size == 16 and c16.lr == pytest.approx(1e-3)
-    # The fit spans the best grid lr and two neighbours each side (half decades).
-    assert c16.fit_xs[0] == pytest.approx(10 ** -4) and c16.fit_xs[-1] == pytest.approx(10 ** -2)
+    # The fit spans the best grid lr and its neighbours (the next ones sit above 3x the best).
+    assert c16.fit_xs[0] == pytest.approx(10 ** -3.5) and c16.fit_xs[-1] == pytest.approx(10 ** -2.5)
     assert min(c16.fit_ys) == pytest.approx(0.101, abs=1e-3)  # the minimum of the mean's fit
     assert c16.star_y is not None and c16.star_y == pytest.approx(0.101, rel=0.05)
     c256 = info.curves[-1]

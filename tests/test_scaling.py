@@ -90,8 +90,9 @@ def test_refined_optimum_is_the_parabolas_vertex() -> None:
     assert (p16.grid_lr, p64.grid_lr) == (1e-3, 1e-2)
     assert p16.lr == pytest.approx(3e-3) and p64.lr == pytest.approx(1.2e-2)
     assert p16.refined and p16.edge is None and p16.single_seed and p16.low is None
-    # Four learning rates around the best: a quadratic in ln(lr), exact on this loss.
-    assert p16.curve is not None and len(p16.curve) == 3 and p16.window == (1e-4, 1e-1)
+    # The best and its neighbours (the next ones sit above 3x the best): a quadratic in
+    # ln(lr), exact on this loss.
+    assert p16.curve is not None and len(p16.curve) == 3 and p16.window == (1e-4, 1e-2)
     _, c1, c2 = p16.curve
     assert -c1 / (2 * c2) == pytest.approx(math.log(3e-3))
     # Its plateau: 0.1 + u^2 <= 0.1 * 1.01, |u| <= sqrt(0.001) in ln(lr), around lr*.
