@@ -26,6 +26,7 @@ under 5% of its wall and `study report` and `study query scaling` on it under 30
     python bench/bench.py --only digits     # only "Your own model and data": the digits
                                             # MLP x 5 seeds, population and keras; the CNN
     python bench/bench.py --only digits --digits-keras-seeds 1   # keras on 20 trials, scaled
+    python bench/bench.py --only answer     # refinement against a flat grid (no TensorFlow)
 
 (`--big` is still accepted: the 10,000-trial row it used to add is now in every run but
 `--quick`'s, and `--quick --big` adds it back.)
@@ -990,7 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "--quick's; this adds it to --quick's too")
     parser.add_argument("--only-big", action="store_true",
                         help="the peak and the 10,000-trial row alone")
-    parser.add_argument("--only", choices=["digits"],
+    parser.add_argument("--only", choices=["digits", "answer"],
                         help="digits: only the 'Your own model and data' rows (digits MLP x "
                              "5 seeds, population and keras; the CNN builder example)")
     parser.add_argument("--digits-keras-seeds", type=int, choices=range(1, DIGITS_SEEDS + 1),
@@ -1003,6 +1004,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/bench.py " + " ".join(args)
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    if opts.only == "answer":
+        return _answer(opts.write)
     if opts.only == "digits":
         section = render_digits(digits_runs(keras_seeds), info, command)
         print()
@@ -1058,6 +1061,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(opts.write)
         path.write_text(replace_section(path.read_text(), digits, DIGITS_BEGIN, DIGITS_END))
         print(f"wrote {opts.write}")
+    return _answer(opts.write)
+
+
+def _answer(write_to: str | None) -> int:
+    """The section "The answer" (bench/answer.py): refinement against a flat grid."""
+    import answer  # bench/answer.py, beside this file
+
+    section = answer.section()
+    print(section)
+    if write_to:
+        path = Path(write_to)
+        text = path.read_text() if path.exists() else "# Benchmarks\n"
+        path.write_text(replace_section(text, section, answer.BEGIN, answer.END))
+        print(f"wrote {write_to}")
     return 0
 
 
