@@ -193,3 +193,39 @@ def test_sgd_steps_to_target_against_the_closed_form() -> None:
     for b, steps in got.items():
         assert steps is not None and want[b] / 1.3 <= steps <= want[b] * 1.3
     assert truth.b_crit / 1.5 <= c.b_crit.value <= truth.b_crit * 1.5
+
+
+def test_coverage_of_lr_star_plateau_and_b_noise_over_repeated_sgd_studies() -> None:
+    """12 independent simulated SGD studies (8 seeds each) against the closed form: how
+    often each 95% interval holds the truth. Measured (20 repetitions, 2026-12-07): lr*
+    84%, the plateau's low end 71% and high end 74%, B_noise 100%, the saturating shape
+    chosen in 80%. The bootstrap over seeds does not see the smooth fit's own bias, so
+    lr*'s and the plateau's intervals cover less than 95%; the README says so."""
+    from tests import truth as T
+
+    problem, sizes = T.DEFAULT, T.DEFAULT_BATCH_SIZES
+    true_lr = {b: T.lr_star(problem, b, T.default_steps(b)).lr for b in sizes}
+    true_plateau = {b: T.plateau(problem, b, T.default_steps(b)) for b in sizes}
+    _, true_noise = T.fit_lr_noise(list(true_lr), list(true_lr.values()))
+    reps, n = 12, 0
+    lr_in = low_in = high_in = noise_in = saturating = 0
+    for rep in range(reps):
+        rs = T.simulate_study(problem, sizes, np.geomspace(0.02, 1.0, 16), T.default_steps,
+                              seeds=8, every=4, seed=100 * rep)
+        s = scaling.scaling(rs, resamples=1000)
+        for p in s.optima.points:
+            n += 1
+            lr_in += p.low is not None and p.high is not None and \
+                p.low <= true_lr[p.batch_size] <= p.high
+            lo, hi = true_plateau[p.batch_size]
+            low_in += p.plateau_low is not None and p.plateau_low[0] <= lo <= p.plateau_low[1]
+            high_in += p.plateau_high is not None and \
+                p.plateau_high[0] <= hi <= p.plateau_high[1]
+        m = s.mccandlish
+        noise_in += m is not None and m.interval is not None and \
+            m.interval[0] <= true_noise <= m.interval[1]
+        saturating += s.shape_fits is not None and s.shape_fits.chosen.shape == shapes.SATURATING
+    print(f"\ncoverage over {reps} studies: lr* {lr_in}/{n}, plateau low {low_in}/{n}, high "
+          f"{high_in}/{n}, B_noise {noise_in}/{reps}; saturating chosen {saturating}/{reps}")
+    assert lr_in / n >= 0.7 and low_in / n >= 0.55 and high_in / n >= 0.55
+    assert noise_in / reps >= 0.8 and saturating / reps >= 0.6
