@@ -85,7 +85,7 @@ def test_every_report_page_draws_offline(browser: Any, study_db: Path, tmp_path:
     out = tmp_path / "dashboards"
     write_report(f"sqlite:///{study_db}", None, out, dashboard=False)
     pages = sorted(out.glob("*.html"))
-    assert len(pages) == 17
+    assert len(pages) == 18  # the index and 17 figures, critical.html among them
     watch = Watch(browser, "file://")
     try:
         for page in pages:
