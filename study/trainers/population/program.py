@@ -72,13 +72,6 @@ def program_key(model: ModelSpec, train: TrainSpec, n_features: int, micro: int 
         micro, chunk_epochs, whole, curve)
 
 
-def curve_slots(key: _ProgramKey, n: int) -> int:
-    """Records a chunk's buffer holds per member: the most optimizer steps a member
-    takes in a chunk (one per micro-batch of each epoch), so any interval fits. Fixed
-    by the key and the rows, so every claim of a study runs the same trace."""
-    return key.chunk_epochs * -(-n // key.micro)
-
-
 _programs: dict[_ProgramKey, Callable[..., Any]] = {}
 
 
@@ -223,11 +216,11 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     def epoch(params: list[Tensor], slots: list[tuple[Tensor, ...]], steps_taken: Tensor,
               lr: Tensor, batch: Tensor, active: Tensor, order: Tensor, drop_base: Tensor, x: Tensor,
               y: Tensor, rows: Tensor, sched: Tensor, bounds: Tensor, values: Tensor,
-              curve: tuple[Tensor, ...], every: Tensor, first_record: Tensor
-              ) -> tuple[Any, ...]:
+              curve: tuple[Tensor, ...], every: Tensor) -> tuple[Any, ...]:
         """One pass over the first `rows` (per member) of each member's order;
-        `drop_base` seeds the members' Dropout masks of the epoch. `curve` is (window,
-        records) with `key.curve`, else empty (see `run`)."""
+        `drop_base` seeds the members' Dropout masks of the epoch. `curve` is (window,)
+        with `key.curve`, else empty; it comes back as (window, this epoch's records,
+        (micro-steps, members)) (see `_record`)."""
         n = x.shape[0]
         members = order.shape[0]
         micro_steps = -(-n // b0)
@@ -279,15 +272,22 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
                       for p, g, s in zip(params, acc, slots, strict=True)]
             acc = [] if key.whole else [tf.where(ends[:, None], tf.zeros_like(a), a) for a in acc]
             if key.curve:
-                curve = _record(tf, curve, loss_sum * scale, active, apply[:, 0], stepped,
-                                every, first_record)
+                curve = _record(tf, curve, k, loss_sum * scale, active, apply[:, 0], stepped,
+                                every)
             steps_taken = tf.where(apply[:, 0], stepped, steps_taken)
             return k + 1, params, slots, acc, steps_taken, sse + loss_sum, hits + right, curve
 
+        if key.curve:
+            # One row per micro-step, appended in place (a TensorArray is a
+            # dynamic-update-slice under XLA), instead of a scatter into the chunk's
+            # records on every step: a scatter per step cost a fifth of the training.
+            curve = (curve[0], tf.TensorArray(f32, size=micro_steps, element_shape=[members]))
         _, params, slots, _, steps_taken, sse, hits, curve = tf.while_loop(
             lambda k, *_: k < micro_steps, step,
             (tf.constant(0), params, slots, [] if key.whole else [tf.zeros_like(p) for p in params],
              steps_taken, tf.zeros([members], f32), tf.zeros([members], f32), curve))
+        if key.curve:
+            curve = (curve[0], curve[1].stack())
         # The epoch's mean loss and accuracy over its rows, as model.fit's trackers.
         return (params, slots, steps_taken, sse / tf.cast(rows, f32),
                 hits / tf.cast(rows, f32), curve)
@@ -304,8 +304,8 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         (int32; more than its planned steps: it records nothing) and the sum of the batch
         losses of its window so far (the steps since its last record, which may lie in
         an earlier chunk). The outputs then end with the window after the chunk and the
-        chunk's records, (members, `curve_slots`): the j-th window sum a member
-        completed in this chunk is in its column j, the rest zeros."""
+        chunk's records, (chunk epochs, micro-steps, members): a window sum where a
+        member completed one, NO_RECORD elsewhere (`windows_of` reads them)."""
         members = theta.shape[0]
         n = x.shape[0]
         # Inside the program each parameter tensor is a tensor of its own, (members, its
@@ -314,13 +314,12 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
         params = layout.pieces(theta)
         slot_pieces = [layout.pieces(s) for s in slots]
         state = [tuple(s[i] for s in slot_pieces) for i in range(len(params))]
-        every = first_record = tf.zeros([members], tf.int32)
+        every = tf.zeros([members], tf.int32)
         curve: tuple[Tensor, ...] = ()
         if key.curve:
             every, window = recording
-            # Records before this chunk: a record's column is its number past these.
-            first_record = tf.cast(steps_taken, tf.int32) // every
-            curve = (window, tf.zeros([members, curve_slots(key, n)], f32))
+            curve = (window, tf.fill([key.chunk_epochs, -(-n // key.micro), members],
+                                     NO_RECORD))
 
         def body(e: Tensor, params: list[Tensor], slots: list[tuple[Tensor, ...]],
                  steps_taken: Tensor, active: Tensor, losses: Tensor, vals: Tensor, accs: Tensor,
@@ -331,9 +330,12 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             live = tf.logical_and(active, at < epochs)
             rows = tf.where(at == epochs - 1, last_rows, n)
             order = tf.gather(orders, e, axis=1)
-            params, slots, steps_taken, loss, accuracy, curve = epoch(
+            params, slots, steps_taken, loss, accuracy, made = epoch(
                 params, slots, steps_taken, lr, batch, live, order, dropout_base(seeds, at), x,
-                y, rows, sched, bounds, values, curve, every, first_record)
+                y, rows, sched, bounds, values, curve[:1], every)
+            if key.curve:
+                window, block = made
+                curve = (window, tf.tensor_scatter_nd_update(curve[1], [[e]], block[None]))
             losses = tf.tensor_scatter_nd_update(losses, [[e]], loss[None])
             val_loss, val_accuracy = _evaluate(tf, key, layout.shaped(tf, params), xv, yv)
             vals = tf.tensor_scatter_nd_update(vals, [[e]], val_loss[None])
@@ -364,27 +366,32 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     return tf.function(run, jit_compile=True, autograph=False)  # type: ignore[no-any-return]
 
 
-def _record(tf: Any, curve: tuple[Tensor, ...], batch_loss: Tensor, live: Tensor,
-            stepped: Tensor, count: Tensor, every: Tensor, first_record: Tensor
-            ) -> tuple[Tensor, Tensor]:
-    """The step curve after one micro-step: `batch_loss` (members,), this micro-step's
-    share of each member's batch mean loss, joins the window of the members training
-    (`live`); a member whose update was applied (`stepped`) and whose step count
-    `count` is a multiple of its `every` writes its window's sum to its next column and
-    starts a new window.
+# What a micro-step's row of the step-curve records holds where no window ended: losses
+# are never negative, so no record is ever this.
+NO_RECORD = -1.0
 
-    One element per member is read and written (a gather and a scatter), not the
-    buffer: the buffer's size does not cost a step anything.
-    """
-    window, records = curve
+
+def _record(tf: Any, curve: tuple[Any, ...], k: Tensor, batch_loss: Tensor, live: Tensor,
+            stepped: Tensor, count: Tensor, every: Tensor) -> tuple[Any, ...]:
+    """The step curve after micro-step `k`: `batch_loss` (members,), this micro-step's
+    share of each member's batch mean loss, joins the window of the members training
+    (`live`); a member whose update was applied (`stepped`) and whose step count `count`
+    is a multiple of its `every` writes its window's sum to row `k` and starts a new
+    window; the others write NO_RECORD. The host reads each member's records in order
+    (`windows_of`)."""
+    window, rows = curve
     window = window + tf.where(live, batch_loss, 0.0)
-    n_steps = tf.cast(count, tf.int32)
-    done = tf.logical_and(stepped, tf.equal(n_steps % every, 0))
-    column = tf.clip_by_value(n_steps // every - first_record - 1, 0, records.shape[1] - 1)
-    at = tf.stack([tf.range(records.shape[0]), column], axis=1)
-    records = tf.tensor_scatter_nd_update(
-        records, at, tf.where(done, window, tf.gather_nd(records, at)))
-    return tf.where(done, 0.0, window), records
+    done = tf.logical_and(stepped, tf.equal(tf.cast(count, tf.int32) % every, 0))
+    rows = rows.write(k, tf.where(done, window, NO_RECORD))
+    return tf.where(done, 0.0, window), rows
+
+
+def windows_of(records: npt.NDArray[np.float32], n_epochs: int) -> list[list[float]]:
+    """Each member's window sums, in order, from a chunk's records (chunk epochs,
+    micro-steps, members) of which the first `n_epochs` ran."""
+    ran = records[:n_epochs]
+    flat = ran.reshape(-1, ran.shape[-1])
+    return [[float(v) for v in flat[:, m] if v != NO_RECORD] for m in range(flat.shape[1])]
 
 
 def shuffle_orders(seeds: npt.NDArray[np.int32], first_epoch: int, n_epochs: int, n: int,

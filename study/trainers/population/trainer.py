@@ -377,10 +377,10 @@ def _train_group(
             records: list[list[float]] = [[] for _ in range(tile)]
             if before is not None:
                 *outs, s.window, buffer = outs
-                # The windows each member completed in this chunk, in its first columns.
+                # The windows each member completed in this chunk, in order.
                 made = s.steps.numpy().astype(np.int64) // s.every - before // s.every
-                values = buffer.numpy()
-                records = [values[m, :made[m]].tolist() for m in range(tile)]
+                found = programs.windows_of(buffer.numpy(), n_run)
+                records = [found[m][:made[m]] for m in range(tile)]
             # Per epoch: training loss, validation loss, training and validation accuracy.
             got = tuple(o.numpy()[:n_run] for o in outs)
             with timing:
