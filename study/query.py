@@ -619,7 +619,10 @@ def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Ta
         out.append(("shape", chosen.main, chosen.low, chosen.high,
                     f"{chosen.shape}" + (f"; cannot be told from: {', '.join(tied)}"
                                          if tied else "")
-                    + f"; overdispersion {comp.overdispersion:.3g} over B = "
+                    + (f"; overdispersion {comp.overdispersion:.3g}" if comp.weighted else
+                       f"; single seed: equal weights, residual variance "
+                       f"{comp.overdispersion:.3g}")
+                    + " over B = "
                     + ", ".join(map(str, comp.batch_sizes))))
     r = s.rules
     if r is not None:
