@@ -615,7 +615,7 @@ def scaling_table(s: S.Scaling, optimizer: str | None, budget: str | None) -> Ta
                         f"weight {fs.weight:.2f}; 95% profile interval"
                         + bound.get(fs.bound or "", "")))
         chosen = comp.chosen
-        tied = [t.shape for t in (comp.best, *comp.ties) if t.shape != chosen.shape]
+        tied = comp.alternatives
         out.append(("shape", chosen.main, chosen.low, chosen.high,
                     f"{chosen.shape}" + (f"; cannot be told from: {', '.join(tied)}"
                                          if tied else "")

@@ -3,12 +3,15 @@
 Pure functions over `TrialRecord`s (numpy only; no I/O, no Optuna, no scipy):
 
 1. `optima`: for each batch size, the learning rate with the lowest mean objective over
-   seeds, refined by a parabola through that grid point and its two neighbours in
-   log(lr) when it is interior, with a bootstrap interval (seeds resampled within each
-   cell, the refined optimum recomputed). An optimum on the grid's edge is a bound, not
-   an estimate, and says the grid should be widened.
-2. `power_fit`: log lr*(B) = a + alpha log B, with a 95% interval on alpha; `verdicts`
-   against the four rules in the literature:
+   seeds, refined by a weighted smooth fit (quadratic or cubic in log(lr)) through it and
+   up to two neighbours on each side, and the plateau of learning rates within
+   `tolerance` of the fit's minimum; bootstrap intervals on both (seeds resampled within
+   each cell, the fit redone). An optimum on the grid's edge is a bound, not an
+   estimate, and says the grid should be widened; a tie is a plateau, not a point.
+2. `compare_shapes`: the power law, McCandlish's saturation and Li et al.'s surge fitted
+   to the refined optima and compared (`study.shapes`); `rule_slope` and `verdicts`: the
+   slope of ln lr* on ln B where the chosen shape says the four rules in the literature
+   apply, and the rules against it:
    - inverse, alpha = -1 (a fixed "noise temperature" lr * B);
    - constant, alpha = 0 (batch size and learning rate tuned independently);
    - square root, alpha = 1/2 (Krizhevsky 2014, "One weird trick ..."; Malladi et al.
@@ -17,23 +20,19 @@ Pure functions over `TrialRecord`s (numpy only; no I/O, no Optuna, no scipy):
    - linear, alpha = 1 (Goyal et al. 2017, "Accurate, large minibatch SGD": multiply the
      batch size by k, multiply the learning rate by k; holds for SGD up to ~8k on
      ImageNet and breaks beyond).
-3. `mccandlish_fit`: McCandlish et al. 2018 ("An empirical model of large-batch
-   training", eq. 2.6): lr*(B) = lr_max / (1 + B_noise / B), fitted by least squares in
-   log(lr) over a grid of B_noise (lr_max has a closed form for each B_noise).
-4. `noise_scales`: the simple gradient noise scale B_simple = tr(Sigma) / |G|^2 the
+3. `power_fit`: log lr*(B) = a + alpha log B over every interior optimum (the `alpha`
+   rows), with two 95% intervals: the seed bootstrap (every replicate refits alpha) and
+   the regression's Student-t interval (3 or more batch sizes). With fewer than three
+   refined optima, no shape is compared and the rules are judged on this alpha with the
+   union of the two intervals: the bootstrap alone is too narrow with few seeds, the
+   regression alone ignores seed noise.
+4. `mccandlish_fit`: McCandlish et al. 2018 ("An empirical model of large-batch
+   training", eq. 2.6): lr*(B) = lr_max / (1 + B_noise / B), the saturating shape's fit.
+5. `noise_scales`: the simple gradient noise scale B_simple = tr(Sigma) / |G|^2 the
    trainers record per trial (`noise_trace_sigma`, `noise_grad_sq`, `noise_scale`),
    pooled as McCandlish et al. advise: numerator and denominator averaged separately,
    then divided. It predicts the critical batch size, B_crit ~ B_noise.
-5. `conclusion`: a short paragraph saying what the study found, from all of the above.
-
-Intervals on alpha. Two sources of uncertainty, each with its own 95% interval:
-- the seed bootstrap: every replicate resamples the seeds within every cell, recomputes
-  every refined optimum and refits alpha (percentile interval over replicates);
-- the regression's own Student-t interval on the slope, from the scatter of the optima
-  about the power law (it needs 3 or more batch sizes).
-A rule is *rejected* only when it lies outside both, i.e. the interval reported (and
-used for the verdicts) is the union of the two. The bootstrap alone is too narrow when
-optima stick to grid points; the regression alone ignores seed noise.
+6. `conclusion`: a short paragraph saying what the study found, from all of the above.
 """
 
 from __future__ import annotations
@@ -479,12 +478,16 @@ def fitted(o: Optima) -> list[Optimum]:
     return [p for p in o.points if p.edge is None and not p.tie and p.refined]
 
 
+def _sigmas(pts: Sequence[Optimum]) -> list[float] | None:
+    """Each optimum's bootstrap sigma of ln lr*; None (equal weights) when any has none."""
+    sig = [p.sigma for p in pts]
+    return None if any(v is None for v in sig) else [float(v) for v in sig if v is not None]
+
+
 def compare_shapes(o: Optima) -> shapes.Comparison | None:
     """The three shapes fitted to the refined optima, weighted by their seed bootstrap."""
     pts = fitted(o)
-    sig = [p.sigma for p in pts]
-    sigmas = None if any(v is None for v in sig) else [float(v) for v in sig if v is not None]
-    return shapes.compare([p.batch_size for p in pts], [p.lr for p in pts], sigmas)
+    return shapes.compare([p.batch_size for p in pts], [p.lr for p in pts], _sigmas(pts))
 
 
 def rule_range(c: shapes.Comparison) -> tuple[float, float]:
@@ -497,17 +500,22 @@ def rule_range(c: shapes.Comparison) -> tuple[float, float]:
     return 0.0, f.main
 
 
-def rule_slope(o: Optima, c: shapes.Comparison | None) -> shapes.Slope | None:
-    """The slope the rules are judged on: over the optima in `rule_range` (all of them
-    without a comparison), scaled by the comparison's overdispersion."""
-    pts = fitted(o) if c is not None else [p for p in o.points if p.edge is None and not p.tie]
-    if c is not None:
-        lo, hi = rule_range(c)
-        pts = [p for p in pts if lo < p.batch_size <= hi]
-    sig = [p.sigma for p in pts]
-    sigmas = None if any(v is None for v in sig) else [float(v) for v in sig if v is not None]
-    return shapes.slope([p.batch_size for p in pts], [p.lr for p in pts], sigmas,
-                        c.overdispersion if c is not None else 1.0)
+def rule_slope(o: Optima, c: shapes.Comparison | None, fit: PowerFit | None
+               ) -> shapes.Slope | None:
+    """The slope the rules are judged on: over the optima in `rule_range`, scaled by the
+    comparison's overdispersion. Without a comparison (fewer than three refined optima),
+    the power law over every optimum, its interval the union of the seed bootstrap's and
+    the regression's (see PowerFit), which stays honest when two seeds make the bootstrap
+    too narrow."""
+    if c is None:
+        if fit is None:
+            return None
+        return shapes.Slope(fit.alpha, -math.inf if fit.low is None else fit.low,
+                            math.inf if fit.high is None else fit.high, fit.batch_sizes)
+    lo, hi = rule_range(c)
+    pts = [p for p in fitted(o) if lo < p.batch_size <= hi]
+    return shapes.slope([p.batch_size for p in pts], [p.lr for p in pts], _sigmas(pts),
+                        c.overdispersion)
 
 
 @dataclass(frozen=True)
@@ -655,13 +663,7 @@ def scaling(records: Sequence[TrialRecord], objective: str = "objective",
                f"{len(o.points)}")
     seeds = len({r.seed for r in records if r.status == "complete" and r.seed is not None})
     c = compare_shapes(o)
-    rules = rule_slope(o, c)
-    if c is None and fit is not None:
-        # Too few refined optima to compare shapes: the power law over every optimum, its
-        # interval the union of the seed bootstrap's and the regression's (see PowerFit),
-        # which stays honest when two seeds make the bootstrap too narrow.
-        rules = shapes.Slope(fit.alpha, -math.inf if fit.low is None else fit.low,
-                             math.inf if fit.high is None else fit.high, fit.batch_sizes)
+    rules = rule_slope(o, c, fit)
     return Scaling(objective, o, fit, verdicts(rules), mccandlish_fit(c),
                    noise_summary(records, o), seeds, why, c, rules)
 
@@ -690,6 +692,17 @@ def _interval_words(low: float, high: float, digits: int = 3) -> str:
     return f"[{lo}, {hi}]"
 
 
+def _trend(alpha: float) -> str:
+    return "grows" if alpha >= 0.005 else "falls" if alpha <= -0.005 else "stays flat"
+
+
+def _power_words(r: shapes.Slope) -> str:
+    """"B^0.48 [0.31, 0.61]", or "B^0.48 (no interval)"."""
+    ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) and math.isfinite(r.high) \
+        else " (no interval)"
+    return f"B^{r.alpha:.2f}{ci}"
+
+
 def _rules_text(s: Scaling, optimizer: str | None, who: str) -> str:
     """"consistent with the linear rule; rejects the inverse, constant and square-root
     rules (the linear rule is the one expected for SGD)", or why there is no verdict."""
@@ -716,7 +729,7 @@ def _shape_text(s: Scaling) -> str:
     f = c.chosen
     ci = _interval_words(f.low, f.high)
     if f.shape == shapes.POWER:
-        trend = "grows" if f.main >= 0.005 else "falls" if f.main <= -0.005 else "stays flat"
+        trend = _trend(f.main)
         lo = f"{f.low:.2f}" if math.isfinite(f.low) else "-inf"
         hi = f"{f.high:.2f}" if math.isfinite(f.high) else "inf"
         return f"Best LR {trend} as a power law, B^{f.main:.2f} [{lo}, {hi}]"
@@ -755,16 +768,12 @@ def headline(s: Scaling, optimizer: str | None) -> str:
         r = s.rules
         if r is None:
             return f"No scaling law {context}: fewer than two refined optima."
-        trend = "grows" if r.alpha >= 0.005 else "falls" if r.alpha <= -0.005 else "stays flat"
-        ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) and math.isfinite(r.high) \
-            else " (no interval)"
-        return (f"Best LR {trend} as B^{r.alpha:.2f}{ci} {context}: "
+        return (f"Best LR {_trend(r.alpha)} as {_power_words(r)} {context}: "
                 f"{_rules_text(s, optimizer, who)}.")
     f = c.chosen
     support = f"{f.shape} best supported, QAIC weight {f.weight:.2f}" if f is c.best else \
         f"{f.shape} as good as the best ({c.best.shape}), so the simpler statement leads"
-    ties = [t.shape for t in c.ties if t is not f] + ([c.best.shape] if f is not c.best else [])
-    ties = [t for t in ties if t != f.shape]
+    ties = c.alternatives
     if ties:
         support += f"; the data cannot tell it from the {_join(ties)} shape" + \
             ("s" if len(ties) > 1 else "")
@@ -778,9 +787,7 @@ def headline(s: Scaling, optimizer: str | None) -> str:
         where = "over the batch sizes run"
     if r is None or f.bound == "low":
         return text + f" Too few batch sizes {where} to judge the four rules."
-    ci = f" [{r.low:.2f}, {r.high:.2f}]" if math.isfinite(r.low) and math.isfinite(r.high) \
-        else " (no interval)"
-    return text + (f" {where[:1].upper() + where[1:]}, lr* grows as B^{r.alpha:.2f}{ci}: "
+    return text + (f" {where[:1].upper() + where[1:]}, lr* grows as {_power_words(r)}: "
                    f"{_rules_text(s, optimizer, who)}.")
 
 

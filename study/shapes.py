@@ -109,6 +109,13 @@ class Comparison:
         return tuple(f for f in self.fits[1:] if f.qaic - self.best.qaic <= TIE)
 
     @property
+    def alternatives(self) -> tuple[str, ...]:
+        """The shapes the data cannot tell from the chosen one, best first: those within
+        TIE of the best, and the best itself when the power law leads in its place."""
+        chosen = self.chosen.shape
+        return tuple(f.shape for f in (self.best, *self.ties) if f.shape != chosen)
+
+    @property
     def chosen(self) -> ShapeFit:
         """The shape the headline leads with: the best, unless the power law is as good
         (within TIE), in which case the simpler, familiar statement leads."""
