@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from study import shapes
 from study.analysis import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -46,7 +47,6 @@ from study.spec import AUTO_TARGET_MARGIN
 __all__ = ["AUTO_TARGET_MARGIN", "Critical", "Estimate", "StepsAt", "critical", "critical_all"]
 
 OVERHEAD = 0.2  # Zhang et al.'s 20% above perfect scaling
-B_NOISE_SPAN = 1000.0
 GRID = 601
 
 
@@ -93,13 +93,44 @@ class Critical:
         return self.s_min.value * (1.0 + self.b_crit.value / batch_size)
 
 
-def _cells(records: Sequence[TrialRecord]) -> dict[tuple[int, float], list[TrialRecord]]:
-    out: dict[tuple[int, float], list[TrialRecord]] = defaultdict(list)
+@dataclass(frozen=True, eq=False)
+class _CellCurves:
+    """One cell's step curves: its completed runs' (those with the cell's interval), cut
+    to the shortest, as rows; and whether any of its runs diverged."""
+
+    every: int
+    curves: FloatArray  # runs x windows; may be empty (no completed run with a curve)
+    diverged: bool
+
+
+def _cell_curves(records: Sequence[TrialRecord]) -> dict[tuple[int, float], _CellCurves]:
+    """Every cell's step curves (records without one are left out)."""
+    runs: dict[tuple[int, float], list[TrialRecord]] = defaultdict(list)
     for r in records:
-        if r.batch_size is not None and r.learning_rate is not None and r.status in (
-                "complete", "diverged"):
-            out[(r.batch_size, r.learning_rate)].append(r)
+        if r.step_every is not None and r.batch_size is not None and \
+                r.learning_rate is not None and r.status in ("complete", "diverged"):
+            runs[(r.batch_size, r.learning_rate)].append(r)
+    out = {}
+    for key, rs in runs.items():
+        every = rs[0].step_every or 0
+        same = [r.step_losses for r in rs
+                if r.status == "complete" and r.step_every == every and r.step_losses]
+        width = min((len(c) for c in same), default=0)
+        out[key] = _CellCurves(every, np.array([c[:width] for c in same], dtype=np.float64),
+                               any(r.status == "diverged" for r in rs))
     return out
+
+
+def _best_loss(cells: Mapping[tuple[int, float], _CellCurves]) -> float | None:
+    by_b: dict[int, float] = {}
+    for (b, _), cell in cells.items():
+        if not len(cell.curves):
+            continue
+        mean = cell.curves.mean(axis=0)
+        finite = mean[np.isfinite(mean)]
+        if finite.size:
+            by_b[b] = min(by_b.get(b, math.inf), float(finite.min()))
+    return max(by_b.values()) if by_b else None
 
 
 def best_loss(records: Sequence[TrialRecord]) -> float | None:
@@ -108,18 +139,7 @@ def best_loss(records: Sequence[TrialRecord]) -> float | None:
     window is mostly the luck of its batches, so seeds are averaged first, as steps to the
     target are measured on those means; and a target only the largest batches reach
     measures nothing at the others.)"""
-    by_b: dict[int, float] = {}
-    for (b, _), runs in _cells(records).items():
-        curves = [r.step_losses for r in runs if r.status == "complete" and r.step_losses
-                  and r.step_every == runs[0].step_every]
-        if not curves:
-            continue
-        width = min(len(c) for c in curves)
-        mean = np.mean(np.array([c[:width] for c in curves], dtype=np.float64), axis=0)
-        finite = mean[np.isfinite(mean)]
-        if finite.size:
-            by_b[b] = min(by_b.get(b, math.inf), float(finite.min()))
-    return max(by_b.values()) if by_b else None
+    return _best_loss(_cell_curves(records))
 
 
 # The mean curve is smoothed at each step t over the windows whose centres lie within a
@@ -167,7 +187,8 @@ def _crossing(curves: FloatArray, every: int, target: float) -> FloatArray:
 def _fit(batch_sizes: FloatArray, steps: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Least squares of ln S = ln S_min + ln(1 + N / B) for each row of `steps` (R x n; NaN:
     left out): (N, S_min, index of N in the grid) per row."""
-    grid = np.geomspace(batch_sizes.min() / B_NOISE_SPAN, batch_sizes.max() * B_NOISE_SPAN, GRID)
+    grid = np.geomspace(batch_sizes.min() / shapes.B_NOISE_SPAN,
+                        batch_sizes.max() * shapes.B_NOISE_SPAN, GRID)
     z = np.log1p(grid[:, None] / batch_sizes[None, :])  # G x n
     y = np.log(steps)  # R x n
     mask = np.isfinite(y)
@@ -210,43 +231,40 @@ def _estimate(value: float, reps: FloatArray | None) -> Estimate:
 def critical(records: Sequence[TrialRecord], target: float | None = None,
              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Critical | None:
     """Steps to `target` (None: AUTO_TARGET_MARGIN above `best_loss`, the loss every batch
-    size reached)
-    and the critical batch sizes; None when no trial recorded a step curve."""
-    records = [r for r in records if r.step_every is not None]
-    best = best_loss(records)
+    size reached) and the critical batch sizes; None when no trial recorded a step
+    curve."""
+    return _critical(_cell_curves(records), target, resamples, seed)
+
+
+def _critical(cells: Mapping[tuple[int, float], _CellCurves], target: float | None,
+              resamples: int, seed: int) -> Critical | None:
+    best = _best_loss(cells)
     if best is None:
         return None
     auto = target is None
     goal = best * (1 + AUTO_TARGET_MARGIN) if target is None else float(target)
-    cells = _cells(records)
     by_b: dict[int, list[float]] = defaultdict(list)
     for b, lr in cells:
         by_b[b].append(lr)
     sizes = sorted(by_b)
-    multi = any(len([r for r in rs if r.status == "complete"]) > 1 for rs in cells.values())
+    multi = any(len(c.curves) > 1 for c in cells.values())
     point = np.full((1, len(sizes)), np.nan)
     reps = np.full((resamples, len(sizes)), np.nan)
     chosen: list[float | None] = [None] * len(sizes)
     everies = [0] * len(sizes)
     for j, b in enumerate(sizes):
         for i, lr in enumerate(sorted(by_b[b])):
-            runs = cells[(b, lr)]
-            if any(r.status == "diverged" for r in runs):
+            cell = cells[(b, lr)]
+            if cell.diverged or not len(cell.curves):
                 continue
-            every = runs[0].step_every or 0
-            same = [r for r in runs if r.step_every == every and r.step_losses]
-            if not same:
-                continue
-            everies[j] = every
-            width = min(len(r.step_losses) for r in same)
-            curves = np.array([r.step_losses[:width] for r in same], dtype=np.float64)
-            curves = np.where(np.isfinite(curves), curves, np.inf)
+            everies[j] = every = cell.every
+            curves = np.where(np.isfinite(cell.curves), cell.curves, np.inf)
             steps = _crossing(curves.mean(axis=0, keepdims=True), every, goal)[0]
             if math.isfinite(steps) and not steps >= point[0, j]:
                 point[0, j] = steps
                 chosen[j] = lr
             if multi:
-                idx = resample_indices(len(same), resamples, seed + 7919 * j + i)
+                idx = resample_indices(len(curves), resamples, seed + 7919 * j + i)
                 rep = _crossing(curves[idx].mean(axis=1), every, goal)
                 reps[:, j] = np.fmin(reps[:, j], rep)
     points = []
@@ -291,9 +309,10 @@ def critical_all(records: Sequence[TrialRecord], targets: Sequence[float] = (),
                  resamples: int = BOOTSTRAP_RESAMPLES) -> list[Critical]:
     """One `Critical` per target (the automatic one when `targets` is empty)."""
     out = []
+    cells = _cell_curves(records)  # read once for every target
     wanted: list[float | None] = list(targets) or [None]
     for t in wanted:
-        c = critical(records, t, resamples)
+        c = _critical(cells, t, resamples, BOOTSTRAP_SEED)
         if c is not None:
             out.append(c)
     return out
