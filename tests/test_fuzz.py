@@ -26,7 +26,7 @@ from tests.helpers import sql
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 60
+EXAMPLES = 40
 
 small_int = st.integers(min_value=-3, max_value=40)
 weird = st.one_of(

@@ -460,7 +460,7 @@ def test_trainer_choice(capsys: pytest.CaptureFixture[str]) -> None:
 # (batch size, learning rate) cells whose final losses vary over seeds by 5-15%, so that
 # 8 seeds can tell two trainers apart, after 10 epochs on 256 rows (cheap for Keras).
 # Both trainers draw a fresh shuffle every epoch (see keras._rows).
-STAT_CELLS = {"adam": [(16, 0.01), (64, 0.01), (32, 0.003)],
+STAT_CELLS = {"adam": [(16, 0.01), (32, 0.003)],
               "sgd": [(16, 0.03), (32, 0.03)]}
 
 
