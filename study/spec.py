@@ -50,6 +50,7 @@ KIND_TASK = {"linear": "regression", "classification": "binary", "diabetes": "re
 OBJECTIVES = ("train_loss", "val_loss", "val_error")
 BUDGETS = ("epochs", "steps", "examples")
 SCHEDULES = ("constant", "step", "cosine", "warmup")
+KEEP_WEIGHTS = ("none", "best")
 # train.divergence_factor's default (see TrainSpec and the README, "Divergence").
 DIVERGENCE_FACTOR = 1000.0
 
@@ -162,6 +163,9 @@ class TrainSpec:
     # finite (1e20) is not a result. The default sits far between the built-in specs'
     # largest finite epoch loss and their blow-ups: see the README, "Divergence".
     divergence_factor: float = DIVERGENCE_FACTOR
+    # "best": the best cell's trained weights are kept, one set per seed (Optuna's
+    # artifact store; `Results.model`). "none": no weights are kept.
+    keep_weights: str = "none"
 
     def plan(self, batch_size: int, n_train: int) -> Plan:
         """The epochs a trial of this batch size trains for, on `n_train` rows.
@@ -782,6 +786,7 @@ def _validate_train(spec: Spec) -> None:
     if not 0.0 <= t.momentum < 1.0:
         raise SpecError(f"train.momentum: expected a number in [0, 1), got {t.momentum!r}")
     _one_of("train.schedule", t.schedule, SCHEDULES)
+    _one_of("train.keep_weights", t.keep_weights, KEEP_WEIGHTS)
     if not 0.0 <= t.warmup_fraction < 1.0:
         raise SpecError(f"train.warmup_fraction: expected a fraction in [0, 1), "
                         f"got {t.warmup_fraction!r}")
@@ -870,8 +875,9 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
 
 
 # May change on resume: more seeds repeat the same cells; a refinement budget only says
-# how many more rounds may come (rounds already stored stay part of the study).
-RESUMABLE_KEYS = (("search", "seeds"), ("search", "refine_trials"))
+# how many more rounds may come (rounds already stored stay part of the study); keeping
+# weights changes no result.
+RESUMABLE_KEYS = (("search", "seeds"), ("search", "refine_trials"), ("train", "keep_weights"))
 # How the stored trials are read, not what they are: these may change on resume.
 READING_KEYS = (("analysis", "tolerance"), ("analysis", "target"))
 # Where the stored spec keeps the data set's fingerprint (data.py, `fingerprint`): a key

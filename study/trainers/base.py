@@ -91,6 +91,10 @@ class TrialResult:
     # the trial was planned to take, `AnalysisSpec.every`).
     step_every: int = 0
     step_losses: list[float] = field(default_factory=list)
+    # With train.keep_weights = "best": the trained weights, in the order of the
+    # builder's Keras model's `get_weights()`, so `model.set_weights(weights)` gives the
+    # model this trial ended with. None otherwise (or when the trial diverged).
+    weights: list[np.ndarray] | None = None
 
     @property
     def train_loss(self) -> float:
