@@ -55,7 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from study.errors import DataError
-from study.spec import SYNTHETIC_KINDS, DataSpec, Spec, check_rows, check_task
+from study.spec import SYNTHETIC_KINDS, DataSpec, Spec, check_rows, check_task, resolve
 from study.user_code import cwd_on_path, first_line, load_function
 
 Array = npt.NDArray[np.float32]
@@ -147,12 +147,15 @@ def describe(spec: DataSpec) -> str:
     return f"data.kind = {spec.kind!r}"
 
 
-def check_spec(spec: Spec, data: Dataset) -> None:
-    """The spec's checks that need the data: every batch size fits in its rows, and the
-    loss fits its task. SpecError names the field at fault."""
+def check_spec(spec: Spec, data: Dataset) -> Spec:
+    """The spec for these data: its checks that need them (every batch size fits in
+    their rows, a named loss fits their task), then its defaults that follow the task
+    (`spec.resolve`: train.loss and train.objective left "auto"). The returned spec is
+    the one to run, store and compare on resume. SpecError names the field at fault."""
     check_task(spec, data.task, describe(spec.data))
     check_rows(spec, data.n_train, f"data.n_train = {data.n_train}" if spec.data.kind in
                SYNTHETIC_KINDS else f"{describe(spec.data)} has {data.n_train} training rows")
+    return resolve(spec, data.task)
 
 
 def make_dataset(spec: DataSpec) -> Dataset:
@@ -354,6 +357,13 @@ def _csv(spec: DataSpec) -> _Raw:
             try:
                 v = float(cell)
             except ValueError:
+                if header[c] in spec.target:
+                    # Class names ("cat", "dog"): which number each is is the user's call.
+                    raise DataError(f"data.target: column {header[c]!r} of {spec.path!r} holds "
+                                    f"text ({cell.strip()!r}, line {line}); labels must be "
+                                    "numbers: encode the classes as 0, 1, 2, ... (0/1 for a "
+                                    "binary target) in the file, or read it with a data.loader "
+                                    "that does") from None
                 raise DataError(f"{where} line {line}, column {header[c]!r}: {cell.strip()!r} "
                                 "is not a number") from None
             if not math.isfinite(v) or abs(v) > FLOAT32_MAX:

@@ -1,13 +1,16 @@
 """The experiment spec: one frozen dataclass tree, loaded from TOML and validated here.
 
 Precedence is CLI > spec file > defaults. The defaults *are* the article's experiment
-(see `specs/article.toml`), so a user's file only states what it changes. Every check
-lives in `validate`, and every error names the field and the value at fault.
+(see `specs/article.toml`), so a user's file only states what it changes; the few that
+depend on the data (`train.loss`, `train.objective`, "auto") follow its task (`resolve`),
+and the study's default name its source (`default_study_name`). Every check lives in
+`validate`, and every error names the field and the value at fault.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 import types
@@ -48,6 +51,10 @@ KIND_TASK = {"linear": "regression", "classification": "binary", "diabetes": "re
              "digits": "multiclass"}
 # val_error: 1 - the validation accuracy after training, for classification losses only.
 OBJECTIVES = ("train_loss", "val_loss", "val_error")
+# train.loss and train.objective left unset: chosen once the data's task is known
+# (`resolve`): the loss the task calls for (TASK_LOSS); the article's training loss on
+# the synthetic sets, else the validation loss (regression) or error (classification).
+AUTO = "auto"
 BUDGETS = ("epochs", "steps", "examples")
 SCHEDULES = ("constant", "step", "cosine", "warmup")
 KEEP_WEIGHTS = ("none", "best")
@@ -136,7 +143,8 @@ class Plan:
 @dataclass(frozen=True)
 class TrainSpec:
     optimizer: str = "adam"
-    loss: str = "mse"
+    # "auto": the task's (TASK_LOSS; see `resolve`). A named loss must fit the task.
+    loss: str = AUTO
     # How long each trial trains: whole epochs (the article's), a number of optimizer
     # updates, or a number of training rows seen. See `plan`.
     budget: str = "epochs"
@@ -153,10 +161,12 @@ class TrainSpec:
     warmup_fraction: float = 0.0  # schedule "warmup" (then constant) or "cosine" (then decay)
     decay_at: tuple[float, ...] = (0.5, 0.75)  # schedule "step": after these fractions...
     decay_rate: float = 0.1  # ...the learning rate is multiplied by this
-    # The article's metric: the last epoch's mean training loss (history['loss'][-1]);
-    # with a steps or examples budget the last epoch may be partial, and its mean is
-    # over the rows it trained.
-    objective: str = "train_loss"
+    # What a trial minimizes (OBJECTIVES). "train_loss", the article's metric: the last
+    # epoch's mean training loss (history['loss'][-1]); with a steps or examples budget
+    # the last epoch may be partial, and its mean is over the rows it trained. "auto":
+    # train_loss on the synthetic sets (SYNTHETIC_KINDS), else val_loss for regression
+    # and val_error for classification (see `resolve`).
+    objective: str = AUTO
     # A trial diverges at the first epoch whose mean training loss is NaN, inf, or above
     # this factor times the loss of its initial weights on the training set (before any
     # update); 0 turns the factor off (NaN and inf still diverge). A blow-up that stays
@@ -309,7 +319,8 @@ def builtin_names() -> list[str]:
 
 
 def read_spec_source(name_or_path: str) -> dict[str, Any]:
-    """The raw TOML table of a built-in spec name or a spec file path."""
+    """The raw TOML table of a built-in spec name or a spec file path; a file that
+    states no `name` is named by its stem (`default_study_name`)."""
     text: str
     origin: str
     if name_or_path in builtin_names():
@@ -325,9 +336,12 @@ def read_spec_source(name_or_path: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         origin = str(path)
     try:
-        return tomllib.loads(text)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"spec: {origin} is not valid TOML: {e}") from None
+    if "name" not in table and Path(name_or_path).stem:
+        table["name"] = Path(name_or_path).stem
+    return table
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -401,9 +415,68 @@ def load_spec(
 
 
 def from_table(table: Mapping[str, Any]) -> Spec:
+    """The spec a table describes, its defaults that the spec alone decides resolved:
+    `train.loss` and `train.objective` left "auto" are filled (`resolve`) when the data's
+    task follows from the spec (`known_task`), and stay "auto" until the data are loaded
+    otherwise (data.py, `check_spec`). Every unknown key is reported at once."""
+    _check_keys(table)
     spec = _build(Spec, table, "")
     assert isinstance(spec, Spec)
-    return spec
+    task = known_task(spec.data)
+    return _fill(spec, task) if task is not None else spec
+
+
+def _check_keys(table: Mapping[str, Any]) -> None:
+    """One SpecError naming every key of `table` that no field has, each with the closest
+    known key ("did you mean train.epochs?") where one is close: within its section, else
+    among every dotted key (a key in the wrong section, or a misspelt section)."""
+    if not isinstance(table, Mapping):
+        return  # `_build` says what it should be
+    hints = typing.get_type_hints(Spec)
+    sections: dict[str, list[str]] = {}
+    top: list[str] = []  # the keys outside any section: name, description
+    for f in dataclasses.fields(Spec):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            sections[f.name] = [g.name for g in dataclasses.fields(tp)]
+        else:
+            top.append(f.name)
+    dotted = top + [f"{name}.{key}" for name, keys in sections.items() for key in keys]
+
+    def closest(word: str, candidates: Sequence[str]) -> str | None:
+        match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+        return match[0] if match else None
+
+    unknown: list[tuple[str, str | None]] = []  # (dotted key, the closest known key)
+    for key, value in table.items():
+        key = str(key)
+        if key in sections and isinstance(value, Mapping):
+            for sub in map(str, value):
+                if sub not in sections[key]:
+                    # A key of another section (train.seeds -> search.seeds) first.
+                    elsewhere = [f"{name}.{sub}" for name, keys in sections.items()
+                                 if sub in keys]
+                    near = closest(sub, sections[key])
+                    unknown.append((f"{key}.{sub}", elsewhere[0] if elsewhere
+                                    else f"{key}.{near}" if near else None))
+        elif key not in sections and key not in top:
+            section = closest(key, list(sections))
+            if section is not None and isinstance(value, Mapping) and value:
+                # A misspelt section: each of its keys, as a key of that section, else
+                # against every dotted key.
+                unknown += [(f"{key}.{sub}", f"{section}.{sub}" if sub in sections[section]
+                             else closest(f"{key}.{sub}", dotted)) for sub in map(str, value)]
+            else:
+                unknown.append((key, closest(key, [*top, *sections]) or closest(key, dotted)))
+    if len(unknown) > 1:
+        raise SpecError("unknown keys: " + ", ".join(
+            f"{where} (did you mean {near}?)" if near else where for where, near in unknown))
+    if unknown:
+        where, near = unknown[0]
+        section = where.partition(".")[0]
+        known = sections.get(section, [*top, *sections]) if "." in where else [*top, *sections]
+        hint = f"did you mean {near}?" if near else f"known: {', '.join(sorted(known))}"
+        raise SpecError(f"{where}: unknown key ({hint})")
 
 
 def from_stored(table: object) -> Spec | None:
@@ -443,7 +516,7 @@ def _build(cls: type, table: Mapping[str, Any], prefix: str) -> object:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in table:
-        if key not in names:
+        if key not in names:  # `_check_keys` names them all first; this is a backstop
             where = f"{prefix}{key}"
             raise SpecError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
     kwargs: dict[str, Any] = {}
@@ -512,7 +585,8 @@ def to_table(spec: Spec) -> dict[str, Any]:
 
 
 def to_toml(spec: Spec) -> str:
-    """The spec as a TOML spec file: `from_table(tomllib.loads(to_toml(s))) == s`.
+    """The spec as a TOML spec file: `from_table(tomllib.loads(to_toml(s))) == s` for any
+    spec `from_table` gives (its defaults that the spec alone decides resolved).
 
     Top-level keys first, then one [section] per sub-table; a table inside a section (a
     search range) is written inline. No dependency: the values of a spec are strings,
@@ -760,18 +834,93 @@ def check_rows(spec: Spec, n_train: int, source: str) -> None:
 
 
 def check_task(spec: Spec, task: str, data: str) -> None:
-    """The loss fits the data's task (`data` names the data set in the message)."""
+    """A loss the spec names fits the data's task (`data` names the data set in the
+    message); "auto" fits any (`resolve` fills it)."""
     wanted = TASK_LOSS[task]
-    if spec.train.loss != wanted:
+    if spec.train.loss not in (AUTO, wanted):
         raise SpecError(f"train.loss: {spec.train.loss!r} does not fit {data} "
-                        f"(use {wanted!r})")
+                        f"(use {wanted!r}, or leave train.loss out to follow the data)")
+
+
+def resolve(spec: Spec, task: str) -> Spec:
+    """`spec` with the defaults that depend on the data filled for data of `task`
+    ("regression", "binary" or "multiclass"), then checked against it.
+
+    `train.loss` "auto" becomes the task's (`TASK_LOSS`: mse, cross_entropy,
+    sparse_cross_entropy); `train.objective` "auto" becomes the article's `train_loss`
+    on its synthetic sets (`SYNTHETIC_KINDS`), else what a user's data is judged by:
+    `val_loss` for regression, `val_error` (1 - validation accuracy) for
+    classification. Values the spec names are kept; a named loss that does not fit
+    the task is a SpecError. Resolved values are what a study stores and compares on
+    resume (studies stored before "auto" hold their values explicitly).
+    """
+    _one_of("data.task", task, TASKS)
+    check_task(spec, task, f"data.kind = {spec.data.kind!r}")
+    out = _fill(spec, task)
+    _check_objective(out.train)
+    return out
+
+
+def _fill(spec: Spec, task: str) -> Spec:
+    """`resolve` without its checks (`from_table` leaves those to `validate`)."""
+    t = spec.train
+    loss = TASK_LOSS[task] if t.loss == AUTO else t.loss
+    objective = t.objective
+    if objective == AUTO:
+        objective = ("train_loss" if spec.data.kind in SYNTHETIC_KINDS
+                     else "val_loss" if task == "regression" else "val_error")
+    if (loss, objective) == (t.loss, t.objective):
+        return spec
+    return dataclasses.replace(spec, train=dataclasses.replace(t, loss=loss, objective=objective))
+
+
+def known_task(data: DataSpec) -> str | None:
+    """The data's task when the spec tells it (`data.task`, else `kind_task`); None:
+    decided from the data once loaded (data.py, _task_of)."""
+    task = data.task or kind_task(data)
+    return task if task in TASKS else None
+
+
+def default_study_name(spec: Spec) -> str:
+    """The study name when none is given: the spec's name, else the data source's.
+
+    A spec file's `name`, or its file's stem when it names none (`read_spec_source`),
+    is the study's name; so is a built-in spec's, but only on that spec's own kind of
+    data: `--spec article --set data.kind=csv` is not the article. Otherwise the data
+    source names it: a csv or npz file's stem ("houses" for data/houses.csv), a loader's
+    function name ("load" for "mymod:load"), "arrays" for arrays passed as
+    `study.run(data=...)`, the kind for a bundled or synthetic set ("digits",
+    "classification"), and "article" for the article's linear set.
+    """
+    if spec.name.strip() and (spec.name not in builtin_names()
+                              or _builtin_kind(spec.name) == spec.data.kind):
+        return spec.name
+    d = spec.data
+    if d.kind in ("csv", "npz") and Path(d.path).stem:
+        return Path(d.path).stem
+    if d.kind == "python" and d.loader.partition(":")[2].strip():
+        return d.loader.partition(":")[2].strip()
+    return "article" if d.kind == "linear" else d.kind
+
+
+def _builtin_kind(name: str) -> str:
+    data = read_spec_source(name).get("data", {})
+    kind = data.get("kind", DataSpec.kind) if isinstance(data, Mapping) else DataSpec.kind
+    return str(kind)
+
+
+def _check_objective(t: TrainSpec) -> None:
+    if t.objective == "val_error" and t.loss not in (AUTO, *CLASSIFICATION_LOSSES):
+        raise SpecError(f"train.objective: 'val_error' (1 - validation accuracy) needs a "
+                        f"classification loss ({' or '.join(map(repr, CLASSIFICATION_LOSSES))}), "
+                        f"got train.loss = {t.loss!r}")
 
 
 def _validate_train(spec: Spec) -> None:
     t = spec.train
     _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
-    _one_of("train.loss", t.loss, LOSSES)
-    task = spec.data.task or kind_task(spec.data)
+    _one_of("train.loss", t.loss, (AUTO, *LOSSES))
+    task = known_task(spec.data)
     if task is not None:
         check_task(spec, task, f"data.kind = {spec.data.kind!r}")
     _one_of("train.budget", t.budget, BUDGETS)
@@ -804,11 +953,8 @@ def _validate_train(spec: Spec) -> None:
     if t.schedule == "step" and not t.decay_at:
         raise SpecError("train.decay_at: the step schedule needs at least one fraction, got []")
     _positive("train.decay_rate", t.decay_rate)
-    _one_of("train.objective", t.objective, OBJECTIVES)
-    if t.objective == "val_error" and t.loss not in CLASSIFICATION_LOSSES:
-        raise SpecError(f"train.objective: 'val_error' (1 - validation accuracy) needs a "
-                        f"classification loss ({' or '.join(map(repr, CLASSIFICATION_LOSSES))}), "
-                        f"got train.loss = {t.loss!r}")
+    _one_of("train.objective", t.objective, (AUTO, *OBJECTIVES))
+    _check_objective(t)
     f = t.divergence_factor
     # A factor of 1 or less would call a trial whose loss merely rose above its starting
     # point a blow-up; infinity is "off", which 0 already says.

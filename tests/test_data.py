@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from study.data import LABEL_NOISE, fingerprint, from_arrays, make_dataset
-from study.errors import DataError
-from study.spec import DataSpec
+from study.data import LABEL_NOISE, check_spec, fingerprint, from_arrays, make_dataset
+from study.errors import DataError, SpecError
+from study.spec import DataSpec, Spec, load_spec
 
 
 def test_linear_is_the_articles_data_bit_for_bit() -> None:
@@ -325,3 +325,58 @@ def test_arrays_in_memory_go_through_the_same_checks_as_a_file(tmp_path: Path) -
         from_arrays(spec, x, y[:9], origin="arrays")
     with pytest.raises(DataError, match=r"only one of x_val and y_val"):
         from_arrays(spec, x, y, x_val=x)
+
+
+# --------------------------------------------------------------------------- the spec meets the data
+
+
+def _own(kind: str, path: Path, *extra: str) -> Spec:
+    sets = [f"data.kind={kind}", f"data.path='{path}'", "data.val_fraction=0.25",
+            "search.batch_size=[4]", *extra]
+    return load_spec("article", [*sets, "data.target=y"] if kind == "csv" else sets)
+
+
+@pytest.mark.parametrize(("labels", "task", "loss", "objective"), [
+    ([0.5 * i for i in range(40)], "regression", "mse", "val_loss"),
+    ([i % 2 for i in range(40)], "binary", "cross_entropy", "val_error"),
+])
+def test_a_csv_with_no_loss_named_gets_its_tasks_loss_and_objective(
+        tmp_path: Path, labels: list[float], task: str, loss: str, objective: str) -> None:
+    write_csv(tmp_path / "own.csv", "a,y", [[i, v] for i, v in enumerate(labels)])
+    spec = _own("csv", tmp_path / "own.csv")
+    assert (spec.train.loss, spec.train.objective) == ("auto", "auto")
+    data = make_dataset(spec.data)
+    resolved = check_spec(spec, data)
+    assert data.task == task
+    assert (resolved.train.loss, resolved.train.objective) == (loss, objective)
+
+
+def test_integer_labels_in_an_npz_are_multiclass_with_softmax_cross_entropy(tmp_path: Path) -> None:
+    np.savez(tmp_path / "three.npz", x_train=np.arange(60.0).reshape(30, 2),
+             y_train=np.arange(30) % 3)
+    spec = _own("npz", tmp_path / "three.npz")
+    resolved = check_spec(spec, make_dataset(spec.data))
+    assert (resolved.train.loss, resolved.train.objective) == ("sparse_cross_entropy",
+                                                                "val_error")
+
+
+def test_the_article_keeps_its_loss_and_training_loss_objective() -> None:
+    spec = load_spec("article")
+    assert check_spec(spec, make_dataset(spec.data)) == spec
+    assert (spec.train.loss, spec.train.objective) == ("mse", "train_loss")
+
+
+def test_a_named_loss_that_does_not_fit_the_data_is_refused(tmp_path: Path) -> None:
+    write_csv(tmp_path / "binary.csv", "a,y", [[i, i % 2] for i in range(40)])
+    spec = _own("csv", tmp_path / "binary.csv", "train.loss=mse")
+    with pytest.raises(SpecError, match=r"^train\.loss: 'mse' does not fit csv file '.*binary\.csv' "
+                       r"\(use 'cross_entropy', or leave train\.loss out to follow the data\)$"):
+        check_spec(spec, make_dataset(spec.data))
+
+
+def test_a_csv_of_text_labels_says_to_encode_them(tmp_path: Path) -> None:
+    (tmp_path / "pets.csv").write_text("a,y\n1,0\n2,dog\n3,cat\n")
+    bad(DataSpec(kind="csv", path=str(tmp_path / "pets.csv"), target=("y",), task="multiclass"),
+        r"^data\.target: column 'y' of '.*pets\.csv' holds text \('dog', line 3\); labels must be "
+        r"numbers: encode the classes as 0, 1, 2, \.\.\. \(0/1 for a binary target\) in the "
+        r"file, or read it with a data\.loader that does$")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,13 @@ from study.spec import (
     Spec,
     apply_overrides,
     builtin_names,
+    default_study_name,
     from_stored,
+    from_table,
     identity_diff,
     load_spec,
     parse_override,
+    resolve,
     to_table,
 )
 
@@ -32,8 +36,11 @@ def test_article_is_the_papers_experiment() -> None:
 
 
 def test_defaults_equal_the_article_file() -> None:
-    # A user's spec states only what it changes; the rest is the article.
-    assert to_table(Spec()) == {**to_table(load_spec("article")), "description": ""}
+    # A user's spec states only what it changes; the rest is the article (its loss and
+    # objective "auto" until the data's task is known: the article's is regression).
+    assert to_table(resolve(Spec(), "regression")) == {**to_table(load_spec("article")),
+                                                       "description": ""}
+    assert from_table({}) == dataclasses.replace(load_spec("article"), description="")
 
 
 def test_builtins_listed() -> None:
@@ -95,8 +102,9 @@ BAD = [
     (["data.val_fraction=0.2"], r"^data\.val_fraction: data\.kind = 'linear' draws its own"),
     (["data.kind=digits", "data.val_fraction=0.2", "train.loss=cross_entropy"],
      r"^train\.loss: 'cross_entropy' does not fit data\.kind = 'digits' "
-     r"\(use 'sparse_cross_entropy'\)"),
-    (["nosuch.key=1"], r"^nosuch: unknown key"),
+     r"\(use 'sparse_cross_entropy', or leave train\.loss out to follow the data\)$"),
+    (["nosuch.key=1"], r"^nosuch: unknown key \(known: analysis, data, description, model, "
+                       r"name, run, search, train\)$"),
     (["train.epochz=1"], r"^train\.epochz: unknown key"),
     (["train.epochs=ten"], r"^train\.epochs: expected an integer, got 'ten'"),
     (["train.epochs=true"], r"^train\.epochs: expected an integer, got True"),
@@ -122,28 +130,28 @@ BAD = [
     (["train.optimizer=adagrad"], r"^train\.optimizer: unknown value 'adagrad' \(expected one of: "
                                   r"adam, sgd, momentum, rmsprop\)"),
     (["train.loss=cross_entropy"], r"^train\.loss: 'cross_entropy' does not fit data\.kind = "
-                                   r"'linear' \(use 'mse'\)"),
-    (["data.kind=classification"], r"^train\.loss: 'mse' does not fit data\.kind = "
-                                   r"'classification' \(use 'cross_entropy'\)"),
+                                   r"'linear' \(use 'mse', or leave train\.loss out"),
+    (["data.kind=classification", "train.loss=mse"],
+     r"^train\.loss: 'mse' does not fit data\.kind = 'classification' \(use 'cross_entropy'"),
     (["data.kind=classification", "data.n_features=1", "train.loss=cross_entropy"],
      r"^data\.n_features: the classification set needs at least 2 features, got 1"),
     (["data.kind=classification", "data.n_classes=4", "train.loss=cross_entropy"],
      r"^train\.loss: 'cross_entropy' does not fit data\.kind = 'classification' "
-     r"\(use 'sparse_cross_entropy'\)$"),
+     r"\(use 'sparse_cross_entropy', or leave train\.loss out to follow the data\)$"),
     (["data.kind=classification", "train.loss=sparse_cross_entropy"],
      r"^train\.loss: 'sparse_cross_entropy' does not fit data\.kind = 'classification' "
-     r"\(use 'cross_entropy'\)$"),
+     r"\(use 'cross_entropy', or leave train\.loss out to follow the data\)$"),
     (["data.kind=classification", "data.n_classes=1", "train.loss=cross_entropy"],
      r"^data\.n_classes: expected at least 2 classes, got 1$"),
     (["data.n_classes=3"], r"^data\.n_classes: 3 is only for data\.kind = 'classification' "
                            r"\(the kind is 'linear'\)$"),
-    (["train.loss=hinge"], r"^train\.loss: unknown value 'hinge' \(expected one of: mse, "
-                           r"cross_entropy, sparse_cross_entropy\)$"),
+    (["train.loss=hinge"], r"^train\.loss: unknown value 'hinge' \(expected one of: auto, "
+                           r"mse, cross_entropy, sparse_cross_entropy\)$"),
     (["train.objective=val_error"],
      r"^train\.objective: 'val_error' \(1 - validation accuracy\) needs a classification loss "
      r"\('cross_entropy' or 'sparse_cross_entropy'\), got train\.loss = 'mse'$"),
     (["train.objective=accuracy"], r"^train\.objective: unknown value 'accuracy' \(expected one "
-                                   r"of: train_loss, val_loss, val_error\)$"),
+                                   r"of: auto, train_loss, val_loss, val_error\)$"),
     (["train.budget=hours"], r"^train\.budget: unknown value 'hours'"),
     (["train.budget=steps"], r"^train\.steps: expected a positive number, got 0"),
     (["train.budget=examples", "train.examples=-3"],
@@ -355,3 +363,136 @@ def test_the_stored_fingerprint_is_compared_only_when_both_sides_have_one() -> N
     moved = {**other, "data": {**other["data"], "seed": 5}}
     assert identity_diff(stamped, moved) == "data.seed: study has 0, this run asks 5"
     assert from_stored(stamped) == load_spec("article")  # not a field: dropped on reading
+
+
+# --------------------------------------------------------------------------- defaults that follow the data
+
+
+@pytest.mark.parametrize(("overrides", "loss", "objective"), [
+    ([], "mse", "train_loss"),  # the article: its training loss
+    (["data.kind=classification"], "cross_entropy", "train_loss"),
+    (["data.kind=classification", "data.n_classes=4"], "sparse_cross_entropy", "train_loss"),
+    (["data.kind=diabetes", "data.val_fraction=0.2"], "mse", "val_loss"),
+    (["data.kind=digits", "data.val_fraction=0.2"], "sparse_cross_entropy", "val_error"),
+    (["data.kind=csv", "data.path=h.csv", "data.target=y", "data.task=binary"],
+     "cross_entropy", "val_error"),
+    # Named values are kept.
+    (["data.kind=digits", "data.val_fraction=0.2", "train.objective=val_loss"],
+     "sparse_cross_entropy", "val_loss"),
+    (["train.objective=val_loss"], "mse", "val_loss"),
+])
+def test_the_loss_and_objective_follow_the_task_the_spec_tells(
+        overrides: list[str], loss: str, objective: str) -> None:
+    spec = load_spec("article", overrides)
+    assert (spec.train.loss, spec.train.objective) == (loss, objective)
+
+
+@pytest.mark.parametrize(("task", "loss", "objective"), [
+    ("regression", "mse", "val_loss"),
+    ("binary", "cross_entropy", "val_error"),
+    ("multiclass", "sparse_cross_entropy", "val_error"),
+])
+def test_own_data_whose_task_only_the_data_tell_resolve_once_loaded(
+        task: str, loss: str, objective: str) -> None:
+    spec = load_spec("article", ["data.kind=csv", "data.path=h.csv", "data.target=y",
+                                 "data.val_fraction=0.2"])
+    assert (spec.train.loss, spec.train.objective) == ("auto", "auto")  # not known yet
+    resolved = resolve(spec, task)
+    assert (resolved.train.loss, resolved.train.objective) == (loss, objective)
+    assert resolve(resolved, task) == resolved
+    # What a study stores, read back: the resolved values, as an old study holds them.
+    assert from_stored(to_table(resolved)) == resolved
+
+
+def test_a_named_loss_that_does_not_fit_the_task_is_still_refused() -> None:
+    spec = load_spec("article", ["data.kind=csv", "data.path=h.csv", "data.target=y",
+                                 "data.val_fraction=0.2", "train.loss=mse"])
+    with pytest.raises(SpecError, match=r"^train\.loss: 'mse' does not fit data\.kind = 'csv' "
+                       r"\(use 'cross_entropy', or leave train\.loss out to follow the data\)$"):
+        resolve(spec, "binary")
+    auto = load_spec("article", ["data.kind=csv", "data.path=h.csv", "data.target=y",
+                                 "data.val_fraction=0.2", "train.objective=val_error"])
+    with pytest.raises(SpecError, match=r"^train\.objective: 'val_error' .* got train\.loss = "
+                       r"'mse'$"):
+        resolve(auto, "regression")
+    assert resolve(auto, "binary").train.loss == "cross_entropy"
+
+
+def test_a_resumed_article_study_compares_resolved_values() -> None:
+    # Every study stored before "auto" holds mse and train_loss explicitly.
+    stored = to_table(load_spec("article"))
+    assert (stored["train"]["loss"], stored["train"]["objective"]) == ("mse", "train_loss")
+    assert identity_diff(stored, to_table(load_spec("article"))) is None
+    diff = identity_diff(stored, to_table(load_spec("article", ["train.objective=val_loss"])))
+    assert diff == "train.objective: study has 'train_loss', this run asks 'val_loss'"
+
+
+def test_every_builtin_spec_loads_resolved() -> None:
+    for name in builtin_names():
+        spec = load_spec(name)
+        assert spec.train.loss != "auto" and spec.train.objective != "auto", name
+        # The article's synthetic sets keep its training loss unless a spec says otherwise.
+        if spec.data.kind in ("linear", "classification") and name not in (
+                "adam-surge", "multiclass"):
+            assert spec.train.objective == "train_loss", name
+
+
+@pytest.mark.parametrize(("overrides", "name"), [
+    ([], "article"),
+    (["data.kind=csv", "data.path=data/houses.csv", "data.target=y"], "houses"),
+    (["data.kind=npz", "data.path=/tmp/x/cells.npz"], "cells"),
+    (["data.kind=python", "data.loader=mymod.sub:load_things"], "load_things"),
+    (["data.kind=digits"], "digits"),
+    (["data.kind=classification"], "classification"),
+    (["name=mine", "data.kind=csv", "data.path=houses.csv", "data.target=y"], "mine"),
+])
+def test_default_study_name_follows_the_spec_or_the_data_source(
+        overrides: list[str], name: str) -> None:
+    spec = from_table(apply_overrides({}, overrides))
+    assert default_study_name(spec) == name
+
+
+def test_default_study_name_of_builtin_and_file_specs(tmp_path: Path) -> None:
+    assert default_study_name(load_spec("digits")) == "digits"
+    assert default_study_name(load_spec("multiclass")) == "multiclass"
+    # A built-in spec's name is kept only on its own kind of data.
+    assert default_study_name(load_spec("article", ["data.kind=csv", "data.path=h.csv",
+                                                    "data.target=y"])) == "h"
+    assert default_study_name(load_spec("article", ["data.seed=3"])) == "article"
+    # Arrays handed to study.run(data=...): the spec's data section becomes kind "arrays".
+    assert default_study_name(from_table({"data": {"kind": "arrays"}})) == "arrays"
+    # A spec file that names no study is named by its stem.
+    path = tmp_path / "sweep-2.toml"
+    path.write_text('[data]\nkind = "csv"\npath = "h.csv"\ntarget = "y"\n')
+    assert load_spec(str(path)).name == "sweep-2"
+    assert default_study_name(load_spec(str(path))) == "sweep-2"
+
+
+# --------------------------------------------------------------------------- unknown keys
+
+
+def test_every_unknown_key_is_named_at_once_with_the_closest_known_key(tmp_path: Path) -> None:
+    path = tmp_path / "typos.toml"
+    path.write_text('nmae = "x"\n[trian]\nepochs = 3\n[model]\nhiden = [8]\nactivation = "tanh"\n'
+                    '[search]\nbatchsize = [16]\n')
+    with pytest.raises(SpecError) as e:
+        load_spec(str(path), ["train.seeds=[1]", "train.zzz=1"])
+    assert str(e.value) == (
+        "unknown keys: nmae (did you mean name?), trian.epochs (did you mean train.epochs?), "
+        "model.hiden (did you mean model.hidden?), search.batchsize (did you mean "
+        "search.batch_size?), train.seeds (did you mean search.seeds?), train.zzz")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.epochz=1"], "train.epochz: unknown key (did you mean train.epochs?)"),
+    (["trian.epochs=1"], "trian.epochs: unknown key (did you mean train.epochs?)"),
+    (["search.epochs=1"], "search.epochs: unknown key (did you mean train.epochs?)"),
+    (["train.zzz=1"], "train.zzz: unknown key (known: budget, decay_at, decay_rate, "
+     "divergence_factor, epochs, examples, keep_weights, loss, momentum, nesterov, objective, "
+     "optimizer, schedule, steps, warmup_fraction)"),
+])
+def test_one_unknown_key_names_it_and_the_closest(overrides: list[str], message: str) -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec("article", overrides)
+    assert str(e.value) == message
