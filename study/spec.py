@@ -1029,10 +1029,14 @@ READING_KEYS = (("analysis", "tolerance"), ("analysis", "target"))
 # Where the stored spec keeps the data set's fingerprint (data.py, `fingerprint`): a key
 # the runner writes beside the spec's own fields, not a field a spec file sets.
 FINGERPRINT = ("data", "fingerprint")
-# Where it keeps the sha256 of a model builder's source file (models.py,
-# `builder_identity`), beside `model.builder`.
-BUILDER_SHA256 = ("model", "builder_sha256")
-STORED_HASHES = (FINGERPRINT, BUILDER_SHA256)
+# Where it keeps a model builder's identity, what it builds (models.py, `identify`: its
+# architecture, initial weights and a line per layer), beside `model.builder`.
+BUILDER_IDENTITY = ("model", "builder_identity")
+BUILDER_SHA256 = BUILDER_IDENTITY  # the name runner.py imports it by
+# Where a study stored before identities kept the sha256 of the builder's source file.
+# Never compared: such a study resumes, and its next run stores the identity instead.
+LEGACY_BUILDER_SHA256 = ("model", "builder_sha256")
+STORED_HASHES = (FINGERPRINT, BUILDER_IDENTITY, LEGACY_BUILDER_SHA256)
 
 
 def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -1048,15 +1052,50 @@ def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> s
 
 
 def builder_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """How the builder source hashes of two spec tables differ; None when they agree or
-    either has none (no builder, or a study stored before builder hashes)."""
-    section, key = BUILDER_SHA256
+    """How the models two spec tables' builders build differ (`BUILDER_IDENTITY`), as
+    near as the identities tell: a layer's summary, the layer count, how the layers
+    connect, or the initial weights; None when they agree or either has none (no
+    builder, or a study stored before identities)."""
+    section, key = BUILDER_IDENTITY
     a = stored.get(section, {}).get(key)
     b = current.get(section, {}).get(key)
     if a is None or b is None or a == b:
         return None
-    return (f"model.builder_sha256: study has {str(a)[:19]}..., this run's builder "
-            f"{str(b)[:19]}...")
+    return f"model.builder: the model it builds changed ({_model_change(str(a), str(b))})"
+
+
+def _model_change(a: str, b: str) -> str:
+    import json
+
+    try:
+        x, y = json.loads(a), json.loads(b)
+        if not (isinstance(x, dict) and isinstance(y, dict)):
+            raise ValueError
+    except ValueError:
+        return f"study has {a[:19]}..., this run's {b[:19]}..."
+    if x.get("architecture") != y.get("architecture"):
+        layers = _layers_change(list(x.get("layers") or []), list(y.get("layers") or []))
+        return f"architecture: {layers}"
+    # The first 12 hex digits tell two sets of weights apart in a message.
+    return (f"initial weights: study has {str(x.get('weights'))[:19]}..., this run's "
+            f"{str(y.get('weights'))[:19]}...")
+
+
+def _layers_change(a: list[Any], b: list[Any]) -> str:
+    """The first layer whose line (`Dense(units=8) #HASH`) differs, by its summary."""
+    count = "" if len(a) == len(b) else f"{len(a)} layers -> {len(b)}; "
+    for i, (p, q) in enumerate(zip(a, b, strict=False)):
+        if p != q:
+            sp, sq = str(p).rsplit(" #", 1)[0], str(q).rsplit(" #", 1)[0]
+            if sp != sq:
+                return f"{count}layer {i + 1}: {sp} -> {sq}"
+            return (f"{count}layer {i + 1}, {sp}: another of its settings changed (an "
+                    "initializer, a regularizer, its input shape...)")
+    if len(a) != len(b):
+        i = min(len(a), len(b))
+        extra = str((a if len(a) > len(b) else b)[i]).rsplit(" #", 1)[0]
+        return f"{count}layer {i + 1}, {extra}, {'removed' if len(a) > len(b) else 'added'}"
+    return "how its layers connect"
 
 
 def with_seeds(spec: Spec, seeds: Sequence[int]) -> Spec:

@@ -127,3 +127,56 @@ def selu(shape: Sequence[int], outputs: int) -> Any:
     return keras.Sequential([keras.Input(shape=tuple(shape)),
                              keras.layers.Dense(8, activation="selu"),
                              keras.layers.Dense(outputs)])
+
+
+# The twins of softmax_output and sigmoid_output with logit outputs: the same layers in
+# the same order, so the same initial weights at the same seed.
+def softmax_logits(shape: Sequence[int], outputs: int) -> Any:
+    keras = _keras()
+    return keras.Sequential([keras.Input(shape=tuple(shape)),
+                             keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(outputs)])
+
+
+def sigmoid_logits(shape: Sequence[int], outputs: int) -> Any:
+    keras = _keras()
+    inputs = keras.Input(shape=tuple(shape))
+    h = keras.layers.Dense(16, activation="gelu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(outputs)(h))
+
+
+# Outputs the guards refuse (models.py, `check_output`).
+def compiled(shape: Sequence[int], outputs: int) -> Any:
+    """Compiled with its own optimizer and loss, which the study would ignore."""
+    keras = _keras()
+    model = keras.Sequential([keras.Input(shape=tuple(shape)), keras.layers.Dense(outputs)])
+    model.compile(optimizer="rmsprop", loss="mae")
+    return model
+
+
+def relu_output(shape: Sequence[int], outputs: int) -> Any:
+    keras = _keras()
+    return keras.Sequential([keras.Input(shape=tuple(shape)),
+                             keras.layers.Dense(8, activation="tanh"),
+                             keras.layers.Dense(outputs, activation="relu")])
+
+
+def softmax_layer_output(shape: Sequence[int], outputs: int) -> Any:
+    """A Softmax layer, which has no `activation` the trainers could read."""
+    keras = _keras()
+    return keras.Sequential([keras.Input(shape=tuple(shape)), keras.layers.Dense(outputs),
+                             keras.layers.Softmax()])
+
+
+def nested_sigmoid(shape: Sequence[int], outputs: int) -> Any:
+    """A sigmoid at the end of a nested model, out of the trainers' sight."""
+    keras = _keras()
+    head = keras.Sequential([keras.Input(shape=(8,)),
+                             keras.layers.Dense(outputs, activation="sigmoid")], name="head")
+    return keras.Sequential([keras.Input(shape=tuple(shape)), keras.layers.Dense(8), head])
+
+
+def custom_activation(shape: Sequence[int], outputs: int) -> Any:
+    keras = _keras()
+    return keras.Sequential([keras.Input(shape=tuple(shape)),
+                             keras.layers.Dense(outputs, activation=lambda t: t * t)])
