@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from study import errors
-    from study.api import Results, load, run
+    from study.api import Best, Results, delete, load, run
     from study.data import Dataset
     from study.query import Table
     from study.spec import Spec
 
 __version__ = "0.1.0"
-__all__ = ["Dataset", "Results", "Spec", "Table", "__version__", "errors", "load", "run"]
+__all__ = ["Best", "Dataset", "Results", "Spec", "Table", "__version__", "delete", "errors",
+           "load", "run"]
 
-_LAZY = {"run": "study.api", "load": "study.api", "Results": "study.api",
+_LAZY = {"run": "study.api", "load": "study.api", "Results": "study.api", "Best": "study.api",
+         "delete": "study.api",
          "Table": "study.query", "Spec": "study.spec", "Dataset": "study.data"}
 
 

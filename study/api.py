@@ -28,8 +28,10 @@ import copy
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +43,14 @@ if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
 
+    from study import weights as weights_module
     from study.data import Dataset
     from study.progress import Progress
     from study.query import Table
     from study.report import Report, StudyView
     from study.runner import StudyContext
     from study.trainers import Trainer
+    from study.trainers.base import Monitor, TrialConfig, TrialResult
 
 __all__ = ["Results", "load", "run"]
 
@@ -119,12 +123,23 @@ def _seed_list(seeds: object) -> list[int]:
 
 def load_data(spec: Spec) -> Dataset:
     """The spec's data set, loaded and checked against the spec (its batch sizes fit its
-    rows, its loss fits its task); `DataError` or `SpecError` names what is wrong."""
+    rows, its loss fits its task); `DataError` or `SpecError` names what is wrong. The
+    spec to run on it is `for_data(spec, data)`."""
     from study.data import check_spec, make_dataset
 
     data = make_dataset(spec.data)
     check_spec(spec, data)
     return data
+
+
+def for_data(spec: Spec, data: Dataset) -> Spec:
+    """The spec as it runs on `data`: the loss and objective it left "auto" follow the
+    data's task (regression `mse`, binary `cross_entropy`, multi-class
+    `sparse_cross_entropy`; on data of your own the validation loss or error). This is
+    the spec that is stored, and compared on resume."""
+    from study.data import check_spec
+
+    return check_spec(spec, data)
 
 
 def arrays_dataset(spec: Spec, data: object) -> Dataset:
@@ -178,7 +193,9 @@ def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, dat
         raise UsageError(f"--workers: {workers} workers need PostgreSQL or SQLite storage, "
                          f"not {mask(storage)}")
     # The schema and the study are created here, once, before any worker starts.
-    return runner.open_study(spec, storage, study_name or spec.name, create=True,
+    from study.spec import default_study_name
+
+    return runner.open_study(spec, storage, study_name or default_study_name(spec), create=True,
                              fingerprint=data.fingerprint, builder_sha256=builder_sha256)
 
 
@@ -212,8 +229,67 @@ def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Seque
         if outcome.interrupted:
             raise KeyboardInterrupt
         return len(outcome.killed)
-    runner.work(ctx, trainer_factory(spec, on_fallback, data), lambda: data, progress)
+    factory = trainer_factory(spec, on_fallback, data)
+    if spec.train.keep_weights != "none":
+        factory = _staging(factory, ctx, data)
+    runner.work(ctx, factory, lambda: data, progress)
     return 0
+
+
+def _staging(factory: Callable[[], Trainer], ctx: StudyContext, data: Dataset
+             ) -> Callable[[], Trainer]:
+    """`factory`'s trainer, each result's weights written to the study's staging folder
+    as it comes back (weights.py), before the runner records the trial."""
+    from study import weights
+    from study.trainers.base import no_monitor, output_width
+
+    folder = weights.staging_dir(ctx.url, ctx.study_id)
+    outputs = output_width(ctx.spec.train, data)
+
+    class Staging:
+        def __init__(self, inner: Trainer) -> None:
+            self.inner = inner
+            self.name = inner.name
+            self.batch_limit = inner.batch_limit
+
+        def claim_size(self, pending: Sequence[TrialConfig], n_train: int,
+                       seconds: float) -> int:
+            return self.inner.claim_size(pending, n_train, seconds)
+
+        def train(self, configs: Sequence[TrialConfig], data: Dataset,
+                  monitor: Monitor = no_monitor) -> list[TrialResult]:
+            results = self.inner.train(configs, data, monitor)
+            for config, result in zip(configs, results, strict=True):
+                weights.stage(folder, config, result, data.input_shape, outputs, data.n_train)
+                result.weights = None  # on disk now; the runner has no use for them
+            return results
+
+        def __getattr__(self, name: str) -> Any:  # anything else a trainer offers
+            return getattr(self.inner, name)
+
+    return lambda: Staging(factory())
+
+
+def publish_weights(ctx: StudyContext) -> weights_module.Published | None:
+    """After a run whose every trial is finished: publish the best cell's weights when
+    the spec keeps them (weights.py); None otherwise."""
+    if ctx.spec.train.keep_weights == "none":
+        return None
+    done, total = tally(ctx)
+    if done < total:
+        return None
+    from study import weights
+
+    with _library_quiet():
+        return weights.publish(ctx.url, ctx.name)
+
+
+def refresh_note(ctx: StudyContext) -> bool:
+    """After a run: rewrite the study's optuna-dashboard note, if `study report` stored
+    one, from every trial now (see `report.refresh_note`)."""
+    from study.report import refresh_note as refresh
+
+    return refresh(ctx.url, ctx.name)
 
 
 def require_finished(ctx: StudyContext) -> None:
@@ -307,6 +383,7 @@ def run(
         resolved = resolve_spec(spec, overrides, seeds=seeds, trainer=trainer, builder=builder,
                                 in_memory_data=data is not None)
         dataset = load_data(resolved) if data is None else arrays_dataset(resolved, data)
+        resolved = for_data(resolved, dataset)
         ctx = open_run(resolved, storage, study_name, workers, dataset,
                        check_model(resolved, dataset))
         done, total = tally(ctx)
@@ -332,6 +409,8 @@ def run(
                 # A killed worker's cells are re-run by the others; if all were killed,
                 # some are left, and a Results would pass for a finished study.
                 require_finished(ctx)
+            publish_weights(ctx)
+            refresh_note(ctx)
         return Results(storage, ctx.name, notes)
 
 
@@ -376,6 +455,54 @@ def local_workers(ctx: StudyContext, data: Dataset, in_memory_data: bool,
     return args, env, handoff.remote_needs(in_memory_data, local_model)
 
 
+def live_workers(storage: str, study_name: str) -> list[str]:
+    """The workers whose heartbeat on the study is fresh (within the stored spec's
+    `run.grace_seconds`): someone is running it now."""
+    from study import runner
+    from study.records import STUDY_SPEC
+    from study.spec import RunSpec, from_stored
+    from study.storage import open_storage
+
+    rdb = open_storage(storage, create_schema=False)
+    study_id = rdb.get_study_id_from_name(study_name)
+    stored = from_stored(rdb.get_study_user_attrs(study_id).get(STUDY_SPEC))
+    grace = (stored.run if stored is not None else RunSpec()).grace_seconds
+    now = time.time()
+    return sorted(key.removeprefix(runner.WORKER_KEY)
+                  for key, record in rdb.get_study_system_attrs(study_id).items()
+                  if key.startswith(runner.WORKER_KEY) and isinstance(record, dict)
+                  and record.get("state") == "running"
+                  and now - float(record.get("beat", 0.0)) <= grace)
+
+
+def delete(storage: str, study_name: str) -> int:
+    """Delete the study named `study_name` (exactly; there is no default) from `storage`,
+    with its trials and anything stored on it; returns how many trials it had.
+
+    Refused (`UsageError`, nothing deleted) when no such study exists or when a worker's
+    heartbeat on it is fresh: a running study would be recreated half-empty by its
+    workers. Optuna deletes it in one transaction.
+    """
+    import optuna
+
+    from study.query import study_name as resolve
+    from study.storage import open_storage
+
+    if not isinstance(study_name, str) or not study_name:
+        raise UsageError(f"--study-name: name the study to delete, got {study_name!r}")
+    resolve(storage, study_name)  # read-only: a missing study is one line, nothing written
+    live = live_workers(storage, study_name)
+    if live:
+        raise UsageError(f"--study-name: study {study_name!r} is running ({len(live)} live "
+                         f"worker(s): {', '.join(live[:3])}); stop them first")
+    with _library_quiet():
+        rdb = open_storage(storage, create_schema=False)
+        n = len(optuna.load_study(study_name=study_name, storage=rdb)
+                .get_trials(deepcopy=False))
+        optuna.delete_study(study_name=study_name, storage=rdb)
+    return n
+
+
 def load(storage: str = DEFAULT_STORAGE, study_name: str | None = None) -> Results:
     """An existing study, as `study query` and `study report` find it: by name, or
     without one, "article", or else the storage's only study. Reads only.
@@ -390,6 +517,27 @@ def load(storage: str = DEFAULT_STORAGE, study_name: str | None = None) -> Resul
 
 
 # --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best cell of a study (`Results.best`)."""
+
+    batch_size: int
+    learning_rate: float
+    objective: str  # which objective `mean` is (train.objective), minimized
+    mean: float  # over the cell's completed seeds
+    low: float | None  # its 95% bootstrap interval over seeds (None: a single seed)
+    high: float | None
+    seeds: int  # completed seeds in the cell
+    trials: tuple[int, ...]  # their trial numbers, in the order of `seed_values`
+    seed_values: tuple[int, ...]
+
+    def __str__(self) -> str:
+        spread = (f" [{self.low:.4g}, {self.high:.4g}]"
+                  if self.low is not None and self.high is not None else "")
+        return (f"batch_size={self.batch_size}, learning_rate={self.learning_rate:g}: "
+                f"{self.objective} {self.mean:.4g}{spread} over {self.seeds} seed(s)")
 
 
 class Results:
@@ -422,6 +570,76 @@ class Results:
         from study.storage import stored_study_attr
 
         return from_stored(stored_study_attr(self._storage, self.name, "spec"))
+
+    @property
+    def optuna_study(self) -> optuna.Study:
+        """The `optuna.Study` itself, for anything Optuna offers (its trials, its
+        visualizations, `copy_study`)."""
+        import optuna
+
+        from study.storage import open_storage
+
+        with _library_quiet():
+            return optuna.load_study(study_name=self.name,
+                                     storage=open_storage(self._storage, create_schema=False))
+
+    @property
+    def best(self) -> Best | None:
+        """The cell (batch size, learning rate) with the lowest mean objective over its
+        seeds, a cell where any seed diverged never; None before any cell completed."""
+        from study import analysis
+        from study.query import trial_rows
+        from study.storage import read_only
+
+        with read_only(self._storage) as conn:
+            from study.query import resolve_study
+
+            study_id, _ = resolve_study(conn, self._storage, self.name)
+            records = [row.record for row in trial_rows(conn, study_id)]
+        cell = analysis.best(records)
+        if cell is None or cell.mean is None:
+            return None
+        spread = analysis.bootstrap_interval(cell.values)
+        spec = self.spec
+        trials = tuple(sorted(
+            (r.seed if r.seed is not None else -1, r.number) for r in records
+            if r.status == "complete" and r.batch_size == cell.batch_size
+            and r.learning_rate == cell.learning_rate))
+        return Best(cell.batch_size, cell.learning_rate,
+                    spec.train.objective if spec is not None else "objective", cell.mean,
+                    spread.low if spread is not None else None,
+                    spread.high if spread is not None else None,
+                    len(cell.values), tuple(n for _, n in trials),
+                    tuple(seed for seed, _ in trials))
+
+    def model(self, seed: int | None = None) -> Any:
+        """The study's model with the best cell's trained weights for `seed` (None: the
+        lowest seed with weights), compiled as its trials were (`train.optimizer` at the
+        cell's learning rate, the loss and metrics), so that `model.evaluate` on the
+        validation set gives the trial's stored `val_loss`. Needs `train.keep_weights =
+        "best"` and a finished study; the builder must be importable here (or defined in
+        this process)."""
+        from study import weights
+        from study.errors import UsageError
+        from study.models import build_model
+        from study.trainers._tf import tensorflow
+        from study.trainers.base import TrialConfig
+        from study.trainers.keras import make_loss, make_metrics, make_optimizer
+
+        spec = self.spec
+        if spec is None:
+            raise UsageError(f"study {self.name!r} has no stored spec: it was not made by "
+                             "study run")
+        with _library_quiet():
+            kept = weights.download(self._storage, self.name, seed)
+            tensorflow()
+            model = build_model(spec.model, kept.input_shape, kept.outputs)
+            model.set_weights(kept.weights)
+            config = TrialConfig.of(spec, kept.batch_size, kept.learning_rate, kept.seed)
+            model.compile(optimizer=make_optimizer(config, config.plan(kept.n_train).steps),
+                          loss=make_loss(spec.train, model),
+                          metrics=make_metrics(spec.train, model))
+        return model
 
     # Tables: exactly what `study query NAME` prints (one code path).
 
@@ -503,15 +721,17 @@ class Results:
                              f"{page.skipped}")
         return page.figure
 
-    def report(self, out_dir: str | os.PathLike[str] = "dashboards", dashboard: bool = True
+    def report(self, out_dir: str | os.PathLike[str] | None = None, dashboard: bool = True
                ) -> Report:
-        """Write the report to `out_dir` as `study report` does (every figure, index.html,
-        plotly.min.js); with `dashboard`, also store our figures and the summary note on
-        the study for optuna-dashboard. Returns what was written (`.files`, `.skipped`)."""
+        """Write the report to `out_dir` (default `dashboards/<study>/`) as `study report`
+        does (every figure, index.html, plotly.min.js); with `dashboard`, also store our
+        figures and the summary note on the study for optuna-dashboard. Returns what was
+        written (`.files`, `.skipped`)."""
         from study.report import write_report
 
+        out = Path(out_dir) if out_dir is not None else None
         with _library_quiet():
-            return write_report(self._storage, self.name, Path(out_dir), dashboard=dashboard)
+            return write_report(self._storage, self.name, out, dashboard=dashboard)
 
 
 def _optuna_names() -> list[str]:

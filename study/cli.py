@@ -61,7 +61,8 @@ def _seeds(text: str) -> list[int]:
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
-    p.add_argument("--study-name", help="study name (default: the spec's name, 'article')")
+    p.add_argument("--study-name", help="study name (default: the spec's name, else its data "
+                   "source's: a file's stem, a loader's name)")
 
 
 def _add_spec(p: argparse.ArgumentParser) -> None:
@@ -116,9 +117,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The data set is loaded and checked, and a builder's model built once, before the
     # database is touched: bad data or a bad builder writes nothing.
     data = api.load_data(spec)
+    spec = api.for_data(spec, data)
     builder_sha256 = api.check_model(spec, data)
     ctx = api.open_run(spec, args.storage, args.study_name, args.workers, data, builder_sha256)
     _train(ctx, args.workers, _worker_args(args), quiet=False, data=data)
+    published = api.publish_weights(ctx)
+    if published is not None:
+        print(f"Kept the weights of the best cell (batch_size={published.batch_size}, "
+              f"learning_rate={published.learning_rate:g}) for seeds "
+              f"{', '.join(map(str, published.seeds)) or 'none'}"
+              + (f"; none staged for seeds {', '.join(map(str, published.missing))}"
+                 if published.missing else "") + ".", file=sys.stderr)
+    if api.refresh_note(ctx):
+        print("Refreshed the study's summary note for optuna-dashboard.", file=sys.stderr)
     _print_summary(ctx)
     return 0
 
@@ -132,11 +143,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Example: study worker --storage postgresql+psycopg://user:pw@dbhost/study --study-name article
     """
     from study import api, runner
+    from study.query import study_name
     from study.spec import apply_overrides, from_stored, from_table, to_table, validate
     from study.storage import parse_url, stored_study_attr
 
     parse_url(args.storage)
-    name = args.study_name or "article"
+    # Without a name: the storage's only study, else "article" (as `study.load` finds one).
+    name = study_name(args.storage, args.study_name)
     # Read through the one parser of stored specs, so a study stored by an earlier
     # version (a field since added or removed) is joined as `study run` resumes it.
     stored = from_stored(stored_study_attr(args.storage, name, "spec"))
@@ -163,6 +176,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         data = read_data(args.data_file)
     else:
         data = api.load_data(spec)
+    spec = api.for_data(spec, data)  # a stored spec is resolved already: no change
     ctx = runner.open_study(spec, args.storage, name, create=False, fingerprint=data.fingerprint,
                             builder_sha256=api.check_model(spec, data))
     _train(ctx, 1, [], quiet=args.pool_member, data=data)
@@ -289,8 +303,48 @@ def _print_summary(ctx: object) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     print(f"\nResults: study {ctx.name!r} in {_masked(ctx.url)} ({tally}).")
-    print("Next:  make dashboard              browse it in optuna-dashboard")
-    print("       .venv/bin/study query trials  every trial as a table (see README)")
+    for line in next_steps(ctx.url, ctx.name):
+        print(line)
+
+
+def self_command() -> str:
+    """How to run `study` again from the current directory, as this process was run: the
+    bare name when it is the one on PATH, else the script's path, else `python -m study`."""
+    import shlex
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "study":
+        on_path = shutil.which("study")
+        if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+            return "study"
+        if os.path.exists(argv0):
+            rel = os.path.relpath(argv0)
+            return shlex.quote(rel if os.sep in rel else f".{os.sep}{rel}")
+    return f"{shlex.quote(sys.executable)} -m study"
+
+
+def storage_arg(url: str) -> str:
+    """`--storage URL`, quoted for a shell (the password masked)."""
+    import shlex
+
+    return f"--storage {shlex.quote(_masked(url))}"
+
+
+def study_args(url: str, name: str) -> str:
+    """`--storage URL --study-name NAME`, quoted for a shell (the password masked)."""
+    import shlex
+
+    return f"{storage_arg(url)} --study-name {shlex.quote(name)}"
+
+
+def next_steps(url: str, name: str) -> list[str]:
+    """The commands a person runs next on this study, each working from here."""
+    me, where = self_command(), study_args(url, name)
+    return ["Next:",
+            f"  {me} report {where}      figures (offline HTML) and the dashboard note",
+            f"  {me} dashboard {storage_arg(url)}      browse it in optuna-dashboard",
+            f"  {me} query trials {where}      every trial as a table (see README)"]
 
 
 # --------------------------------------------------------------------------- results
@@ -305,11 +359,11 @@ def _add_study_storage(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write the study's figures and an index page to dashboards/ (offline HTML), and store
+    """Write the study's figures and an index page to dashboards/<study>/ (offline HTML), and store
     the article's chart, the heat map, the scaling chart and a summary note (opening with
     what the study found) on the study for optuna-dashboard.
 
-    Example: study report --storage sqlite:///storage/study.db --out dashboards
+    Example: study report --storage sqlite:///storage/study.db --out dashboards/article
     """
     from pathlib import Path
 
@@ -317,17 +371,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     name = args.study_name
     if name is None and args.spec is not None:
-        from study.spec import load_spec
+        from study.spec import default_study_name, load_spec
 
-        name = load_spec(args.spec).name
-    report = write_report(args.storage, name, Path(args.out), dashboard=not args.no_dashboard)
+        name = default_study_name(load_spec(args.spec))
+    out = Path(args.out) if args.out is not None else None
+    report = write_report(args.storage, name, out, dashboard=not args.no_dashboard)
     print(f"Study {report.study!r} ({report.trials} trials): wrote {len(report.files)} files "
           f"({report.bytes / 1e6:.1f} MB) to {report.out}/ in {report.seconds:.1f}s.")
     for file, why in report.skipped.items():
         print(f"  not drawn: {file}: {why}")
     if report.dashboard:
         print("Stored the article's chart, the heat map, the scaling chart and a summary note "
-              "on the study (see them with: make dashboard).")
+              f"on the study; see them with: {self_command()} dashboard "
+              f"{storage_arg(args.storage)}")
     print(f"Open {(report.out / 'index.html').resolve().as_uri()}")
     return 0
 
@@ -381,12 +437,38 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Delete a study, its trials and everything stored on it, from the storage. Asks
+    first unless --yes; refused while the study's workers are running.
+
+    Example: study delete --storage sqlite:///storage/study.db --study-name old --yes
+    """
+    from study import api
+    from study.errors import UsageError
+    from study.query import study_name as resolve
+
+    resolve(args.storage, args.study_name)  # a missing study: one line before any question
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"--yes: deleting study {args.study_name!r} needs --yes when "
+                             "no one is at the terminal to confirm")
+        answer = input(f"Delete study {args.study_name!r} and all its trials from "
+                       f"{_masked(args.storage)}? Type its name to confirm: ")
+        if answer.strip() != args.study_name:
+            print("study delete: not confirmed; nothing deleted.", file=sys.stderr)
+            return 1
+    n = api.delete(args.storage, args.study_name)
+    print(f"Deleted study {args.study_name!r} ({n} trials) from {_masked(args.storage)}.")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "worker": cmd_worker,
     "report": cmd_report, "query": cmd_query, "dashboard": cmd_dashboard,
+    "delete": cmd_delete,
 }
 
 
@@ -427,10 +509,10 @@ def _add_result_commands(sub: Any) -> None:
     from study.query import FORMATS, NAMED
 
     raw = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("report", help="write dashboards/ (figures, index) and store our figures "
+    p = sub.add_parser("report", help="write dashboards/<study>/ (figures, index) and store our figures "
                        "in optuna-dashboard", description=cmd_report.__doc__, formatter_class=raw)
     _add_study_storage(p)
-    p.add_argument("--out", default="dashboards", help="directory to write (default: dashboards)")
+    p.add_argument("--out", help="directory to write (default: dashboards/<study name>)")
     p.add_argument("--spec", help="report the study named by this spec (built-in name or path), "
                    "unless --study-name says otherwise")
     p.add_argument("--no-dashboard", action="store_true",
@@ -453,6 +535,13 @@ def _add_result_commands(sub: Any) -> None:
                    help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    p = sub.add_parser("delete", help="delete a study and its trials",
+                       description=cmd_delete.__doc__, formatter_class=raw)
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    p.add_argument("--study-name", required=True, help="the study to delete (no default)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
 
 

@@ -75,8 +75,9 @@ class Table:
             from study.errors import MissingDependency
 
             raise MissingDependency(
-                f"Table.to_pandas needs pandas, which is not installed ({e}); "
-                "pip install pandas, or use .to_dicts()") from None
+                f"Table.to_pandas needs pandas, which is not installed ({e}): "
+                "pip install 'study[notebook]' (in a checkout: .venv/bin/pip install -e "
+                "'.[notebook]'), or use .to_dicts()") from None
         return pandas.DataFrame(list(self.rows), columns=list(self.columns))
 
     def __str__(self) -> str:
@@ -462,7 +463,7 @@ def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool =
 
 def _trials(rows: Sequence[TrialRow]) -> Table:
     columns: tuple[str, ...] = ("number", "state", "batch_size", "learning_rate", "seed",
-                                "objective", "val_loss", "duration", "status")
+                                "objective", "val_loss", "duration", "status", "trainer")
     # A classification study's trials also have their final accuracies.
     accuracy = any(row.record.val_accuracy is not None or row.record.train_accuracy is not None
                    for row in rows)
@@ -473,7 +474,8 @@ def _trials(rows: Sequence[TrialRow]) -> Table:
         r = row.record
         values: tuple[Value, ...] = (
             r.number, r.state, r.batch_size, r.learning_rate, r.seed, r.value, r.val_loss,
-            None if row.duration is None else round(row.duration, 2), r.status)
+            None if row.duration is None else round(row.duration, 2), r.status,
+            None if row.attrs.get(R.TRAINER) is None else str(row.attrs[R.TRAINER]))
         out.append(values + ((r.train_accuracy, r.val_accuracy) if accuracy else ()))
     return Table(columns, tuple(out))
 

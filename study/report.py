@@ -1,4 +1,4 @@
-"""`study report`: the study as offline HTML in dashboards/, and our figures in optuna-dashboard.
+"""`study report`: the study as offline HTML in dashboards/<study>/, and our figures in optuna-dashboard.
 
 Reading and writing are kept apart from building: `load_view` reads the study once,
 the figure and page functions are pure (data in, figure or HTML string out), and
@@ -691,7 +691,9 @@ def summary_markdown(view: StudyView, index: Path | None) -> str:
         f"**Best cell:** {best_text(view)}",
         "",
         f"**Trials:** {len(view.records)} ("
-        + ", ".join(f"{n} {s}" for s, n in states.items()) + ")",
+        + ", ".join(f"{n} {s}" for s, n in states.items()) + "), as of "
+        + datetime.datetime.now().isoformat(timespec="seconds")
+        + "; `study report` and each finished `study run` refresh this note.",
         "",
         *grid_lines,
         "",
@@ -750,6 +752,30 @@ def push_to_dashboard(study: optuna.Study, view: StudyView, pages: Sequence[Page
     save_note(study, merged_note(summary_markdown(view, index), get_note(study)))
 
 
+def refresh_note(url: str, study_name: str) -> bool:
+    """Rewrite the summary note of a study that has one (stored by `study report`) from its
+    trials now, keeping what a user wrote below it and the report folder it names: a
+    finished run calls this, so the note never describes fewer trials than the study has.
+    Returns whether there was a note to refresh; a study without one is not touched."""
+    import re
+
+    import optuna
+    from optuna_dashboard import get_note, save_note
+
+    from study.storage import mask, open_storage
+
+    study = optuna.load_study(study_name=study_name,
+                              storage=open_storage(url, create_schema=False))
+    existing = get_note(study)
+    if NOTE_END not in existing:
+        return False
+    found = re.search(r"every figure is in `([^`\n]+)`", existing.split(NOTE_END, 1)[0])
+    index = Path(found.group(1)) if found else None
+    view = load_view(study, mask(url), url)
+    save_note(study, merged_note(summary_markdown(view, index), existing))
+    return True
+
+
 def prepare_out(out: Path) -> None:
     """Make `out` (with its parents) and prove a file can be written in it, or say in one
     line why not, before anything is drawn or stored on the study."""
@@ -767,9 +793,29 @@ def prepare_out(out: Path) -> None:
         raise UsageError(f"--out: cannot write to {out}: {e.strerror or e}") from None
 
 
-def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool = True
-                 ) -> Report:
-    """Write every figure and the index to `out`; store our figures on the study."""
+# Where `study report` writes by default: a folder per study under this one.
+REPORTS = Path("dashboards")
+
+
+def report_dir(study_name: str) -> Path:
+    """The default folder of a study's report, `dashboards/<study>/`, so that two studies'
+    reports both survive. A study name is anyone's string: a name that is not a plain
+    file name (a slash, `..`, a control character, a leading dot or dash) becomes one,
+    with a hash of the name so that two such names never share a folder."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)[:80].lstrip(".-")
+    if safe != study_name or not safe:
+        digest = hashlib.sha256(study_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        safe = f"{safe or 'study'}-{digest}"
+    return REPORTS / safe
+
+
+def write_report(url: str, study_name: str | None, out: Path | None = None, *,
+                 dashboard: bool = True) -> Report:
+    """Write every figure and the index to `out` (default `report_dir(<study>)`); store our
+    figures on the study."""
     import optuna
 
     from study.query import study_name as resolve
@@ -777,6 +823,8 @@ def write_report(url: str, study_name: str | None, out: Path, *, dashboard: bool
 
     start = time.monotonic()
     name = resolve(url, study_name)  # read-only: a wrong name writes nothing
+    if out is None:
+        out = report_dir(name)
     prepare_out(out)
     study = optuna.load_study(study_name=name, storage=open_storage(url, create_schema=False))
     view = load_view(study, mask(url), url)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     import sqlalchemy
     from sqlalchemy.engine import URL
 
+# Relative to the current directory. Its folder is created when a study is first
+# written there (`open_storage`), so `study run` works from any directory; a folder in
+# a URL the user gave must exist already (a typo there would scatter databases).
 DEFAULT_STORAGE = "sqlite:///storage/study.db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
@@ -64,7 +67,7 @@ def parse_url(url: str) -> URL:
                 f"--storage: {url!r} is an in-memory SQLite database; the study would be lost"
             )
         parent = Path(db).parent
-        if not parent.is_dir():
+        if not parent.is_dir() and url != DEFAULT_STORAGE:
             raise StorageUsageError(f"--storage: directory {str(parent)!r} does not exist ({url})")
     return parsed
 
@@ -121,8 +124,15 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
     parsed = parse_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        if Path(parsed.database or "").exists():
-            check_sqlite_file(Path(parsed.database or ""))
+        path = Path(parsed.database or "")
+        if path.exists():
+            check_sqlite_file(path)
+        elif url == DEFAULT_STORAGE and create_schema:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageUsageError(f"--storage: cannot create {str(path.parent)!r} for "
+                                        f"the default {url}: {e.strerror or e}") from None
         kwargs = _sqlite_engine_kwargs(parsed.database or "")
     else:
         kwargs = {"pool_pre_ping": True}

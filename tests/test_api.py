@@ -91,19 +91,21 @@ def test_every_table_is_what_study_query_prints(
     assert list(table.to_dicts()[0]) == list(table.columns)
 
 
-def test_to_pandas_or_a_typed_error_saying_what_is_missing(scripted: str) -> None:
+def test_to_pandas_or_a_typed_error_saying_what_is_missing(
+        scripted: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas  # the dev extra installs the notebook extra's pandas
+
     table = study.load(scripted).grid()
-    try:
-        import pandas
-    except ImportError:
-        with pytest.raises(MissingDependency, match=r"Table.to_pandas needs pandas.*\.to_dicts"
-                           ) as caught:
-            table.to_pandas()
-        assert isinstance(caught.value, ImportError)
-        return
     frame = table.to_pandas()
     assert isinstance(frame, pandas.DataFrame)
     assert list(frame.columns) == list(table.columns) and len(frame) == len(table.rows)
+    # Without pandas (None in sys.modules makes its import fail), the error names the
+    # extra that installs it, exactly.
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(MissingDependency, match=r"Table.to_pandas needs pandas.*"
+                       r"pip install 'study\[notebook\]'.*\.to_dicts") as caught:
+        table.to_pandas()
+    assert isinstance(caught.value, ImportError)
 
 
 # --------------------------------------------------------------------------- load
@@ -252,7 +254,7 @@ SELECT t.number, t.state, v.value,
      (SELECT * FROM trial_params p WHERE p.trial_id = t.trial_id ORDER BY p.param_name) p),
   (SELECT GROUP_CONCAT(a.key || '=' || a.value_json, ';') FROM
      (SELECT * FROM trial_user_attributes a WHERE a.trial_id = t.trial_id
-      AND a.key NOT IN ('seconds', 'worker') ORDER BY a.key) a)
+      AND a.key NOT IN ('seconds', 'group_seconds', 'worker') ORDER BY a.key) a)
 FROM trials t LEFT JOIN trial_values v ON v.trial_id = t.trial_id ORDER BY t.number"""
 
 

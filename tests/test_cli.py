@@ -439,13 +439,16 @@ BAD_DATA = [
      "data.loader: 'loaders_mod:nothing' returned a NoneType; expected a tuple"),
     ('kind = "python"\nloader = "no_such_module_q:load"\nval_fraction = 0.2',
      "data.loader: 'no_such_module_q:load' does not import: ModuleNotFoundError"),
-    ('kind = "csv"\npath = "binary.csv"\ntarget = "y"\nval_fraction = 0.2',
-     "train.loss: 'mse' does not fit csv file 'binary.csv' (use 'cross_entropy')"),
+    # A loss named that does not fit the task stays an error (left out, it follows the task).
+    ('kind = "csv"\npath = "binary.csv"\ntarget = "y"\nval_fraction = 0.2\n[train]\nloss = "mse"',
+     "train.loss: 'mse' does not fit csv file 'binary.csv' (use 'cross_entropy', or leave "
+     "train.loss out to follow the data)"),
     ('kind = "csv"\npath = "good.csv"\ntarget = "y"\nval_fraction = 0.5',
      "search.batch_size: 32 is larger than the training set (csv file 'good.csv' has 20 "
      "training rows)"),
-    ('kind = "digits"\nval_fraction = 0.2',
-     "train.loss: 'mse' does not fit data.kind = 'digits' (use 'sparse_cross_entropy')"),
+    ('kind = "digits"\nval_fraction = 0.2\n[train]\nloss = "mse"',
+     "train.loss: 'mse' does not fit data.kind = 'digits' (use 'sparse_cross_entropy', or "
+     "leave train.loss out to follow the data)"),
 ]
 
 
@@ -529,10 +532,12 @@ def test_a_worker_whose_copy_of_the_data_differs_is_refused(
 
     _csv_study(tmp_path)
     monkeypatch.chdir(tmp_path)  # the spec's path is relative, as a user writes it
-    spec = load_spec("mine.toml")
+    from study.data import check_spec
+
+    data = make_dataset(load_spec("mine.toml").data)
+    spec = check_spec(load_spec("mine.toml"), data)  # as `study run` stores it: resolved
     url = f"sqlite:///{tmp_path / 's.db'}"
-    runner.open_study(spec, url, "mine", create=True,
-                      fingerprint=make_dataset(spec.data).fingerprint)
+    runner.open_study(spec, url, "mine", create=True, fingerprint=data.fingerprint)
     (tmp_path / "mine.csv").write_text((tmp_path / "mine.csv").read_text().replace("y\n", "y\n0,0,0,0\n", 1))
     before = dump(tmp_path / "s.db")
     out = run_cli(["worker", "--storage", url, "--study-name", "mine"], cwd=tmp_path)

@@ -32,7 +32,7 @@ from study.trainers.probes import hvp_of, noise_extras, noise_rows, top_eigenval
 pytestmark = pytest.mark.slow
 
 LINEAR = ModelSpec(hidden=())
-MSE = TrainSpec()
+MSE = TrainSpec(loss="mse")
 
 
 def gaussian_regression(n: int, d: int, noise_sd: float, seed: int = 0

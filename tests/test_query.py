@@ -56,7 +56,7 @@ def expected_loss(bs: int, lr: float, seed: int, epoch: int = EPOCHS) -> float |
 def test_trials_one_row_per_trial(study_db: Path) -> None:
     table = query.run_named(url(study_db), "trials")
     assert table.columns == ("number", "state", "batch_size", "learning_rate", "seed",
-                             "objective", "val_loss", "duration", "status")
+                             "objective", "val_loss", "duration", "status", "trainer")
     (n,) = sql(study_db, "SELECT COUNT(*) FROM trials")[0]
     assert len(table.rows) == n == 18
     assert [r[0] for r in table.rows] == list(range(18))
@@ -65,7 +65,13 @@ def test_trials_one_row_per_trial(study_db: Path) -> None:
     took = [round((datetime.fromisoformat(str(b)) - datetime.fromisoformat(str(a)))
                   .total_seconds(), 2) for a, b in times]
     assert [r[7] for r in table.rows] == took
-    for _, state, bs, lr, seed, objective, val_loss, duration, status in table.rows:
+    # Which trainer ran each trial, read by hand from its attribute (JSON text).
+    trainers = sql(study_db, "SELECT a.value_json FROM trials t LEFT JOIN trial_user_attributes a"
+                   " ON a.trial_id = t.trial_id AND a.key = 'trainer' ORDER BY t.number")
+    assert [r[9] for r in table.rows] == [None if v is None else json.loads(v)
+                                          for (v,) in trainers]
+    assert {r[9] for r in table.rows if r[1] == "COMPLETE"} == {"scripted"}
+    for _, state, bs, lr, seed, objective, val_loss, duration, status, _ in table.rows:
         want = expected_loss(bs, lr, seed)  # type: ignore[arg-type]
         if want is None:
             assert (state, status, objective, val_loss) == ("FAIL", "diverged", None, None)
@@ -203,7 +209,7 @@ def test_formats(study_db: Path) -> None:
     table = query.run_named(url(study_db), "trials")
     rows = list(csv.reader(io.StringIO(query.render(table, "csv"))))
     assert tuple(rows[0]) == table.columns and len(rows) == 19
-    diverged = next(r for r in rows[1:] if r[-1] == "diverged")
+    diverged = next(r for r in rows[1:] if r[table.columns.index("status")] == "diverged")
     assert diverged[5] == ""  # no objective: empty, not a number
     objects = json.loads(query.render(table, "json"))
     assert objects[0]["number"] == 0 and set(objects[0]) == set(table.columns)

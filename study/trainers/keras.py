@@ -320,7 +320,10 @@ def fit_trial(index: int, config: TrialConfig, data: Dataset, monitor: Monitor =
         step_every=every,
         step_losses=[] if curve is None else curve.losses,
     )
-    return KerasFit(result, initial, [np.array(w) for w in model.get_weights()])
+    final = [np.array(w) for w in model.get_weights()]
+    if config.train.keep_weights != "none" and status != "diverged":
+        result.weights = final
+    return KerasFit(result, initial, final)
 
 
 class KerasTrainer:
