@@ -168,13 +168,13 @@ def arrays_dataset(spec: Spec, data: object) -> Dataset:
 def check_model(spec: Spec, data: Dataset) -> str | None:
     """Build the spec's model once for `data`, before any database is touched (a builder
     that does not import, raises or returns the wrong model is one `SpecError` line);
-    returns the builder's identity, the sha256 of its source (None: no builder)."""
+    returns the builder's identity, what it builds (models.identify; None: no builder)."""
     if not spec.model.builder:
         return None
     from study.models import check_builder
     from study.trainers.base import output_width
 
-    return check_builder(spec.model, data.input_shape, output_width(spec.train, data))
+    return check_builder(spec.model, data.input_shape, output_width(spec.train, data), spec.train)
 
 
 def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, data: Dataset,
@@ -351,8 +351,8 @@ def run(
     `spec`: a built-in name ("article", ...), a TOML file's path, a dict (a spec table,
     as a TOML file holds it) or a `Spec`. `model`: a builder, a function `(input_shape,
     outputs) -> keras.Model` (uncompiled, logits out) or a "module:function" string; it
-    sets `model.builder` (a function: to its "module:qualname"), and the sha256 of its
-    source file is the model's identity. `data`: arrays `(x_train, y_train)` or
+    sets `model.builder` (a function: to its "module:qualname"), and what it builds (its
+    Keras config and initial weights) is the model's identity. `data`: arrays `(x_train, y_train)` or
     `(x_train, y_train, x_val, y_val)`, or a `study.Dataset`; they replace the spec's
     data source (`data.kind = "arrays"`), keeping its `val_fraction`, `seed`,
     `standardize` and `task`, and are fingerprinted like any data. `overrides`: fields to change, with Python

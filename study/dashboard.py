@@ -75,7 +75,15 @@ def make_dashboard_server(url: str, host: str = DEFAULT_HOST, port: int = DEFAUL
     _check_storage(url)
     if not 0 <= port <= 65535:
         raise UsageError(f"--port: expected 0..65535, got {port}")
-    app = wsgi(open_storage(url, create_schema=False))
+    # The kept weights (train.keep_weights, weights.py) are artifacts the dashboard lists
+    # on the study's page, when the study has any.
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from study.weights import artifacts_dir
+
+    store = artifacts_dir(url)
+    app = wsgi(open_storage(url, create_schema=False),
+               artifact_store=FileSystemArtifactStore(str(store)) if store.is_dir() else None)
     server_class = _Server6 if ":" in host else _Server
     try:
         return make_server(host, port, app, server_class=server_class,

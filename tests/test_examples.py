@@ -41,7 +41,7 @@ def test_digits_mlp_builder_with_dropout_trains_on_the_population_trainer(tmp_pa
     assert _trainers(db) == {"population"}
     model = _stored_spec(db)["model"]
     assert isinstance(model, dict) and model["builder"] == "examples.digits_mlp:build"
-    assert str(model["builder_sha256"]).startswith("sha256:")
+    assert json.loads(str(model["builder_identity"]))["weights"].startswith("sha256:")
     assert "validation accuracy" in out.stdout
 
 

@@ -160,9 +160,6 @@ def test_the_cli_refuses_a_bad_model_in_one_line_exit_2_and_no_database(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="api.check_model does not pass spec.train to "
-                                       "check_builder yet: the loss-dependent guards run only "
-                                       "when it does")
 def test_the_cli_refuses_a_sigmoid_on_a_regression_output(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
