@@ -32,6 +32,13 @@ VAL_CURVE = "val_curve"
 DIVERGED_EPOCH = "diverged_epoch"
 ERROR = "error"
 TRAINER = "trainer"
+# The trials one `Trainer.train` call trained together (the runner's claim; the
+# population trainer fuses them into one program): the call's wall time and how many
+# trials it held. SECONDS is the trainer's measure of the trial's own time (for fused
+# trials a share of GROUP_SECONDS); Optuna's datetime_start and datetime_complete are
+# when the runner claimed and told the trial, so for fused trials they span the group.
+GROUP_SECONDS = "group_seconds"
+GROUP_SIZE = "group_size"
 # Classification losses only (absent for mse): the last epoch's training accuracy (as
 # model.fit reports it: the share of the epoch's rows its batches got right), the
 # validation accuracy after training, and both per epoch.
@@ -46,7 +53,7 @@ STEP_CURVE = "step_curve"
 
 CORE_ATTRS = {STEP_CURVE, STATUS, SEED_ATTR, TRAIN_LOSS, VAL_LOSS, FULL_TRAIN_LOSS, STEPS, SECONDS,
               TRAIN_CURVE, VAL_CURVE, DIVERGED_EPOCH, ERROR, TRAINER, TRAIN_ACCURACY,
-              VAL_ACCURACY, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE}
+              VAL_ACCURACY, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE, GROUP_SECONDS, GROUP_SIZE}
 # Per-epoch lists: only the curves query reads them, so the other readers may skip them.
 CURVES = (TRAIN_CURVE, VAL_CURVE, TRAIN_ACCURACY_CURVE, VAL_ACCURACY_CURVE, STEP_CURVE)
 

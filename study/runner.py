@@ -14,6 +14,19 @@ picks an unvisited cell at random, which lets concurrent workers pick the same o
   abandoned, error) leaves its cell pending, so the next claim re-runs it.
 - A RUNNING trial is abandoned when its worker is a dead process on this host, or
   has not beaten its heartbeat for `run.grace_seconds`.
+
+A sampler other than grid, and any pruner, learns from finished trials: TPE places its
+next trial from the results it was told, a median pruner compares a trial's curve with
+those of completed trials. So such a study's claims are small (`feedback_limit`: a
+trainer's own figure, else about one trial per core), and each is told before the next
+is asked for; one big claim would be asked for blind and compared with nothing.
+
+A trainer trains a claim's trials in one call (the population trainer fuses them into
+one program), so what each trial cost is recorded three ways (`result_attrs`): the
+call's wall time and size (`records.GROUP_SECONDS`, `GROUP_SIZE`), the trial's share
+of that wall time (`records.SECONDS`), and Optuna's `datetime_start` and
+`datetime_complete`, which are when the trial was claimed and told: for a trial
+trained alone its own time, for fused trials the group's span.
 """
 
 from __future__ import annotations
@@ -533,14 +546,31 @@ def _unsampled(spec: Spec, n_train: int) -> TrialConfig:
 # --------------------------------------------------------------------------- recording
 
 
-def result_attrs(result: TrialResult, trainer: str) -> dict[str, Any]:
+def shares(results: Sequence[TrialResult], wall: float) -> list[float]:
+    """Each trial's share of `wall`, the seconds of the call that trained them all: in
+    proportion to the trainer's own measure of each (`TrialResult.seconds`, which weighs
+    a longer trial more), equal where it says nothing. The shares add up to `wall`, so
+    a study's SECONDS add up to the time its trainers spent, even where a trainer's
+    measures overlap (groups trained side by side each count the time they share)."""
+    own = [r.seconds if math.isfinite(r.seconds) and r.seconds > 0 else 0.0 for r in results]
+    total = sum(own)
+    if total <= 0 or len(results) != sum(v > 0 for v in own):
+        return [wall / len(results)] * len(results) if results else []
+    return [wall * v / total for v in own]
+
+
+def result_attrs(result: TrialResult, trainer: str, seconds: float | None = None,
+                 group: tuple[float, int] | None = None) -> dict[str, Any]:
+    """The trial's user attributes. `seconds`: its share of its call's wall time
+    (`shares`; default the trainer's own measure); `group`: that call's wall time and
+    number of trials (records.GROUP_SECONDS, GROUP_SIZE)."""
     attrs: dict[str, Any] = {
         R.STATUS: result.status,
         R.TRAIN_LOSS: R.finite_or_none(result.train_loss),
         R.VAL_LOSS: R.finite_or_none(result.val_loss),
         R.FULL_TRAIN_LOSS: R.finite_or_none(result.full_train_loss),
         R.STEPS: result.steps,
-        R.SECONDS: round(result.seconds, 4),
+        R.SECONDS: round(result.seconds if seconds is None else seconds, 4),
         R.TRAIN_CURVE: [R.finite_or_none(v) for v in result.train_curve],
         R.VAL_CURVE: [R.finite_or_none(v) for v in result.val_curve],
         R.TRAINER: trainer,
@@ -555,6 +585,9 @@ def result_attrs(result: TrialResult, trainer: str) -> dict[str, Any]:
     if result.step_every > 0:
         attrs[R.STEP_CURVE] = {"every": result.step_every,
                                "loss": [R.finite_or_none(v) for v in result.step_losses]}
+    if group is not None:
+        attrs[R.GROUP_SECONDS] = round(group[0], 4)
+        attrs[R.GROUP_SIZE] = group[1]
     attrs.update({k: R.finite_or_none(v) for k, v in result.extras.items()})
     return attrs
 
@@ -574,12 +607,17 @@ def objective_curve(spec: Spec, result: TrialResult) -> list[float]:
 
 
 def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialResult],
-           trainer: str) -> list[str]:
+           trainer: str, wall: float | None = None) -> list[str]:
     """Tell Optuna the claims' results, in one transaction where Optuna's version allows
-    (`optuna_compat`); returns their final statuses."""
+    (`optuna_compat`); returns their final statuses. `wall`: the seconds of the trainer's
+    call that trained them (see the module docstring); None: each trial's SECONDS is the
+    trainer's own measure, and no group is recorded."""
     outcomes: list[optuna_compat.Outcome] = []
     statuses: list[str] = []
-    for c, result in zip(claims, results, strict=True):
+    seconds: Sequence[float | None] = [None] * len(results) if wall is None \
+        else shares(results, wall)
+    group = None if wall is None else (wall, len(results))
+    for c, result, share in zip(claims, results, seconds, strict=True):
         objective = objective_of(ctx.spec, result)
         if result.status == "complete" and not math.isfinite(objective):
             # Training loss stayed finite but the objective (e.g. validation) did not.
@@ -592,7 +630,7 @@ def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialRe
                     if math.isfinite(v) and epoch not in c.reported}
         state = _state({"complete": "COMPLETE", "pruned": "PRUNED"}.get(result.status, "FAIL"))
         outcomes.append(optuna_compat.Outcome(
-            c.trial, reported, result_attrs(result, trainer), state,
+            c.trial, reported, result_attrs(result, trainer, share, group), state,
             [objective] if result.status == "complete" else None))
         statuses.append(result.status)
     try:
@@ -692,8 +730,9 @@ def work(
                 signals.check()
                 size = functools.partial(trainer.claim_size, n_train=data.n_train,
                                          seconds=ctx.spec.run.checkpoint_seconds)
+                limit = feedback_limit(trainer) if learns(ctx.spec) else trainer.batch_limit
                 with signals.critical(), _timed(ctx):
-                    claims = claim(ctx, me, trainer.batch_limit, size, data.n_train)
+                    claims = claim(ctx, me, limit, size, data.n_train)
                 if not claims:
                     if exhausted(ctx):
                         break
@@ -703,9 +742,11 @@ def work(
                     time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
                     continue
                 try:
+                    began = time.perf_counter()
                     results = trainer.train([c.config for c in claims], data,
                                             _monitor(ctx, claims, progress, signals.check,
                                                      data.n_train))
+                    wall = time.perf_counter() - began
                 except Exception as e:
                     if is_storage_error(e):
                         raise StorageError(describe_error(e, ctx.url)) from e
@@ -721,12 +762,20 @@ def work(
                     continue
                 failures = 0
                 with signals.critical(), _timed(ctx):
-                    statuses = record(ctx, claims, results, trainer.name)
-                for c, r, status in zip(claims, results, statuses, strict=True):
+                    statuses = record(ctx, claims, results, trainer.name, wall)
+                for status in statuses:
                     outcome.trained += 1
                     outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
-                    if progress is not None:
-                        progress.advance(1, note=_describe(c.config, status, r))
+                if progress is not None:
+                    # A line per trial as its claim is told: the small claims of a study
+                    # that learns (`learns`) finish one after another, so their lines come
+                    # as they finish; a grid's big claim (the population trainer's, up to
+                    # `run.checkpoint_seconds` of training) prints all its lines when it
+                    # ends, with one ETA after them; until then a terminal's bar shows
+                    # the epoch in hand (`_monitor`).
+                    progress.finish([_describe(ctx.spec, c.config, status, r)
+                                     for c, r, status in zip(claims, results, statuses,
+                                                             strict=True)])
             except KeyboardInterrupt:
                 _release(ctx, claims, "interrupted")
                 raise
@@ -744,14 +793,50 @@ def _timed(ctx: StudyContext) -> Iterator[None]:
         ctx.storage_seconds += time.perf_counter() - start
 
 
-def _describe(config: TrialConfig, status: str, r: TrialResult) -> str:
+def _describe(spec: Spec, config: TrialConfig, status: str, r: TrialResult) -> str:
+    """A finished trial's progress note: its cell, its outcome and its objective under
+    the objective's own name (`val_loss=0.1234`), where it stopped if pruned."""
     what = f"bs={config.batch_size} lr={config.learning_rate:g} seed={config.seed}"
     if status == "diverged":
         return f"{what}: diverged at epoch {r.diverged_epoch}"
-    text = f"{what}: {status} loss={r.train_loss:.4g}"
-    if r.val_accuracy_curve:
+    objective = spec.train.objective
+    curve = objective_curve(spec, r)
+    text = f"{what}: {status} {objective}={curve[-1] if curve else math.nan:.4g}"
+    if status == "pruned":
+        text += f" at epoch {len(curve)}"
+    if r.val_accuracy_curve and objective != "val_error":
         text += f" val_accuracy={r.val_accuracy:.4g}"
     return text
+
+
+def learns(spec: Spec) -> bool:
+    """Whether the study's sampler or pruner decides from the trials it was told: every
+    sampler but grid (TPE learns; random and QMC ask for their next point as results
+    come, keeping claims, durations and progress per trial), and any pruner."""
+    return not spec.is_grid or spec.search.pruner != "none"
+
+
+def feedback_limit(trainer: Trainer) -> int:
+    """The most trials one claim takes in a study that `learns`: the trainer's own
+    `feedback_limit` where it has one, else a trial per core, within its `batch_limit`
+    (the keras trainer takes one trial at a time anyway; the population trainer trains
+    a claim this small in one round of its tiles, in about the time of one trial): the
+    sampler asks for a claim's trials knowing every result but those of trials still
+    running (TPE's constant liar stands in for those)."""
+    limit = trainer.batch_limit
+    own = getattr(trainer, "feedback_limit", None)
+    if isinstance(own, int) and not isinstance(own, bool) and own > 0:
+        return max(1, min(limit, own))
+    return max(1, min(limit, _cores()))
+
+
+def _cores() -> int:
+    """Cores this process may use, as the trainers count them (STUDY_THREADS overrides)."""
+    if os.environ.get("STUDY_THREADS"):
+        return max(1, int(os.environ["STUDY_THREADS"]))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: Any) -> None:

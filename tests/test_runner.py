@@ -324,6 +324,7 @@ def test_claims_take_what_the_trainer_sizes_and_are_recorded_one_by_one(
         "run.checkpoint_seconds=7.5"])
     other = db_path.with_name("sampled.db")
     trainer = SizedTrainer(3, other)
+    trainer.feedback_limit = 100  # as big as it likes: this checks the sizing alone
     run(spec, f"sqlite:///{other}", trainer)
     assert trainer.claims == [3, 3, 1]
     assert [len(o) for o in trainer.offered] == [7, 4, 1]
