@@ -53,10 +53,13 @@ def _flags_after(env: dict[str, str]) -> str:
 
 
 def test_on_by_default_moved_or_off_by_the_environment(tmp_path: Path) -> None:
+    # XLA is given a private directory beside the shared one (atomic writes: see
+    # compile_cache's docstring); the process has exited, so it is gone again.
     flags = _flags_after({"XDG_CACHE_HOME": str(tmp_path)})
-    assert f"{cc.DIRECTORY_FLAG}={tmp_path / 'study/xla' / cc.cache_key()}" in flags
-    assert (tmp_path / "study/xla" / cc.cache_key()).is_dir()
-    assert f"{cc.DIRECTORY_FLAG}={tmp_path / 'x' / cc.cache_key()}" in \
+    shared = tmp_path / "study/xla" / cc.cache_key()
+    assert f"{cc.DIRECTORY_FLAG}={shared}{cc.PRIVATE}/" in flags
+    assert shared.is_dir() and list(cc.private_root(shared).iterdir()) == []
+    assert f"{cc.DIRECTORY_FLAG}={tmp_path / 'x' / cc.cache_key()}{cc.PRIVATE}/" in \
         _flags_after({cc.CACHE_ENV: str(tmp_path / "x")})
     assert _flags_after({cc.CACHE_ENV: "off", "XDG_CACHE_HOME": str(tmp_path / "y")}) == ""
     assert not (tmp_path / "y").exists()
@@ -155,6 +158,7 @@ def test_programs_are_loaded_by_the_next_process_and_a_corrupt_entry_rebuilt(
 
     values, log = run()
     assert "Loading cached entry" not in log
+    assert list(cc.private_root(cache / cc.cache_key()).iterdir()) == []  # published
     entries = sorted((cache / cc.cache_key()).glob("study__*.pb"), key=lambda p: p.stat().st_size)
     assert len(entries) == 2 and all(cc.is_loadable(e) for e in entries)
     # The larger program's entry cut short, as by a writer killed mid-write: XLA alone
@@ -166,3 +170,81 @@ def test_programs_are_loaded_by_the_next_process_and_a_corrupt_entry_rebuilt(
     loaded = [line for line in log.splitlines() if "Loading cached entry" in line]
     assert len(loaded) == 1 and "__inference_second" in loaded[0]
     assert cc.is_loadable(cut)  # compiled again and written anew
+
+
+def test_publish_moves_only_whole_entries_and_removes_the_private_directory(
+        tmp_path: Path) -> None:
+    shared, private = tmp_path / "key", tmp_path / "key.proc" / "123-ab"
+    shared.mkdir()
+    private.mkdir(parents=True)
+    whole, data = _entry(11, 12)
+    cut, cut_data = _entry(13, 14)
+    there, there_data = _entry(15, 16)
+    (private / whole).write_bytes(data)
+    (private / cut).write_bytes(cut_data[:-5])  # a write XLA had not finished
+    (private / there).write_bytes(there_data)
+    (shared / there).write_bytes(there_data)
+    published = cc.publish(private, shared)
+    assert [p.name for p in published] == [whole]
+    assert sorted(p.name for p in shared.iterdir()) == sorted([whole, there])
+    assert (shared / whole).read_bytes() == data and not private.exists()
+
+
+def test_link_in_marks_use_and_prune_removes_the_least_recently_used(tmp_path: Path) -> None:
+    shared, private = tmp_path / "key", tmp_path / "key.proc" / "1-x"
+    shared.mkdir()
+    private.mkdir(parents=True)
+    names = []
+    for i in range(4):
+        name, data = _entry(100 + i, 200 + i, b"x" * 1000)
+        (shared / name).write_bytes(data)
+        os.utime(shared / name, (1000 + i, 1000 + i))  # entry 0 the oldest
+        names.append(name)
+    size = (shared / names[0]).stat().st_size
+    # Entry 0 is used by a process now (the others are elsewhere): it becomes the newest.
+    (tmp_path / "other").mkdir()
+    for name in names[1:]:
+        os.replace(shared / name, tmp_path / "other" / name)
+    assert cc.link_in(shared, private) == 1
+    for name in names[1:]:
+        os.replace(tmp_path / "other" / name, shared / name)
+    assert [p.name for p in private.iterdir()] == [names[0]]
+    assert (private / names[0]).stat().st_ino == (shared / names[0]).stat().st_ino
+    removed = cc.prune(shared, 2 * size)
+    assert sorted(p.name for p in removed) == sorted([names[1], names[2]])
+    assert sorted(p.name for p in shared.iterdir()) == sorted([names[0], names[3]])
+    assert cc.cap_bytes({cc.SIZE_ENV: "2"}) == 2 * 1024 * 1024
+    assert cc.cap_bytes({}) == cc.DEFAULT_MB * 1024 * 1024
+
+
+def test_a_killed_process_s_private_directory_is_removed_by_the_next(tmp_path: Path) -> None:
+    shared = tmp_path / "key"
+    shared.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = cc.private_root(shared) / f"{gone.stdout.strip()}-dead"
+    mine = cc.private_root(shared) / f"{os.getpid()}-mine"
+    for d in (dead, mine):
+        d.mkdir(parents=True)
+        (d / _entry(1, 2)[0]).write_bytes(_entry(1, 2)[1])
+    assert cc.remove_orphans(shared) == [dead]
+    assert not dead.exists() and mine.is_dir()
+
+
+def test_processes_compiling_the_same_programs_cold_at_once_all_succeed(tmp_path: Path) -> None:
+    """Three processes start together on an empty cache and compile the same programs:
+    each writes in its own directory, and the shared one ends with whole entries only."""
+    cache = tmp_path / "cache"
+    base = {k: v for k, v in os.environ.items() if k not in (cc.CACHE_ENV, cc.FLAGS_ENV)}
+    env = {**base, "PYTHONPATH": str(ROOT), cc.CACHE_ENV: str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", PROGRAM], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    values = {o.strip().splitlines()[-1] for o, _ in outs}
+    assert len(values) == 1
+    shared = cache / cc.cache_key()
+    entries = sorted(shared.glob("study__*.pb"))
+    assert len(entries) == 2 and all(cc.is_loadable(e) for e in entries)
+    assert sorted(p.name for p in shared.iterdir()) == sorted(e.name for e in entries)
+    assert list(cc.private_root(shared).iterdir()) == []

@@ -18,28 +18,44 @@ Where (the first that applies):
 - `STUDY_XLA_CACHE=DIR`: `DIR/<key>`;
 - otherwise `$XDG_CACHE_HOME/study/xla/<key>` (`~/.cache/study/xla/<key>`).
 
-Clearing it is deleting the directory. An entry XLA cannot use is not left to fail a
-run: XLA fails a program's compile (rather than compile afresh) on an entry it cannot
-parse, whose key is not the one its file name says, or that has no executable, and a
-writer killed mid-write leaves a truncated file. So before TensorFlow loads,
-`use_compile_cache` removes such entries from the key's directory (`sweep`), and XLA
-compiles those programs again and writes them anew. (XLA writes an entry in place: a
-process reading it at the very moment another writes it could see it cut short and fail
-that compile, and the runner then re-runs those trials as failed by an error.)
+Clearing it is deleting the directory.
+
+**Writes are atomic.** XLA writes an entry in place, so a process reading the shared
+directory while another writes there could see an entry cut short, and XLA fails a
+program's compile (rather than compile afresh) on an entry it cannot parse. So XLA is
+never pointed at the shared directory: each process gets a private one
+(`<key>.proc/<pid>-<token>/`), filled at start-up with hard links to the shared entries
+(whole files: they only ever arrive by rename), where XLA reads them and writes the
+programs it compiles. When the process exits (`atexit`), its new entries that XLA would
+load (`is_loadable`) are renamed into the shared directory, which is atomic on one file
+system, and the private directory is removed. A process killed before it exits loses
+only its new entries; its private directory is removed by the next process to start.
+An entry in the shared directory that XLA would fail on (from before this scheme, or a
+disk fault) is removed at start-up (`sweep`), and that program is compiled again.
+
+**Its size is capped.** At start-up and after publishing, the shared directory is cut
+to `STUDY_XLA_CACHE_MB` megabytes (default 1024) by removing the least recently used
+entries first: an entry's modification time is set each time a process links it in.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
 import platform
+import secrets
+import shutil
 import sys
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 CACHE_ENV = "STUDY_XLA_CACHE"  # a directory, or off/0/no/false/"" to disable
+SIZE_ENV = "STUDY_XLA_CACHE_MB"  # the shared directory's size cap in megabytes
+DEFAULT_MB = 1024
+PRIVATE = ".proc"  # suffix of the folder of the processes' private directories
 FLAGS_ENV = "TF_XLA_FLAGS"
 DIRECTORY_FLAG = "--tf_xla_persistent_cache_directory"
 OFF = frozenset({"", "0", "off", "no", "false", "none"})
@@ -193,8 +209,113 @@ def sweep(directory: Path) -> list[Path]:
     return removed
 
 
+def private_root(shared: Path) -> Path:
+    return shared.with_name(shared.name + PRIVATE)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_orphans(shared: Path) -> list[Path]:
+    """Remove the private directories of processes that are gone (killed before they
+    could publish); the ones removed."""
+    removed: list[Path] = []
+    root = private_root(shared)
+    with contextlib.suppress(OSError):
+        for d in root.iterdir():
+            pid = d.name.partition("-")[0]
+            if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
+
+
+def link_in(shared: Path, private: Path) -> int:
+    """Hard-link every shared entry of ours into `private` (a copy where the file system
+    has no hard links), marking each as just used; how many."""
+    n = 0
+    with contextlib.suppress(OSError):
+        for path in shared.glob(f"{PREFIX}__*{ENTRY_SUFFIX}"):
+            target = private / path.name
+            try:
+                os.link(path, target)
+            except FileExistsError:
+                pass
+            except OSError:
+                try:
+                    tmp = private / (path.name + ".tmp")
+                    shutil.copyfile(path, tmp)
+                    os.replace(tmp, target)
+                except OSError:
+                    continue
+            with contextlib.suppress(OSError):
+                os.utime(path)  # used now: least recently used is pruned first
+            n += 1
+    return n
+
+
+def publish(private: Path, shared: Path) -> list[Path]:
+    """Move the entries XLA wrote in `private` (those the shared directory lacks, and
+    that XLA would load) into `shared` by rename, atomic on one file system; remove
+    `private`. The entries published."""
+    published: list[Path] = []
+    with contextlib.suppress(OSError):
+        for path in private.glob(f"{PREFIX}__*{ENTRY_SUFFIX}"):
+            target = shared / path.name
+            if target.exists() or not is_loadable(path):
+                continue
+            with contextlib.suppress(OSError):
+                os.replace(path, target)
+                published.append(target)
+    shutil.rmtree(private, ignore_errors=True)
+    return published
+
+
+def cap_bytes(environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    try:
+        mb = float(env.get(SIZE_ENV, DEFAULT_MB))
+    except ValueError:
+        mb = DEFAULT_MB
+    return max(0, int(mb * 1024 * 1024))
+
+
+def prune(shared: Path, limit: int) -> list[Path]:
+    """Remove the least recently used entries of ours until the rest fit in `limit`
+    bytes; the ones removed."""
+    entries: list[tuple[float, int, Path]] = []
+    with contextlib.suppress(OSError):
+        for path in shared.glob(f"{PREFIX}__*{ENTRY_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed: list[Path] = []
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+            total -= size
+    return removed
+
+
+def _finish(private: Path, shared: Path) -> None:
+    publish(private, shared)
+    prune(shared, cap_bytes())
+
+
 def use_compile_cache() -> None:
-    """Point XLA's persistent cache at this machine kind's directory (module doc).
+    """Point XLA's persistent cache at a private directory filled from this machine
+    kind's shared one, published back at exit (module doc).
 
     TensorFlow reads `TF_XLA_FLAGS` when it loads, so this acts only before the first
     import of TensorFlow, and is a no-op after. A directory that cannot be made leaves
@@ -203,13 +324,19 @@ def use_compile_cache() -> None:
     flags = os.environ.get(FLAGS_ENV, "")
     if "tensorflow" in sys.modules or "persistent_cache_directory" in flags:
         return
-    directory = cache_dir()
-    if directory is None:
+    shared = cache_dir()
+    if shared is None:
         return
+    private = private_root(shared) / f"{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        shared.mkdir(parents=True, exist_ok=True)
+        private.mkdir(parents=True)
     except OSError:
         return
-    sweep(directory)
-    os.environ[FLAGS_ENV] = (f"{flags} {DIRECTORY_FLAG}={directory} "
+    sweep(shared)
+    remove_orphans(shared)
+    prune(shared, cap_bytes())
+    link_in(shared, private)
+    atexit.register(_finish, private, shared)
+    os.environ[FLAGS_ENV] = (f"{flags} {DIRECTORY_FLAG}={private} "
                              f"--tf_xla_persistent_cache_prefix={PREFIX}").strip()
