@@ -295,7 +295,6 @@ def test_a_convolution_falls_back_to_the_keras_trainer_which_trains_it() -> None
 def test_what_falls_back_is_named() -> None:
     data = make_dataset(builder_spec("layernorm").data)
     cases = {
-        "batchnorm": "layer 'batch_normalization' (BatchNormalization)",
         "residual": "a model that is not a chain of layers",
         "regularized": "layer 'dense' (Dense) with a kernel_regularizer",
         "selu": "layer 'dense' (Dense) with activation 'selu'",

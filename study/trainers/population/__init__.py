@@ -48,9 +48,10 @@ the same program for it.
 
 The package, one concern per module: `optimizers` (the update rules), `losses` (losses,
 their derivatives, accuracy), `layout` (members' parameter rows, grouping, tiles),
-`layers` (each fused layer's math), `network` (the model read as a chain of layers),
-`program` (the compiled epoch loop), `probes` (noise scale and sharpness on a
-population), `support` (what it can train) and `trainer` (the runner's seam).
+`layers` (each fused layer's math; BatchNormalization's in `batchnorm`), `network` (the
+model read as a chain of layers), `program` (the compiled epoch loop), `probes` (noise
+scale and sharpness on a population), `support` (what it can train) and `trainer` (the
+runner's seam).
 """
 
 from __future__ import annotations

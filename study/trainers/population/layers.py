@@ -7,6 +7,9 @@ written by hand rather than by the tape: one batched matmul per Dense and direct
 which XLA compiles smaller. Each op mirrors the Keras layer it stands for, in Keras'
 op order, so that the two trainers agree to float rounding.
 
+BatchNormalization's math, with its batch statistics and moving averages, is in
+batchnorm.py.
+
 Flatten and Reshape have no op: inputs are flat rows in row-major order, which is
 Keras' order for both, and every fused op works on a row's features as one vector.
 """
@@ -20,6 +23,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from study.trainers.population import batchnorm
+from study.trainers.population.batchnorm import BatchNorm
 
 Tensor = Any  # a tf.Tensor; TensorFlow ships no type stubs
 
@@ -80,7 +86,7 @@ class LayerNorm:
         return ((self.width,),) * (int(self.scale) + int(self.center))
 
 
-Op = Dense | Activation | Dropout | LayerNorm
+Op = Dense | Activation | Dropout | LayerNorm | BatchNorm
 
 
 def activation(tf: Any, name: str) -> tuple[Callable[[Tensor], Tensor],
@@ -150,11 +156,13 @@ class Cache:
 
 
 def forward(tf: Any, ops: Sequence[Op], views: Sequence[Tensor], h: Tensor,
-            masks: Sequence[Tensor | None] | None = None, caches: list[Cache] | None = None
-            ) -> Tensor:
+            masks: Sequence[Tensor | None] | None = None, caches: list[Cache] | None = None,
+            rows: Tensor | None = None) -> Tensor:
     """The chain's output on `h`. `masks` (one per op; a Dropout's keep mask, else None)
-    trains; without them Dropout is the identity, as Keras evaluates. `caches`, if given,
-    receives each op's `Cache` for `backward`."""
+    trains; without them Dropout is the identity, as Keras evaluates. `rows` (members,
+    rows) 0/1, the rows of each member's batch, trains BatchNormalization on their
+    statistics; without them it normalizes by its moving ones, as Keras evaluates.
+    `caches`, if given, receives each op's `Cache` for `backward`."""
     at = 0
     if len(h.shape) == 2 and not (ops and isinstance(ops[0], Dense)):
         members = views[0].shape[0] if views else 1
@@ -178,6 +186,8 @@ def forward(tf: Any, ops: Sequence[Op], views: Sequence[Tensor], h: Tensor,
                 # tf.nn.experimental.stateless_dropout's order: scale, then mask.
                 h = x * (1.0 / (1.0 - op.rate)) * mask
                 extra = (mask,)
+        elif isinstance(op, BatchNorm):
+            h, extra = batchnorm.forward(tf, op, params, x, rows)
         else:
             h, extra = _layer_norm(tf, op, params, x)
         if caches is not None:
@@ -202,11 +212,12 @@ def _layer_norm(tf: Any, op: LayerNorm, params: Sequence[Tensor], x: Tensor
 
 
 def backward(tf: Any, ops: Sequence[Op], views: Sequence[Tensor], caches: Sequence[Cache],
-             delta: Tensor) -> list[Tensor]:
+             delta: Tensor) -> list[Tensor | None]:
     """Each parameter's gradient, (members, size of it), in the order of `views`, given
-    `delta` = d(loss)/d(output of the chain)."""
+    `delta` = d(loss)/d(output of the chain); None for BatchNormalization's moving
+    statistics, which are not trained (see `moving_statistics`)."""
     members = caches[0].x.shape[0]
-    grads: list[Tensor] = [None] * len(views)
+    grads: list[Tensor | None] = [None] * len(views)
     ends = [sum(len(o.shapes) for o in ops[:i + 1]) for i in range(len(ops))]
     # Ops before the first with parameters need no delta.
     first = next((i for i, o in enumerate(ops) if o.shapes), len(ops))
@@ -226,13 +237,33 @@ def backward(tf: Any, ops: Sequence[Op], views: Sequence[Tensor], caches: Sequen
         elif isinstance(op, Dropout):
             if cache.extra:
                 delta = delta * (1.0 / (1.0 - op.rate)) * cache.extra[0]
+        elif isinstance(op, BatchNorm):
+            at = end - len(op.shapes)
+            trained, delta = batchnorm.backward(tf, op, params, cache.x, cache.extra, delta, last)
+            grads[at:at + op.trainable] = trained
         else:
             delta = _layer_norm_backward(tf, op, params, cache, delta, grads, end, last)
     return grads
 
 
+def moving_statistics(ops: Sequence[Op], views: Sequence[Tensor], caches: Sequence[Cache]
+                      ) -> dict[int, Tensor]:
+    """BatchNormalization's moving statistics after a training forward pass (`caches`
+    from `forward` with `rows`), by their index in `views`."""
+    out: dict[int, Tensor] = {}
+    at = 0
+    for op, cache in zip(ops, caches, strict=True):
+        if isinstance(op, BatchNorm):
+            params = views[at:at + len(op.shapes)]
+            out[at + op.trainable], out[at + op.trainable + 1] = batchnorm.moving(
+                op, params, cache.extra)
+        at += len(op.shapes)
+    return out
+
+
 def _layer_norm_backward(tf: Any, op: LayerNorm, params: Sequence[Tensor], cache: Cache,
-                         delta: Tensor, grads: list[Tensor], end: int, last: bool) -> Tensor:
+                         delta: Tensor, grads: list[Tensor | None], end: int, last: bool
+                         ) -> Tensor:
     mean, r = cache.extra
     xhat = (cache.x - mean) * r
     at = end - len(op.shapes)

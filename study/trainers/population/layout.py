@@ -7,7 +7,7 @@ import functools
 import itertools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,8 @@ def kind_of(config: TrialConfig, n_train: int) -> Kind:
 
 def plan_groups(configs: Sequence[TrialConfig], n_train: int,
                 micros: Mapping[Kind, Sequence[int]] | None = None,
-                work: Sequence[TrialConfig] | None = None) -> list[Group]:
+                work: Sequence[TrialConfig] | None = None,
+                whole: Callable[[ModelSpec], bool] | None = None) -> list[Group]:
     """Partition configs into groups that one program can train.
 
     Configs must share everything in `TrialConfig.shape_key` but the batch size, and
@@ -86,6 +87,10 @@ def plan_groups(configs: Sequence[TrialConfig], n_train: int,
     claim, even when its batch sizes alone would have chosen others. `work` (default:
     `configs`) is what the choice of micro-batches weighs: the study's pending trials,
     when `configs` are one claim of them.
+
+    `whole` says which models need each batch to be one micro-batch (BatchNormalization:
+    a micro-batch's statistics are not its batch's): their batch sizes each train at
+    their own micro-batch.
     """
     by_kind: dict[Kind, list[int]] = {}
     for i, c in enumerate(configs):
@@ -101,7 +106,9 @@ def plan_groups(configs: Sequence[TrialConfig], n_train: int,
         open_groups: dict[int, list[int]] = {m: [] for m in (micros or {}).get(kind, ())}
         for i in sorted(indices, key=lambda i: (configs[i].batch_size, i)):
             bs = micro = configs[i].batch_size
-            if bs not in open_groups:
+            if bs not in open_groups and whole is not None and whole(model):
+                open_groups[bs] = []
+            elif bs not in open_groups:
                 dividing = [m for m in open_groups if bs % m == 0]
                 if dividing and member_epochs.get((kind, bs), 0) < OWN_PROGRAM:
                     micro = max(dividing)
@@ -134,7 +141,8 @@ def glorot_weights(seed: int, sizes: Sequence[int]) -> Weights:
 @dataclass(frozen=True)
 class Layout:
     """Where each layer's parameters (kernel and bias, LayerNormalization's gamma and
-    beta) live in a member's flat parameter vector, in `model.get_weights()` order.
+    beta, BatchNormalization's and its moving statistics) live in a member's flat
+    parameter vector, in `model.get_weights()` order.
 
     All of a member's parameters are one row of a (members, size) matrix, so the
     optimizer is one element-wise update over the whole population and the compiled
@@ -143,6 +151,9 @@ class Layout:
 
     params: tuple[tuple[int, ...], ...]  # each parameter tensor's shape
     sizes: tuple[int, ...]  # n_features, then each Dense layer's units
+    # Indices into `params` of the tensors no optimizer updates: BatchNormalization's
+    # moving statistics, which each training batch writes (see batchnorm.py).
+    statistics: tuple[int, ...] = ()
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -158,6 +169,13 @@ class Layout:
             out.append(at)
             at += math.prod(shape)
         return out
+
+    def trainable_columns(self) -> npt.NDArray[np.int64]:
+        """The columns of a member's row that hold trained parameters (not statistics)."""
+        return np.concatenate([np.arange(at, at + math.prod(shape), dtype=np.int64)
+                               for i, (at, shape) in enumerate(zip(self.offsets(), self.shapes,
+                                                                   strict=True))
+                               if i not in self.statistics] or [np.zeros(0, np.int64)])
 
     def flatten(self, weights: Weights) -> npt.NDArray[np.float32]:
         return np.concatenate([np.asarray(w, np.float32).ravel() for w in weights])

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from study.spec import ModelSpec
+from study.trainers.population.batchnorm import BatchNorm
 from study.trainers.population.layers import (
     ACTIVATIONS,
     OUTPUT_ACTIVATIONS,
@@ -46,11 +47,22 @@ class Net:
     @property
     def layout(self) -> Layout:
         widths = [self.n_features, *(op.units for op in self.ops if isinstance(op, Dense))]
-        return Layout(tuple(s for op in self.ops for s in op.shapes), tuple(widths))
+        statistics, at = [], 0
+        for op in self.ops:
+            if isinstance(op, BatchNorm):
+                statistics += [at + op.trainable, at + op.trainable + 1]
+            at += len(op.shapes)
+        return Layout(tuple(s for op in self.ops for s in op.shapes), tuple(widths),
+                      tuple(statistics))
 
     @property
     def dropout(self) -> bool:
         return any(isinstance(op, Dropout) for op in self.ops)
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether it normalizes by batch statistics (BatchNormalization) while training."""
+        return any(isinstance(op, BatchNorm) for op in self.ops)
 
 
 def shorthand_net(model: ModelSpec, n_features: int, n_outputs: int = 1) -> Net | str:
@@ -81,7 +93,25 @@ def net_of(model: ModelSpec, input_shape: Sequence[int], n_outputs: int) -> Net 
 @functools.cache
 def _builder_net(model: ModelSpec, shape: tuple[int, ...], n_outputs: int) -> Net | str:
     # Cached: building a user's model costs a Keras graph and the user's code, once.
-    return read_model(_build(model, shape, n_outputs), shape)
+    net = read_model(_build(model, shape, n_outputs), shape)
+    if isinstance(net, Net) and net.batch_statistics:
+        _BATCH_STATISTICS.add(model)
+    return net
+
+
+# The builder models read so far (`_builder_net`) that normalize by batch statistics.
+_BATCH_STATISTICS: set[ModelSpec] = set()
+
+
+def batch_statistics(model: ModelSpec) -> bool:
+    """Whether the spec's model normalizes by batch statistics while training, so that
+    each of its batches must be one micro-batch (`plan_groups`' `whole`).
+
+    The shorthand never does; a builder's model is known once it was read for its data
+    (`net_of`): `unsupported` reads it before the runner makes a population trainer,
+    and `train_population` before it groups configs. A model not read yet answers False.
+    """
+    return bool(model.builder) and model in _BATCH_STATISTICS
 
 
 def initial_weights(model: ModelSpec, shape: Sequence[int], n_outputs: int, seed: int
@@ -89,8 +119,19 @@ def initial_weights(model: ModelSpec, shape: Sequence[int], n_outputs: int, seed
     """A builder model's initial weights for `seed`, drawn as the keras trainer draws
     them (`fit_trial`: clear_session, set_random_seed(seed), build): the two trainers
     start from the same weights, draw for draw."""
-    built = _build(model, tuple(int(d) for d in shape), n_outputs, seed)
-    return [np.asarray(w, np.float32) for w in built.get_weights()]
+    return list(_initial_weights(model, tuple(int(d) for d in shape), n_outputs, seed))
+
+
+@functools.lru_cache(maxsize=4096)
+def _initial_weights(model: ModelSpec, shape: tuple[int, ...], n_outputs: int, seed: int
+                     ) -> tuple[npt.NDArray[np.float32], ...]:
+    # Cached, read-only: a grid's trials share their seeds (the article's 20 cells x 5
+    # seeds draw 5 sets), and each draw builds the user's model (about 0.1 s).
+    built = _build(model, shape, n_outputs, seed)
+    weights = tuple(np.array(w, np.float32) for w in built.get_weights())
+    for w in weights:
+        w.flags.writeable = False
+    return weights
 
 
 def _build(model: ModelSpec, shape: tuple[int, ...], n_outputs: int, seed: int | None = None
@@ -153,6 +194,14 @@ def read_model(model: Any, input_shape: tuple[int, ...]) -> Net | str:
             if layer.rate > 0:
                 ops.append(Dropout(float(layer.rate), math.prod(shape), dropouts))
                 dropouts += 1
+        elif kind is keras.layers.BatchNormalization:
+            if len(shape) != 1 or layer.axis not in (-1, 1):
+                return f"{named} over axis {layer.axis} of a {len(shape)}-d input"
+            for flag in ("renorm", "synchronized", "virtual_batch_size"):
+                if getattr(layer, flag, None):
+                    return f"{named} with {flag}"
+            ops.append(BatchNorm(width, float(layer.epsilon), float(layer.momentum),
+                                 bool(layer.center), bool(layer.scale)))
         elif kind is keras.layers.LayerNormalization:
             axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
             if len(shape) != 1 or [a % len(shape) for a in axes] != [0]:

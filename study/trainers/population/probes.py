@@ -46,8 +46,12 @@ def sharpness(key: _ProgramKey, theta: npt.NDArray[np.float32], x: Tensor, y: Te
               iterations: int, block: int) -> list[float]:
     """The top Hessian eigenvalue of each member's mean training loss (rows of `theta`),
     by Lanczos on Hessian-vector products of `mean_loss` (see probes.py), `block`
-    members at a time."""
+    members at a time. The Hessian is the trained parameters' (as Keras' probe takes
+    its trainable variables): BatchNormalization's moving statistics, constants of the
+    evaluated loss, are not among its directions."""
     tf = tensorflow()
+    columns = key.layout.trainable_columns()
+    every = len(columns) == theta.shape[1]
     # Compiled: eager nested tapes spent most of their time dispatching small ops. Blocks
     # run side by side like the training tiles, the last padded to the block's shape.
     hvp = _hvp_program(key)
@@ -58,9 +62,14 @@ def sharpness(key: _ProgramKey, theta: npt.NDArray[np.float32], x: Tensor, y: Te
         rows = tf.constant(np.concatenate([part, np.repeat(part[-1:], block - len(part), 0)]))
 
         def product(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-            return np.asarray(hvp(rows, tf.constant(v, tf.float32), x, y).numpy(), np.float64)
+            if not every:
+                full = np.zeros((block, theta.shape[1]))
+                full[:, columns] = v
+                v = full
+            out = np.asarray(hvp(rows, tf.constant(v, tf.float32), x, y).numpy(), np.float64)
+            return out if every else out[:, columns]
 
-        return [float(v) for v in top_eigenvalue(product, block, int(rows.shape[1]),
+        return [float(v) for v in top_eigenvalue(product, block, len(columns),
                                                  iterations)[:len(part)]]
 
     return [v for part in _pool().map(run, starts) for v in part]

@@ -142,23 +142,29 @@ def _gradients(tf: Any, key: _ProgramKey, theta: Tensor, xb: Tensor, yb: Tensor,
                ) -> tuple[Tensor, Tensor, Tensor]:
     """Per member: the sum of its valid rows' losses, the number of them predicted right
     (zeros for a regression loss), and the flat gradient of `scale` x the loss sum
-    (scale = 1/batch rows: the gradient of the batch mean loss).
+    (scale = 1/batch rows: the gradient of the batch mean loss), zero in the columns of
+    BatchNormalization's moving statistics (not trained).
 
     xb (members, rows, features), yb (members, rows, 1), valid (members, rows) 0/1,
     scale (members,). `drop`, for a network with Dropout: each member's mask base and
     the rows' positions in the epoch (see layers.dropout_keep). Backpropagation written
     out (layers.py), which XLA compiles smaller than the tape's.
     """
-    loss_sum, right, grads = _piece_gradients(tf, key, key.layout.views(tf, theta), xb, yb,
-                                              valid, scale, drop)
-    return loss_sum, right, tf.concat(grads, axis=1)
+    views = key.layout.views(tf, theta)
+    loss_sum, right, grads, _ = _piece_gradients(tf, key, views, xb, yb, valid, scale, drop)
+    return loss_sum, right, tf.concat(
+        [tf.zeros([v.shape[0], math.prod(v.shape[1:])], tf.float32) if g is None else g
+         for g, v in zip(grads, views, strict=True)], axis=1)
 
 
 def _piece_gradients(tf: Any, key: _ProgramKey, views: list[Tensor], xb: Tensor, yb: Tensor,
                      valid: Tensor, scale: Tensor, drop: tuple[Tensor, Tensor] | None = None
-                     ) -> tuple[Tensor, Tensor, list[Tensor]]:
+                     ) -> tuple[Tensor, Tensor, list[Tensor | None], dict[int, Tensor]]:
     """`_gradients` on the members' parameters as `Layout.views` gives them, with each
-    parameter tensor's gradient apart, (members, its size)."""
+    parameter tensor's gradient apart, (members, its size), None for BatchNormalization's
+    moving statistics; and their values after this batch, by index (see
+    `layers.moving_statistics`). BatchNormalization normalizes by the statistics of each
+    member's `valid` rows."""
     ops = key.net.ops
     members = views[0].shape[0]
     masks = None
@@ -166,13 +172,14 @@ def _piece_gradients(tf: Any, key: _ProgramKey, views: list[Tensor], xb: Tensor,
         masks = [layers.dropout_keep(tf, op, *drop) if isinstance(op, layers.Dropout) else None
                  for op in ops]
     caches: list[layers.Cache] = []
-    h = layers.forward(tf, ops, views, xb, masks, caches)
+    h = layers.forward(tf, ops, views, xb, masks, caches, rows=valid)
     row_loss, d_pred = LOSSES[key.loss](h, yb)
     delta = d_pred * (valid[:, :, None] * scale[:, None, None])
     grads = layers.backward(tf, ops, views, caches, delta)
     right = tf.reduce_sum(_correct(key.loss, h, yb) * valid, axis=1) \
         if key.loss in CLASSIFICATION_LOSSES else tf.zeros([members], tf.float32)
-    return tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right, grads
+    return (tf.reduce_sum(row_loss * valid[:, :, None], axis=[1, 2]), right, grads,
+            layers.moving_statistics(ops, views, caches))
 
 
 def _rate(tf: Any, key: _ProgramKey, lr: Tensor, step: Tensor, sched: Tensor, bounds: Tensor,
@@ -205,6 +212,10 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
     layout = key.layout
     b0 = key.micro
     f32 = tf.float32
+    statistics = set(layout.statistics)
+    if statistics and not key.whole:
+        raise ValueError("BatchNormalization trains only on whole batches (a micro-batch "
+                         "per batch)")
 
     def dropout_base(seeds: Tensor, epoch: Tensor) -> Tensor:
         """Each member's Dropout mask base in `epoch`: its own stream, apart from the
@@ -251,8 +262,12 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             valid = tf.cast(k * b0 + tf.range(b0)[None, :] < rows[:, None], f32)
             drop = (drop_base, k * b0 + tf.range(b0)) if key.net.dropout else None
             scale = tf.gather(scale_table, k)
-            loss_sum, right, grads = _piece_gradients(
+            loss_sum, right, grads, stats = _piece_gradients(
                 tf, key, layout.shaped(tf, params), xb, yb, valid, scale, drop)
+            # A statistic's "gradient" slot carries its new value (whole batches only:
+            # see batchnorm.py); the optimizer never sees it.
+            grads = [tf.reshape(stats[i], [members, -1]) if g is None else g
+                     for i, g in enumerate(grads)]
             acc = grads if key.whole else [a + g for a, g in zip(acc, grads, strict=True)]
             # Every member's update is computed; only those whose batch ends here (and
             # that are not frozen) keep it. Skipping the arithmetic for the others with a
@@ -265,11 +280,13 @@ def _build_program(key: _ProgramKey) -> Callable[..., Any]:
             # The optimizer's state first, then the parameters from it, each parameter
             # tensor on its own: no step concatenates or slices the members' rows.
             slots = _barrier(tf, [
+                s if i in statistics else
                 tuple(tf.where(apply, new, old) for new, old in zip(
                     optimizer.slots(g, s, rate, count), s, strict=True))
-                for g, s in zip(acc, slots, strict=True)])
-            params = [tf.where(apply, optimizer.param(p, g, s, rate, count), p)
-                      for p, g, s in zip(params, acc, slots, strict=True)]
+                for i, (g, s) in enumerate(zip(acc, slots, strict=True))])
+            params = [tf.where(apply, g if i in statistics
+                               else optimizer.param(p, g, s, rate, count), p)
+                      for i, (p, g, s) in enumerate(zip(params, acc, slots, strict=True))]
             acc = [] if key.whole else [tf.where(ends[:, None], tf.zeros_like(a), a) for a in acc]
             if key.curve:
                 curve = _record(tf, curve, k, loss_sum * scale, active, apply[:, 0], stepped,

@@ -41,7 +41,12 @@ from study.trainers.population.layout import (
     plan_groups,
     tile_size,
 )
-from study.trainers.population.network import initial_weights, net_of, with_loss
+from study.trainers.population.network import (
+    batch_statistics,
+    initial_weights,
+    net_of,
+    with_loss,
+)
 from study.trainers.population.optimizers import OPTIMIZERS
 from study.trainers.population.probes import noise_norms, sharpness
 from study.trainers.population.program import CHUNK_EPOCHS, mean_loss, program_key
@@ -114,7 +119,8 @@ class PopulationTrainer:
             # Micro-batches weigh the work of every pending trial, the tile the first
             # claim's largest group (each group's tiles run on the cores together).
             self._learn_micros(pending, n_train)
-            first = plan_groups(pending[:self.batch_limit], n_train, self.micros)
+            first = plan_groups(pending[:self.batch_limit], n_train, self.micros,
+                                whole=batch_statistics)
             self.tile = tile_size(max(len(g.members) for g in first))
         pending = pending[:self.batch_limit]
         self._learn_micros(pending, n_train)
@@ -127,7 +133,7 @@ class PopulationTrainer:
             if k <= take:
                 continue
             cost = 0.0
-            for g in plan_groups(pending[:k], n_train, self.micros):
+            for g in plan_groups(pending[:k], n_train, self.micros, whole=batch_statistics):
                 epochs = max(pending[i].plan(n_train).epochs for i in g.members)
                 cost += (self.speeds.get(_speed_key(g), slowest)
                          * _rounds(len(g.members), tile) * epochs)
@@ -155,7 +161,7 @@ class PopulationTrainer:
 
     def _learn_micros(self, configs: Sequence[TrialConfig], n_train: int) -> None:
         """Keep the micro-batches that `configs` add to those of earlier calls."""
-        for g in plan_groups(configs, n_train, self.micros):
+        for g in plan_groups(configs, n_train, self.micros, whole=batch_statistics):
             known = self.micros.setdefault(kind_of(configs[g.members[0]], n_train), [])
             if g.micro not in known:
                 known.append(g.micro)
@@ -177,9 +183,13 @@ def train_population(
     """Train `configs` group by group; one result per config, in order.
 
     For tests that replay a Keras run step for step: `initial_weights` (one list of
-    kernels and biases per config, as `model.get_weights()` gives them) replaces the
-    Glorot draw, `shuffle=False` trains the rows in the order given every epoch, and
-    `final_weights`, if given, receives each config's weights after training.
+    weights per config, as `model.get_weights()` gives them) replaces the Glorot draw,
+    `shuffle=False` trains the rows in the order given every epoch, and `final_weights`,
+    if given, receives each config's weights after training.
+
+    A config with `train.keep_weights = "best"` gets its trained weights in its result
+    (`TrialResult.weights`, in `model.get_weights()` order, moving statistics included)
+    unless it diverged; without it, the weights stay on the device.
 
     `tile` fixes the members per program call (by default each group picks its own,
     `tile_size`) and `micros` the groups' micro-batches (see `plan_groups`), so that
@@ -197,7 +207,11 @@ def train_population(
                          f"{len(configs)} configs")
     results: list[TrialResult | None] = [None] * len(configs)
     finals: list[Weights | None] = [None] * len(configs)
-    groups = plan_groups(configs, data.n_train, micros)
+    for model, train in {(c.model, c.train) for c in configs}:
+        # Read each model now (cached): whether it normalizes by batch statistics decides
+        # its groups (`batch_statistics`).
+        net_of(model, input_shape, output_width(train, data))
+    groups = plan_groups(configs, data.n_train, micros, whole=batch_statistics)
     watch = monitor
     if len(groups) > 1:
         # Groups train side by side, so their tiles share the cores (a group with fewer
@@ -209,12 +223,13 @@ def train_population(
             with lock:
                 return monitor(member, epoch, loss, val, val_acc)
 
-    def train_group(group: Group) -> tuple[Group, int, float, list[TrialResult], list[Weights]]:
+    def train_group(group: Group) -> tuple[Group, int, float, list[TrialResult],
+                                           list[Weights | None]]:
         weights = None if initial_weights is None else [initial_weights[i] for i in group.members]
         group_tile = tile_size(len(group.members)) if tile is None else tile
         out, trained, seconds = _train_group(
             group, [configs[i] for i in group.members], data, watch, chunk_epochs, weights,
-            shuffle, group_tile, input_shape)
+            shuffle, group_tile, input_shape, final_weights is not None)
         return group, group_tile, seconds, out, trained
 
     if len(groups) == 1:
@@ -242,10 +257,14 @@ def _train_group(
     shuffle: bool,
     tile: int,
     input_shape: tuple[int, ...],
-) -> tuple[list[TrialResult], list[Weights], float]:
-    """Train one group: its results, its final weights, and the seconds of its own work
-    (its tiles' time over the cores that run them side by side, and its time outside
-    them), which excludes waiting for the tiles of groups training beside it."""
+    export: bool = False,
+) -> tuple[list[TrialResult], list[Weights | None], float]:
+    """Train one group: its results, its final weights (with `export`, else Nones), and
+    the seconds of its own work (its tiles' time over the cores that run them side by
+    side, and its time outside them), which excludes waiting for the tiles of groups
+    training beside it. With train.keep_weights = "best" each result carries its weights
+    too; otherwise, and without `export` or sharpness, they are never copied off the
+    device."""
     tf = tensorflow()
     start = time.perf_counter()
     n_members = len(configs)
@@ -421,12 +440,15 @@ def _train_group(
     # Every member's weights where it stopped (frozen members kept theirs), on the whole
     # training set; a forward pass, so it runs eagerly rather than compile for it.
     full = np.concatenate([mean_loss(key, s.theta, x, y).numpy() for s in tiles])
-    trained = np.concatenate([s.theta.numpy() for s in tiles])
+    keep = train.keep_weights == "best"
+    trained = np.concatenate([s.theta.numpy() for s in tiles]) \
+        if keep or export or analysis.sharpness else None
     # Diverged weights have no loss; a member pruned mid-chunk trained on past the
     # epoch it was pruned at, so its final weights are not the pruned ones.
     unknown = [status[m] == "diverged" or bool(stopped_early[m]) for m in range(n_members)]
     sharp: dict[int, float] = {}
     if analysis.sharpness:
+        assert trained is not None
         who = [m for m in range(n_members) if status[m] == "complete"]
         sharp = dict(zip(who, sharpness(key, trained[who], x, y, analysis.sharpness_iterations,
                                         tile), strict=True))
@@ -448,8 +470,15 @@ def _train_group(
             steps=steps, seconds=share,
             diverged_epoch=diverged[m], extras=extras, train_accuracy_curve=train_accuracy[m],
             val_accuracy_curve=val_accuracy[m], step_every=every[m],
-            step_losses=[v / every[m] for v in kept]))
-    return results, [layout.unflatten(trained[m]) for m in range(n_members)], seconds
+            step_losses=[v / every[m] for v in kept],
+            # A diverged member's weights are no result; one pruned mid-chunk trained on
+            # past its trial's end, so its weights are not the trial's.
+            weights=layout.unflatten(trained[m].copy()) if keep and trained is not None
+            and not unknown[m] else None))
+    finals: list[Weights | None] = [None] * n_members
+    if export and trained is not None:
+        finals = [layout.unflatten(trained[m]) for m in range(n_members)]
+    return results, finals, seconds
 
 
 @dataclass
