@@ -67,10 +67,12 @@ SpecLike = str | os.PathLike[str] | Mapping[str, Any] | Spec
 
 
 def resolve_spec(spec: SpecLike = "article", overrides: Mapping[str, Any] | None = None, *,
-                 seeds: Sequence[int] | None = None, trainer: str | None = None,
+                 seeds: Sequence[int] | None = None, trainer: object = None,
                  builder: str | None = None, in_memory_data: bool = False) -> Spec:
     """The validated spec `run` would use: `spec`, then `overrides` (`{"train.epochs": 20}`,
-    Python values), then `seeds`, `trainer` and `builder` (`model.builder`). With
+    Python values), then `seeds`, `trainer` (`run.trainer`: a name, "module:function", or
+    a trainer of your own itself, kept in this process under its "module:qualname") and
+    `builder` (`model.builder`). With
     `in_memory_data`, the data are arrays passed to `run`: `data.kind` becomes "arrays",
     and of the spec's data section only what it says of the arrays' treatment is kept
     (`IN_MEMORY_KEEPS`); its source (a file, a loader, a built-in set) is replaced.
@@ -96,7 +98,7 @@ def resolve_spec(spec: SpecLike = "article", overrides: Mapping[str, Any] | None
     if seeds is not None:
         values["search.seeds"] = _seed_list(seeds)
     if trainer is not None:
-        values["run.trainer"] = trainer
+        values["run.trainer"] = _trainer_ref(trainer)
     if builder is not None:
         values["model.builder"] = builder
     table = apply_values(table, values)
@@ -108,6 +110,16 @@ def resolve_spec(spec: SpecLike = "article", overrides: Mapping[str, Any] | None
     result = from_table(table)
     validate(result)
     return result
+
+
+def _trainer_ref(trainer: object) -> str:
+    """`trainer=` as `run.trainer`: a string as it is, a function (or a class or object
+    with `train`) registered in this process under its "module:qualname" (trainers/user.py)."""
+    if isinstance(trainer, str):
+        return trainer
+    from study.trainers.user import register
+
+    return register(trainer).ref
 
 
 def _seed_list(seeds: object) -> list[int]:
@@ -135,11 +147,14 @@ def load_data(spec: Spec) -> Dataset:
 def for_data(spec: Spec, data: Dataset) -> Spec:
     """The spec as it runs on `data`: the loss and objective it left "auto" follow the
     data's task (regression `mse`, binary `cross_entropy`, multi-class
-    `sparse_cross_entropy`; on data of your own the validation loss or error). This is
-    the spec that is stored, and compared on resume."""
+    `sparse_cross_entropy`; on data of your own the validation loss or error), and a
+    trainer of your own (`run.trainer = "module:function"`) is loaded, before any
+    database is touched, its identity in `run.trainer_identity` (trainers/user.py). This
+    is the spec that is stored, and compared on resume."""
     from study.data import check_spec
+    from study.trainers.user import with_identity
 
-    return check_spec(spec, data)
+    return with_identity(check_spec(spec, data))
 
 
 def arrays_dataset(spec: Spec, data: object) -> Dataset:
@@ -163,6 +178,14 @@ def arrays_dataset(spec: Spec, data: object) -> Dataset:
                          f"or a study.Dataset, got {what}")
     check_spec(spec, out)
     return out
+
+
+def check_workers(trainer: str, workers: int) -> None:
+    """Refuse (`UsageError`, before anything is written) worker processes for a trainer
+    of your own that they cannot import: one defined in a script or a notebook."""
+    from study.trainers.user import check_workers as check
+
+    check(trainer, workers)
 
 
 def check_model(spec: Spec, data: Dataset) -> str | None:
@@ -341,10 +364,10 @@ def run(
     storage: str = DEFAULT_STORAGE,
     study_name: str | None = None,
     seeds: Sequence[int] | None = None,
-    trainer: str | None = None,
+    trainer: str | Callable[..., Any] | object | None = None,
     workers: int = 1,
     overrides: Mapping[str, Any] | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Results:
     """Create or resume a study and run every pending trial, as `study run` does.
 
@@ -358,7 +381,10 @@ def run(
     `standardize` and `task`, and are fingerprinted like any data. `overrides`: fields to change, with Python
     values: `{"train.epochs": 20, "search.batch_size": [16, 64]}`. `seeds` sets
     `search.seeds`; `trainer` ("auto", "population" or "keras") sets `run.trainer`
-    (None: the spec's, which is "auto" unless it says otherwise). `study_name` defaults
+    (None: the spec's, which is "auto" unless it says otherwise); a trainer of your own
+    is a function `(config, data) -> mapping` (or a class with `train(configs, data)`,
+    trainers/user.py has the contract) or its "module:function" string; worker
+    processes need it importable. `study_name` defaults
     to the spec's name. `workers` > 1 starts that many local worker processes on the
     study (SQLite or PostgreSQL storage), as `study run --workers N` does; with arrays
     or a function no other process can import (one defined in a notebook or a script),
@@ -369,28 +395,34 @@ def run(
     is resumed: finished trials are kept and only pending cells run; a different one is
     refused (`SpecError`) and nothing is written. `progress=True` draws the progress bar
     on stderr, with the line saying when the trainer falls back to the keras trainer;
-    otherwise nothing is printed (the fallback goes to the "study" logger at INFO).
+    `False` prints nothing (the fallback goes to the "study" logger at INFO); None (the
+    default) draws tqdm's bar in a Jupyter notebook and prints nothing elsewhere.
 
     Example:
         results = study.run("article", storage="sqlite:///storage/mine.db",
                             seeds=[0, 1], overrides={"train.epochs": 5})
         print(results.grid())
     """
-    from study.progress import Progress
+    from study import progress as progress_bars
 
+    show = progress_bars.in_notebook() if progress is None else progress
     with _library_quiet():
         builder = _builder_ref(model)
         resolved = resolve_spec(spec, overrides, seeds=seeds, trainer=trainer, builder=builder,
                                 in_memory_data=data is not None)
         dataset = load_data(resolved) if data is None else arrays_dataset(resolved, data)
         resolved = for_data(resolved, dataset)
+        check_workers(resolved.run.trainer, workers)
         ctx = open_run(resolved, storage, study_name, workers, dataset,
                        check_model(resolved, dataset))
         done, total = tally(ctx)
         notes: list[str] = []
         if done < total:
-            bar = Progress(total, done) if progress else None
-            say = (lambda line: print(f"study: {line}", file=sys.stderr)) if progress else None
+            bar = None
+            if show:
+                bar = (progress_bars.pick(total, done) if progress is None
+                       else progress_bars.Progress(total, done))
+            say = (lambda line: print(f"study: {line}", file=sys.stderr)) if show else None
             with contextlib.ExitStack() as stack:
                 args: list[str] = []
                 env: dict[str, str] = {}
@@ -434,6 +466,7 @@ def local_workers(ctx: StudyContext, data: Dataset, in_memory_data: bool,
 
     from study import handoff
     from study.models import export_builder, importable
+    from study.trainers import user
     from study.trainers.base import output_width
 
     spec = ctx.spec
@@ -448,6 +481,10 @@ def local_workers(ctx: StudyContext, data: Dataset, in_memory_data: bool,
         elif root:
             rest = os.environ.get("PYTHONPATH", "")
             env["PYTHONPATH"] = os.pathsep.join([root, rest]) if rest else root
+    own_root = user.importable(spec.run.trainer) if user.is_own(spec.run.trainer) else None
+    if own_root:  # a trainer of your own, handed over as a function: its module's folder
+        rest = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+        env["PYTHONPATH"] = os.pathsep.join([own_root, rest]) if rest else own_root
     args: list[str] = []
     if in_memory_data or model is not None:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="study-")))

@@ -145,11 +145,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from study import api, runner
     from study.query import study_name
     from study.spec import apply_overrides, from_stored, from_table, to_table, validate
-    from study.storage import parse_url, stored_study_attr
+    from study.storage import check_sqlite_target, parse_url, stored_study_attr
 
     parse_url(args.storage)
+    check_sqlite_target(args.storage)  # another application's database: said as such
     # Without a name: the storage's only study, else "article" (as `study.load` finds one).
-    name = study_name(args.storage, args.study_name)
+    name = args.study_name if args.study_name is not None else study_name(args.storage, None)
     # Read through the one parser of stored specs, so a study stored by an earlier
     # version (a field since added or removed) is joined as `study run` resumes it.
     stored = from_stored(stored_study_attr(args.storage, name, "spec"))
@@ -254,55 +255,18 @@ def _masked(url: str) -> str:
 
 
 def _print_summary(ctx: object) -> None:
-    from study import analysis
     from study.query import trial_rows
     from study.runner import StudyContext
+    from study.summary import summary_lines
 
     assert isinstance(ctx, StudyContext)
     # Plain SQL without the curves, as `study query` reads: Optuna's reader builds every
     # trial whole, seconds for a study of 10,000.
     with ctx.storage.engine.connect() as conn:
         records = [row.record for row in trial_rows(conn, ctx.study_id)]
-    spec = ctx.spec
-    seeds = sorted({r.seed for r in records if r.seed is not None and r.status == "complete"})
-    what = {"train_loss": "final training loss (last epoch's mean, the article's metric)",
-            "val_loss": "validation loss after training",
-            "val_error": "validation error after training (1 - validation accuracy)"
-            }[spec.train.objective]
-    print()
-    g = analysis.grid(records)
-    intervals = analysis.repeats(g)
-    spread = f" [{analysis.BOOTSTRAP_WORDS}]" if intervals else ""
-    print(f"Objective: {what}; mean over {len(seeds)} seed(s){spread}. Rows: batch size.")
-    header, rows = analysis.grid_rows(g, intervals)
-    print(analysis.render_table(header, rows))
-    best = analysis.best(records)
-    if best is not None and best.mean is not None:
-        accuracy = analysis.cell_mean(records, best.batch_size, best.learning_rate,
-                                      "val_accuracy")
-        print(f"\nBest cell: batch_size={best.batch_size}, learning_rate={best.learning_rate:g}: "
-              f"{best.mean:.4g} (mean of {len(best.values)})"
-              + (f"; validation accuracy {accuracy:.4f}" if accuracy is not None else ""))
-    if spec.is_grid and len(g.batch_sizes) > 1:
-        from study import scaling
-
-        s = scaling.scaling(records, spec.train.objective, tolerance=spec.analysis.tolerance)
-        print(f"Scaling (more: study query scaling): {scaling.headline(s, spec.train.optimizer)}")
-        plateau = scaling.plateau_sentence(s)
-        if plateau:
-            print(plateau)
-    if spec.is_grid:
-        from study import refine
-
-        attrs = ctx.study.user_attrs
-        rounds, stop = refine.rounds_from_attrs(attrs), refine.stop_from_attrs(attrs)
-        for line in refine.describe(rounds, stop, len(spec.search.seeds)):
-            print(line)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"\nResults: study {ctx.name!r} in {_masked(ctx.url)} ({tally}).")
+    for line in summary_lines(records, ctx.spec, ctx.study.user_attrs, ctx.name,
+                              _masked(ctx.url)):
+        print(line)
     for line in next_steps(ctx.url, ctx.name):
         print(line)
 

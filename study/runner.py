@@ -199,7 +199,7 @@ class StudyContext:
     storage: Any  # optuna.storages.RDBStorage
     study_id: int
     fingerprint: str | None = None  # the data set's (data.py), stored with the spec
-    builder_sha256: str | None = None  # the model builder's source (models.py), likewise
+    builder_sha256: str | None = None  # what the model builder builds (models.identify), likewise
     storage_seconds: float = 0.0  # spent by this process's runner on claims and records
     _ledger: ledger.Ledger | None = field(default=None, repr=False)
     # Refinement rounds stored on the study (refine.py), as last read (`extend`).
@@ -223,8 +223,8 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
                fingerprint: str | None = None, builder_sha256: str | None = None
                ) -> StudyContext:
     """Create or load the study `name`, refusing one whose stored spec differs, whose
-    data had another `fingerprint` (data.py), or whose model builder's source had another
-    `builder_sha256` (models.py; either None: not compared, nor stored).
+    data had another `fingerprint` (data.py), or whose model builder built another model
+    (`builder_sha256`: its identity, models.identify; either None: not compared, nor stored).
 
     The check reads the database read-only first, so a mismatched spec writes nothing.
     """
@@ -236,11 +236,11 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
     table = _spec_table(spec, fingerprint, stored, builder_sha256)
     if stored is not None:
         diff = identity_diff(stored, table)
-        if diff and diff.startswith("model.builder_sha256"):
+        if diff and diff.startswith("model.builder: the model it builds changed"):
             raise SpecError(
                 f"study {name!r} was run with another model than model.builder = "
-                f"{spec.model.builder!r} builds now: its source changed ({diff}); pass "
-                "--study-name NAME or another --storage to start a new study"
+                f"{spec.model.builder!r} builds now ({diff.removeprefix('model.builder: ')}); "
+                "pass --study-name NAME or another --storage to start a new study"
             )
         if diff and diff.startswith("data.fingerprint"):
             from study.data import describe
@@ -284,7 +284,7 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
 def _spec_table(spec: Spec, fingerprint: str | None, stored: Any,
                 builder_sha256: str | None = None) -> dict[str, Any]:
     """The spec as stored: its table, with the data's fingerprint (spec.FINGERPRINT) and
-    the builder's source hash (spec.BUILDER_SHA256).
+    the builder's identity (spec.BUILDER_SHA256, stored as model.builder_identity).
 
     Without one, the stored one is kept: a caller that did not compute it must not
     erase it. A study stored before either gets it on its next run.

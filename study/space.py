@@ -99,7 +99,9 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
         }
         return _cell_grid_sampler()(grid, seed=s.sampler_seed)
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=s.sampler_seed)
+        # constant_liar: trials still running (a claim's others, other workers') count as
+        # bad results while TPE samples, so concurrent trials are not put on one point.
+        return optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=True)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.sampler_seed)
     if s.sampler == "qmc":

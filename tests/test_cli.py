@@ -133,7 +133,7 @@ def test_a_multiclass_study_minimizes_the_validation_error_end_to_end(tmp_path: 
     assert "(Adam, 2 seeds; by validation error" in out.stdout  # the scaling headline
     # Queries say which objective they show, and list the accuracies.
     trials = run_cli(["query", "trials", "--storage", url, "--format", "csv"])
-    assert trials.stdout.splitlines()[0].endswith(",status,train_accuracy,val_accuracy")
+    assert trials.stdout.splitlines()[0].endswith(",status,trainer,train_accuracy,val_accuracy")
     for name in ("grid", "best-lr", "scaling"):
         text = run_cli(["query", name, "--storage", url]).stdout
         assert "Objective: validation error (train.objective = 'val_error'), minimized." in text

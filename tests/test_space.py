@@ -35,6 +35,9 @@ def test_samplers_and_pruners() -> None:
                                 "search.batch_size={low=16, high=256}",
                                 "search.learning_rate={low=1e-4, high=0.1}"])
     assert isinstance(space.make_sampler(tpe), optuna.samplers.TPESampler)
+    # Trials running in the same claim or on other workers count as bad results while
+    # TPE samples, so concurrent trials are not put on one point.
+    assert space.make_sampler(tpe)._constant_liar
     assert "seed" not in space.distributions(tpe)
     assert space.seed_for_trial(load_spec("article", ["search.seeds=[3,4]"]), 5) == 4
     assert isinstance(space.make_pruner(load_spec("article")), optuna.pruners.NopPruner)
