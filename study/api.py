@@ -1,11 +1,11 @@
 """The Python API: what a notebook or a script calls. The `study` command is glue over it.
 
     import study
-    results = study.run("article", storage="sqlite:///storage/mine.db",
+    results = study.run("article", storage="sqlite:///mine.db",
                         seeds=[0, 1, 2], overrides={"train.epochs": 20})
     results.grid()                # the Table `study query grid` prints
     results.figure("article")     # a plotly Figure, as `study report` draws it
-    study.load("sqlite:///storage/mine.db").best_lr()
+    study.load("sqlite:///mine.db").best_lr()
 
 Your own model and data: `model=` is a builder, a function `(input_shape, outputs) ->
 keras.Model` or a "module:function" string (models.py has the contract); `data=` is
@@ -248,6 +248,10 @@ def train(ctx: StudyContext, data: Dataset, workers: int = 1, worker_args: Seque
 
     spec = ctx.spec
     if workers > 1:
+        # Said here, once for the study: the pool's members train quietly.
+        fallback = fallback_line(spec, data)
+        if fallback is not None:
+            (on_fallback or log.info)(fallback)
         outcome = pool.run_pool(ctx, workers, worker_args, progress, worker_env)
         if outcome.interrupted:
             raise KeyboardInterrupt
@@ -338,6 +342,20 @@ def trainer_factory(spec: Spec, on_fallback: Callable[[str], None] | None = None
     return make
 
 
+def fallback_line(spec: Spec, data: Dataset | None = None) -> str | None:
+    """Why the spec's trainer falls back to the keras trainer on `data` (None when it
+    does not), as `trainer_factory` tells it, without making either trainer."""
+    from study.trainers.user import is_own
+
+    if spec.run.trainer not in ("auto", "population") or is_own(spec.run.trainer):
+        return None
+    from study.trainers.population.support import unsupported
+
+    reason = unsupported(spec, data)
+    return None if reason is None else (f"the population trainer does not support {reason}; "
+                                        "training with the keras trainer")
+
+
 @contextlib.contextmanager
 def _library_quiet() -> Iterator[None]:
     """Optuna logs every study and trial at INFO on its own stderr handler, and warns
@@ -399,7 +417,7 @@ def run(
     default) draws tqdm's bar in a Jupyter notebook and prints nothing elsewhere.
 
     Example:
-        results = study.run("article", storage="sqlite:///storage/mine.db",
+        results = study.run("article", storage="sqlite:///mine.db",
                             seeds=[0, 1], overrides={"train.epochs": 5})
         print(results.grid())
     """

@@ -75,6 +75,9 @@ WORKER_ATTR = ledger.WORKER_ATTR  # trial user attr: the id of the worker that r
 WORKER_KEY = "worker:"  # study system attr prefix: a worker's liveness record
 POOL_SIZE_ENV = "STUDY_POOL_SIZE"  # set by `study run --workers N` for its workers
 FINISHED_STATUSES = ("complete", "pruned", "diverged")
+# What `record` says of a trial that another worker recovered (and re-ran) while this one
+# was stalled: its result here is dropped, the cell's outcome is the other's.
+TAKEN_OVER = "taken over"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -239,7 +242,7 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
         if diff and diff.startswith("model.builder: the model it builds changed"):
             raise SpecError(
                 f"study {name!r} was run with another model than model.builder = "
-                f"{spec.model.builder!r} builds now ({diff.removeprefix('model.builder: ')}); "
+                f"{spec.model.builder!r} builds now ({_inside(diff)}); "
                 "pass --study-name NAME or another --storage to start a new study"
             )
         if diff and diff.startswith("data.fingerprint"):
@@ -279,6 +282,12 @@ def open_study(spec: Spec, url: str, name: str, *, create: bool,
     if spec.is_grid:
         ctx.rounds = refine.rounds_from_attrs(study.user_attrs)
     return ctx
+
+
+def _inside(diff: str) -> str:
+    """What a difference says in its parentheses ("... changed (architecture: ...)")."""
+    start, end = diff.find("("), diff.rfind(")")
+    return diff[start + 1:end] if 0 <= start < end else diff
 
 
 def _spec_table(spec: Spec, fingerprint: str | None, stored: Any,
@@ -359,7 +368,7 @@ def extend(ctx: StudyContext) -> bool:
     spec = ctx.spec
     if not spec.is_grid or spec.search.refine_trials <= 0:
         return False
-    with claim_lock(ctx.url, ctx.name):
+    with claim_lock(ctx.url, ctx.name, ctx.storage.engine):
         attrs = ctx.storage.get_study_user_attrs(ctx.study_id)
         ctx.rounds = refine.rounds_from_attrs(attrs)
         trials = ctx.trials()
@@ -480,7 +489,7 @@ def claim(ctx: StudyContext, me: Worker, limit: int,
     spec = ctx.spec
     dists = space.distributions(spec)
     owner = {WORKER_ATTR: me.id}
-    with claim_lock(ctx.url, ctx.name):
+    with claim_lock(ctx.url, ctx.name, ctx.storage.engine):
         trials = ctx.trials()
         if recover_abandoned(ctx, me, trials):
             trials = ctx.trials()
@@ -633,12 +642,42 @@ def record(ctx: StudyContext, claims: Sequence[Claim], results: Sequence[TrialRe
             c.trial, reported, result_attrs(result, trainer, share, group), state,
             [objective] if result.status == "complete" else None))
         statuses.append(result.status)
-    try:
-        optuna_compat.finish_trials(ctx.study, ctx.storage, outcomes)
-    finally:
-        for c, o in zip(claims, outcomes, strict=False):
-            c.told = o.told
+    for i in _tell(ctx, claims, outcomes):
+        statuses[i] = TAKEN_OVER
     return statuses
+
+
+def _tell(ctx: StudyContext, claims: Sequence[Claim],
+          outcomes: Sequence[optuna_compat.Outcome]) -> set[int]:
+    """Store `outcomes`, but those whose trial another worker finished first; returns
+    the indices of those skipped.
+
+    A worker stalled past `run.grace_seconds` (a stopped process, a machine asleep, a
+    long swap) has its trials recovered as abandoned by the others, which re-run their
+    cells. Its own results for them come too late: those trials are no longer its own.
+    The others of its claim still are, and are stored. Optuna refuses a whole write that
+    touches a finished trial (`UpdateFinishedTrialError`), so the finished ones are
+    found and the write tried again without them.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    skipped: set[int] = set()
+    try:
+        while True:
+            todo = [i for i, o in enumerate(outcomes) if not o.told and i not in skipped]
+            try:
+                optuna_compat.finish_trials(ctx.study, ctx.storage, [outcomes[i] for i in todo])
+                return skipped
+            except UpdateFinishedTrialError:
+                state = {s.trial_id: s.state for s in ctx.trials()}
+                done = {i for i in todo if i not in skipped and not outcomes[i].told
+                        and state[claims[i].trial._trial_id].is_finished()}
+                if not done:
+                    raise
+                skipped |= done
+    finally:
+        for i, (c, o) in enumerate(zip(claims, outcomes, strict=True)):
+            c.told = o.told or i in skipped
 
 
 # --------------------------------------------------------------------------- signals
@@ -764,7 +803,7 @@ def work(
                 with signals.critical(), _timed(ctx):
                     statuses = record(ctx, claims, results, trainer.name, wall)
                 for status in statuses:
-                    outcome.trained += 1
+                    outcome.trained += status != TAKEN_OVER
                     outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
                 if progress is not None:
                     # A line per trial as its claim is told: the small claims of a study
@@ -797,6 +836,8 @@ def _describe(spec: Spec, config: TrialConfig, status: str, r: TrialResult) -> s
     """A finished trial's progress note: its cell, its outcome and its objective under
     the objective's own name (`val_loss=0.1234`), where it stopped if pruned."""
     what = f"bs={config.batch_size} lr={config.learning_rate:g} seed={config.seed}"
+    if status == TAKEN_OVER:
+        return f"{what}: taken over by another worker while this one stalled; result dropped"
     if status == "diverged":
         return f"{what}: diverged at epoch {r.diverged_epoch}"
     objective = spec.train.objective
@@ -856,6 +897,8 @@ def _release(ctx: StudyContext, claims: Sequence[Claim], status: str, **attrs: A
 def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | None,
              check_stop: Callable[[], None], n_train: int
              ) -> Callable[[int, int, float, float, float], bool]:
+    from optuna.exceptions import UpdateFinishedTrialError
+
     prune = ctx.spec.search.pruner != "none"
     # Under a steps budget each batch size trains its own number of epochs.
     epochs = [c.config.plan(n_train).epochs for c in claims]
@@ -874,9 +917,14 @@ def _monitor(ctx: StudyContext, claims: Sequence[Claim], progress: Progress | No
             return False
         value = {"train_loss": train_loss, "val_loss": val_loss,
                  "val_error": 1.0 - val_accuracy}[objective]
-        if math.isfinite(value):
-            c.trial.report(value, epoch)
-            c.reported.add(epoch)
-        return c.trial.should_prune()
+        try:
+            if math.isfinite(value):
+                c.trial.report(value, epoch)
+                c.reported.add(epoch)
+            return c.trial.should_prune()
+        except UpdateFinishedTrialError:
+            # Recovered by another worker while this one stalled (see `_tell`): it is
+            # no longer ours to train; its result will be dropped.
+            return True
 
     return monitor

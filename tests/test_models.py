@@ -202,8 +202,9 @@ def test_a_builder_resumes_after_a_comment_and_is_refused_after_a_width_change(b
     rc, _, err = _main(args)
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith("study run: error: study 'article' "), err
-    assert ("model.builder: the model it builds changed (architecture: layer 2: "
-            "Dense(units=8, activation='relu') -> Dense(units=16, activation='relu'))") in err, err
+    assert ("was run with another model than model.builder = 'builders_tm:mlp' builds now "
+            "(architecture: layer 2: Dense(units=8, activation='relu') -> Dense(units=16, "
+            "activation='relu')); pass --study-name NAME") in err, err
     assert dump(db) == before
     # Under another name the changed builder starts a new study.
     rc, _, err = _main([*args, "--study-name", "second"])
@@ -300,9 +301,9 @@ def test_a_builder_in_a_scripts_main_resumes_after_a_comment(tmp_path: Path) -> 
     assert _stored_model(tmp_path / "s.db") == model
     wider = run(SCRIPT.replace("WIDTH", "12"))
     assert wider.returncode != 0
-    assert ("model.builder: the model it builds changed (architecture: layer 1: "
-            "Dense(units=8, activation='tanh') -> Dense(units=12, activation='tanh'))"
-            ) in wider.stderr, wider.stderr
+    assert ("builds now (architecture: layer 1: Dense(units=8, activation='tanh') -> "
+            "Dense(units=12, activation='tanh')); pass --study-name NAME") in wider.stderr, \
+        wider.stderr
 
 
 # --------------------------------------------------------------------------- callables
