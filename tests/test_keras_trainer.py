@@ -228,3 +228,18 @@ def test_step_curve_is_the_mean_batch_loss_of_every_k_steps() -> None:
     for every, want_every in ((10, 10), (11, 0), (0, 1)):
         analysis = dataclasses.replace(spec.analysis, curve_every=every)
         assert dataclasses.replace(c, analysis=analysis).curve_every(50) == want_every
+
+
+def test_the_noise_probe_leaves_batch_normalization_s_moving_statistics_alone() -> None:
+    """The probe takes gradients in training mode, which moves BatchNormalization's
+    moving statistics; they are put back, so measuring the noise changes no result."""
+    spec = dataclasses.replace(
+        SPEC, model=dataclasses.replace(SPEC.model, builder="tests.builders:batchnorm"))
+    plain = TrialConfig.of(spec, 32, 0.01, 0)
+    probed = dataclasses.replace(plain, analysis=dataclasses.replace(
+        plain.analysis, noise_epochs=(0, 1, 2, 3), noise_batches=(8, 64)))
+    a, b = fit_trial(0, plain, DATA), fit_trial(0, probed, DATA)
+    assert b.result.extras  # the probe measured
+    assert b.result.val_curve == a.result.val_curve
+    for x, y in zip(a.final, b.final, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -198,8 +198,17 @@ class KerasProbe:
 
     def noise_norms(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32],
                     rows: npt.NDArray[np.int64]) -> list[float]:
-        """|G_B|^2 of the minibatch gradient on each row set of `rows` (repeats, B)."""
-        return [float(self._grad_sq(x[r], y[r])) for r in rows]
+        """|G_B|^2 of the minibatch gradient on each row set of `rows` (repeats, B).
+
+        The gradient is taken in training mode (as training takes it), which moves a
+        BatchNormalization layer's moving statistics: they are put back afterwards, so a
+        probe leaves the model as training left it."""
+        state = [v.numpy() for v in self.model.non_trainable_variables]
+        try:
+            return [float(self._grad_sq(x[r], y[r])) for r in rows]
+        finally:
+            for v, value in zip(self.model.non_trainable_variables, state, strict=True):
+                v.assign(value)
 
     def sharpness(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32],
                   iterations: int) -> float:
