@@ -16,14 +16,16 @@ if TYPE_CHECKING:
     from study.data import Dataset
     from study.query import Table
     from study.spec import Spec
+    from study.trainers.base import TrialConfig
 
 __version__ = "0.1.0"
-__all__ = ["Best", "Dataset", "Results", "Spec", "Table", "__version__", "delete", "errors",
-           "load", "run"]
+__all__ = ["Best", "Dataset", "Results", "Spec", "Table", "TrialConfig", "__version__", "delete",
+           "errors", "load", "run"]
 
 _LAZY = {"run": "study.api", "load": "study.api", "Results": "study.api", "Best": "study.api",
          "delete": "study.api",
-         "Table": "study.query", "Spec": "study.spec", "Dataset": "study.data"}
+         "Table": "study.query", "Spec": "study.spec", "Dataset": "study.data",
+         "TrialConfig": "study.trainers.base"}
 
 
 def __getattr__(name: str) -> object:

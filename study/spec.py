@@ -274,7 +274,12 @@ class SearchSpec:
 class RunSpec:
     """How trials are executed; not part of what a study *is*, so it may change on resume."""
 
+    # One of TRAINERS, or "module:function": a trainer of your own (trainers/user.py).
     trainer: str = "auto"
+    # Set by `study`, never by a spec file: a trainer of your own's `module:qualname` and
+    # the sha256 of its source (user.py, `identify`), stored with the spec so that a study
+    # is never resumed with another or a changed one (`trainer_diff`); empty for ours.
+    trainer_identity: str = ""
     # A RUNNING trial whose worker has not beaten for `grace_seconds` is abandoned.
     heartbeat_seconds: float = 5.0
     grace_seconds: float = 30.0
@@ -749,7 +754,7 @@ def validate(spec: Spec) -> None:
             f"got {s.n_trials}"
         )
 
-    _one_of("run.trainer", spec.run.trainer, TRAINERS)
+    _validate_trainer(spec)
     _positive("run.heartbeat_seconds", spec.run.heartbeat_seconds)
     if spec.run.grace_seconds <= spec.run.heartbeat_seconds:
         raise SpecError(
@@ -760,6 +765,25 @@ def validate(spec: Spec) -> None:
     _positive("run.checkpoint_seconds", spec.run.checkpoint_seconds)
     if not spec.name.strip():
         raise SpecError("name: expected a non-empty study name")
+
+
+def _validate_trainer(spec: Spec) -> None:
+    """run.trainer: ours by name, or "module:function", a trainer of your own (loaded
+    and identified with the data, api.for_data), which hands back no Keras weights."""
+    name = spec.run.trainer
+    if name in TRAINERS:
+        return
+    module, sep, function = name.partition(":")
+    if not sep:
+        raise SpecError(f"run.trainer: unknown value {name!r} (expected one of: "
+                        f"{', '.join(TRAINERS)}, or 'module:function' naming a trainer of "
+                        "your own)")
+    if not module.strip() or not function.strip():
+        raise SpecError(f"run.trainer: expected 'module:function', got {name!r}")
+    if spec.train.keep_weights != "none":
+        raise SpecError(f"train.keep_weights: {spec.train.keep_weights!r} keeps a Keras "
+                        f"model's weights, which run.trainer = {name!r} (a trainer of your "
+                        "own) does not hand back; set train.keep_weights = 'none'")
 
 
 def _validate_data(d: DataSpec) -> None:
@@ -1017,7 +1041,8 @@ def identity_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str 
                 continue
             if a.get(key) != b.get(key):
                 return f"{section}.{key}: study has {a.get(key)!r}, this run asks {b.get(key)!r}"
-    return builder_diff(stored, current) or fingerprint_diff(stored, current)
+    return (trainer_diff(stored, current) or builder_diff(stored, current)
+            or fingerprint_diff(stored, current))
 
 
 # May change on resume: more seeds repeat the same cells; a refinement budget only says
@@ -1049,6 +1074,31 @@ def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> s
         return None
     # The first 12 hex digits tell two data sets apart in a message; both are stored.
     return f"data.fingerprint: study has {str(a)[:19]}..., this run's data {str(b)[:19]}..."
+
+
+def trainer_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """How the trainers of two spec tables differ when either is a trainer of your own
+    (`run.trainer_identity`): another function, the same one changed, or one of ours in
+    its place; None when they agree. Ours are interchangeable (the population trainer
+    is exact to the keras one), so a study run with one resumes with the other; a study
+    stored before trainers of your own has none, which is ours."""
+    a = str(stored.get("run", {}).get("trainer_identity") or "")
+    b = str(current.get("run", {}).get("trainer_identity") or "")
+    if a == b:
+        return None
+    ref_a, _, hash_a = a.partition(" ")
+    ref_b, _, hash_b = b.partition(" ")
+    if not a:
+        return (f"run.trainer: study was trained by ours, this run asks {ref_b!r} (a trainer "
+                "of your own)")
+    if not b:
+        ours = current.get("run", {}).get("trainer", "auto")
+        return f"run.trainer: study was trained by {ref_a!r}, this run asks {ours!r}"
+    if ref_a != ref_b:
+        return f"run.trainer: study was trained by {ref_a!r}, this run asks {ref_b!r}"
+    # The first 12 hex digits tell two sources apart in a message.
+    return (f"run.trainer: the code of {ref_a!r} changed since the study ran it (study has "
+            f"{hash_a[:19]}..., this run's {hash_b[:19]}...)")
 
 
 def builder_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:

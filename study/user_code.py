@@ -1,4 +1,5 @@
-"""A user's own code, named by a `module:function` string: a data loader, a model builder.
+"""A user's own code, named by a `module:function` string: a data loader, a model builder,
+a trainer.
 
 The string is foreign input and the module foreign code: whatever importing it or
 calling the function raises (a syntax error, SystemExit, anything) becomes one line of
@@ -41,7 +42,8 @@ def cwd_on_path() -> Iterator[None]:
 def load_function(ref: str, where: str, error: type[UsageError]) -> Callable[..., Any]:
     """The function `ref` ("module:function") names; `error(...)` one line otherwise.
 
-    `where` names the field the string came from ("data.loader", "model.builder").
+    `where` names the field the string came from ("data.loader", "model.builder",
+    "run.trainer").
     """
     named = f"{where}: {ref!r}"
     module_name, sep, attr = ref.partition(":")

@@ -26,7 +26,14 @@ def choose_trainer(name: str, spec: Spec, data: Dataset | None = None
     trainer, with the reason as one sentence for the caller to show: a spec is never
     trained by a trainer that would get it wrong. A builder's model is read for `data`
     (its input shape and outputs): without the data it trains with the keras trainer.
+    "module:function" is a trainer of your own (user.py), which never loads TensorFlow.
     """
+    from study.trainers.user import is_own
+
+    if is_own(name):
+        from study.trainers.user import user_trainer
+
+        return user_trainer(spec), None
     from study.trainers.keras import KerasTrainer
 
     if name == "keras":
@@ -39,7 +46,8 @@ def choose_trainer(name: str, spec: Spec, data: Dataset | None = None
             return PopulationTrainer.for_spec(spec), None
         return KerasTrainer(), (f"the population trainer does not support {reason}; "
                                 "training with the keras trainer")
-    raise SpecError(f"--trainer: unknown trainer {name!r} (expected one of: {', '.join(NAMES)})")
+    raise SpecError(f"--trainer: unknown trainer {name!r} (expected one of: {', '.join(NAMES)}, "
+                    "or 'module:function' naming a trainer of your own)")
 
 
 def get_trainer(name: str, spec: Spec, data: Dataset | None = None) -> Trainer:

@@ -39,7 +39,19 @@ def output_width(train: TrainSpec, data: Dataset) -> int:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything a trainer needs for one trial, and nothing about Optuna."""
+    """Everything a trainer needs for one trial, and nothing about Optuna: `study.TrialConfig`,
+    what a trainer of your own is handed (trainers/user.py). Read-only (frozen, and so are
+    its sections).
+
+    `batch_size`, `learning_rate` (the peak of `train.schedule`) and `seed` are the
+    trial's; seed everything random with `seed` (initial weights, each epoch's order) so
+    that a trial repeats. `model`, `train` and `analysis` are the spec's sections of
+    those names (`ModelSpec`, `TrainSpec`, `AnalysisSpec` in spec.py): the optimizer, the
+    loss, the budget, the divergence factor, the step-curve interval. The budget:
+    `plan(n_train)` gives the epochs to train, the rows of the last (possibly partial)
+    epoch and the optimizer steps; `curve_every(n_train)`, the steps per point of the
+    step curve (0: none).
+    """
 
     batch_size: int
     learning_rate: float
