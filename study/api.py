@@ -540,8 +540,8 @@ def delete(storage: str, study_name: str) -> int:
     """
     import optuna
 
-    from study.query import study_name as resolve
     from study.storage import open_storage
+    from study.store import study_name as resolve
 
     if not isinstance(study_name, str) or not study_name:
         raise UsageError(f"--study-name: name the study to delete, got {study_name!r}")
@@ -566,7 +566,7 @@ def load(storage: str = DEFAULT_STORAGE, study_name: str | None = None) -> Resul
         results = study.load("sqlite:///storage/study.db")
         results.best_lr().to_dicts()
     """
-    from study.query import study_name as resolve
+    from study.store import study_name as resolve
 
     return Results(storage, resolve(storage, study_name))
 
@@ -643,11 +643,11 @@ class Results:
         """The cell (batch size, learning rate) with the lowest mean objective over its
         seeds, a cell where any seed diverged never; None before any cell completed."""
         from study import analysis
-        from study.query import trial_rows
         from study.storage import read_only
+        from study.store import trial_rows
 
         with read_only(self._storage) as conn:
-            from study.query import resolve_study
+            from study.store import resolve_study
 
             study_id, _ = resolve_study(conn, self._storage, self.name)
             records = [row.record for row in trial_rows(conn, study_id)]

@@ -143,9 +143,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Example: study worker --storage postgresql+psycopg://user:pw@dbhost/study --study-name article
     """
     from study import api, runner
-    from study.query import study_name
     from study.spec import apply_overrides, from_stored, from_table, to_table, validate
     from study.storage import check_sqlite_target, parse_url, stored_study_attr
+    from study.store import study_name
 
     parse_url(args.storage)
     check_sqlite_target(args.storage)  # another application's database: said as such
@@ -217,9 +217,10 @@ def _train(ctx: object, workers: int, worker_args: list[str], quiet: bool, data:
     progress = None if quiet else Progress(total, done)
     start = time.perf_counter()
     try:
-        # Which trainer trains is never a silent choice: pool workers say it too.
+        # Which trainer trains is never a silent choice, and said once per study: by a
+        # pool's parent (api.train) or a worker on its own, never by a pool's members.
         killed = api.train(ctx, data, workers, worker_args, progress,
-                           on_fallback=_say_fallback)
+                           on_fallback=None if quiet else _say_fallback)
         if killed:
             print(f"\nstudy: {killed} worker(s) were killed; the others re-ran their trials.",
                   file=sys.stderr)
@@ -255,8 +256,8 @@ def _masked(url: str) -> str:
 
 
 def _print_summary(ctx: object) -> None:
-    from study.query import trial_rows
     from study.runner import StudyContext
+    from study.store import trial_rows
     from study.summary import summary_lines
 
     assert isinstance(ctx, StudyContext)
@@ -409,7 +410,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     """
     from study import api
     from study.errors import UsageError
-    from study.query import study_name as resolve
+    from study.store import study_name as resolve
 
     resolve(args.storage, args.study_name)  # a missing study: one line before any question
     if not args.yes:

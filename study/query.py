@@ -16,33 +16,28 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime
 import io
 import json
 import math
 import re
 import sqlite3
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from study import analysis
+from study import analysis, store
 from study import critical as C
 from study import records as R
 from study import scaling as S
-from study.analysis import TrialRecord
 from study.errors import StorageUsageError, UsageError
-from study.space import BATCH_SIZE, LEARNING_RATE, SEED
 from study.spec import Spec, from_stored
-from study.storage import mask, parse_url, read_only
+from study.storage import parse_url, read_only
 
 if TYPE_CHECKING:
     import sqlalchemy
 
 NAMED = ("trials", "grid", "best-lr", "scaling", "critical-batch", "curves", "studies")
 FORMATS = ("table", "csv", "json")
-DEFAULT_STUDY = "article"
 
 Value = str | int | float | None
 
@@ -323,139 +318,12 @@ def execute_read_only(url: str, sql: str, backend: str) -> Table:
 
 # --------------------------------------------------------------------------- studies
 
-
-def _studies(conn: sqlalchemy.engine.Connection, url: str) -> list[tuple[int, str]]:
-    import sqlalchemy
-
-    try:
-        rows = conn.execute(sqlalchemy.text(
-            "SELECT study_id, study_name FROM studies ORDER BY study_id")).all()
-    except sqlalchemy.exc.DBAPIError:
-        raise StorageUsageError(
-            f"--storage: {mask(url)} holds no Optuna studies (start one with `study run`)"
-        ) from None
-    return [(int(r[0]), str(r[1])) for r in rows]
-
-
-def resolve_study(conn: sqlalchemy.engine.Connection, url: str, name: str | None
-                  ) -> tuple[int, str]:
-    """The study asked for; without a name, `article`, or else the storage's only study."""
-    studies = _studies(conn, url)
-    names = ", ".join(repr(n) for _, n in studies) or "none"
-    if name is not None:
-        for sid, n in studies:
-            if n == name:
-                return sid, n
-        raise StorageUsageError(f"--study-name: no study {name!r} in {mask(url)} (studies: {names})")
-    if len(studies) == 1:
-        return studies[0]
-    for sid, n in studies:
-        if n == DEFAULT_STUDY:
-            return sid, n
-    if not studies:
-        raise StorageUsageError(f"--storage: {mask(url)} holds no studies (start one with `study run`)")
-    raise StorageUsageError(f"--study-name: {mask(url)} holds several studies ({names}); name one")
-
-
-def study_name(url: str, name: str | None) -> str:
-    """Resolve `name` as `resolve_study` does, reading the storage read-only."""
-    with read_only(url) as conn:
-        return resolve_study(conn, url, name)[1]
-
-
-# --------------------------------------------------------------------------- trial rows
-
-_TRIALS_SQL = f"""
-SELECT t.trial_id, t.number, t.state, t.datetime_start, t.datetime_complete,
-       MAX(CASE WHEN p.param_name = '{BATCH_SIZE}' THEN p.param_value END) AS batch_size,
-       MAX(CASE WHEN p.param_name = '{LEARNING_RATE}' THEN p.param_value END) AS learning_rate,
-       MAX(CASE WHEN p.param_name = '{SEED}' THEN p.param_value END) AS seed
-FROM trials t LEFT JOIN trial_params p ON p.trial_id = t.trial_id
-WHERE t.study_id = :study_id
-GROUP BY t.trial_id, t.number, t.state, t.datetime_start, t.datetime_complete
-ORDER BY t.number"""
-
-_VALUES_SQL = """
-SELECT v.trial_id, v.value, v.value_type FROM trial_values v
-JOIN trials t ON t.trial_id = v.trial_id
-WHERE t.study_id = :study_id AND v.objective = 0"""
-
-_ATTRS_SQL = """
-SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a
-JOIN trials t ON t.trial_id = a.trial_id
-WHERE t.study_id = :study_id{skip}"""
-
-_INTERMEDIATE_SQL = """
-SELECT t.trial_id, i.step, i.intermediate_value, i.intermediate_value_type
-FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id
-WHERE t.study_id = :study_id ORDER BY t.number, i.step"""
-
-
-def _float(value: object, value_type: object) -> float | None:
-    """A stored value: Optuna keeps infinities as a type tag beside a null value."""
-    kind = str(getattr(value_type, "name", value_type))
-    if kind == "INF_POS":
-        return math.inf
-    if kind == "INF_NEG":
-        return -math.inf
-    if kind == "NAN":
-        return math.nan
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _when(v: object) -> datetime.datetime | None:
-    if v is None or isinstance(v, datetime.datetime):
-        return v
-    return datetime.datetime.fromisoformat(str(v))
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    trial_id: int
-    record: TrialRecord
-    duration: float | None  # seconds from start to completion, as Optuna timed it
-    attrs: dict[str, Any]
-
-
-def _attrs(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool,
-           step_curves: bool = False) -> dict[int, dict[str, Any]]:
-    import sqlalchemy
-
-    # Every attribute, as the report reads them through Optuna, but the per-epoch curves
-    # only when asked (the step curve alone with `step_curves`): they are most of the
-    # bytes. Our own constant names, quoted: no user input reaches this string.
-    skipped = [k for k in R.CURVES if not (step_curves and k == R.STEP_CURVE)]
-    skip = "" if curves else f" AND a.key NOT IN ({', '.join(f'{k!r}' for k in skipped)})"
-    sql = _ATTRS_SQL.format(skip=skip)
-    out: dict[int, dict[str, Any]] = defaultdict(dict)
-    for trial_id, key, value_json in conn.execute(sqlalchemy.text(sql), {"study_id": study_id}):
-        out[int(trial_id)][str(key)] = json.loads(value_json)
-    return out
-
-
-def trial_rows(conn: sqlalchemy.engine.Connection, study_id: int, curves: bool = False,
-               step_curves: bool = False) -> list[TrialRow]:
-    """Every trial of the study, its record built by `records.record` as the report's is
-    (with its step curve when `curves` or `step_curves`)."""
-    import sqlalchemy
-
-    values = {int(tid): _float(v, vt) for tid, v, vt in
-              conn.execute(sqlalchemy.text(_VALUES_SQL), {"study_id": study_id})}
-    attrs = _attrs(conn, study_id, curves, step_curves)
-    out = []
-    for tid, number, state, start, complete, bs, lr, seed in conn.execute(
-            sqlalchemy.text(_TRIALS_SQL), {"study_id": study_id}):
-        state = str(getattr(state, "name", state))
-        a = attrs.get(int(tid), {})
-        # Optuna stores a parameter's internal value: for our int and float (log)
-        # distributions that is the value itself, as a float.
-        params = {k: v for k, v in ((BATCH_SIZE, bs), (LEARNING_RATE, lr), (SEED, seed))
-                  if v is not None}
-        record = R.record(int(number), state, params, values.get(int(tid)), a)
-        began, ended = _when(start), _when(complete)
-        duration = (ended - began).total_seconds() if began and ended else None
-        out.append(TrialRow(int(tid), record, duration, a))
-    return out
+# The readers of Optuna's tables are store's; these names stay importable from here.
+DEFAULT_STUDY = store.DEFAULT_STUDY
+TrialRow = store.TrialRow
+resolve_study = store.resolve_study
+study_name = store.study_name
+trial_rows = store.trial_rows
 
 
 # --------------------------------------------------------------------------- named queries
@@ -709,20 +577,13 @@ def critical_table(found: Sequence[C.Critical], noise: S.NoiseSummary | None) ->
 
 def _curves(conn: sqlalchemy.engine.Connection, study_id: int, name: str,
             rows: Sequence[TrialRow], trial: int | None) -> Table:
-    import sqlalchemy
-
     if trial is not None:
         chosen = [row for row in rows if row.record.number == trial]
         if not chosen:
             span = f"trials 0..{len(rows) - 1}" if rows else "no trials"
             raise UsageError(f"--trial: no trial {trial} in study {name!r} ({span})")
         rows = chosen
-    wanted = {row.trial_id for row in rows}
-    reported: dict[int, dict[int, float | None]] = defaultdict(dict)
-    for tid, step, value, value_type in conn.execute(sqlalchemy.text(_INTERMEDIATE_SQL),
-                                                     {"study_id": study_id}):
-        if int(tid) in wanted:
-            reported[int(tid)][int(step)] = _float(value, value_type)
+    reported = store.intermediate_values(conn, study_id)
     columns: tuple[str, ...] = ("trial", "batch_size", "learning_rate", "seed", "epoch",
                                 "train_loss", "val_loss", "objective")
     # A classification study's curves also have each epoch's accuracies.
@@ -749,36 +610,10 @@ def _curves(conn: sqlalchemy.engine.Connection, study_id: int, name: str,
     return Table(columns, tuple(out))
 
 
-_STUDIES_SQL = """
-SELECT s.study_id, s.study_name, d.direction,
-       COUNT(t.trial_id) AS trials,
-       SUM(CASE WHEN t.state = 'COMPLETE' THEN 1 ELSE 0 END) AS complete,
-       SUM(CASE WHEN t.state = 'PRUNED' THEN 1 ELSE 0 END) AS pruned,
-       SUM(CASE WHEN t.state = 'FAIL' THEN 1 ELSE 0 END) AS fail,
-       SUM(CASE WHEN t.state IN ('RUNNING', 'WAITING') THEN 1 ELSE 0 END) AS running,
-       MIN(v.value) AS min_value, MAX(v.value) AS max_value
-FROM studies s
-LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0
-LEFT JOIN trials t ON t.study_id = s.study_id
-LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0
-    AND v.value_type = 'FINITE'
-GROUP BY s.study_id, s.study_name, d.direction
-ORDER BY s.study_id"""
-
-
 def _studies_table(conn: sqlalchemy.engine.Connection, url: str) -> Table:
-    import sqlalchemy
-
-    _studies(conn, url)  # a storage without Optuna's schema gets its own message
     columns = ("study", "direction", "trials", "complete", "pruned", "fail", "running", "best")
-    out = []
-    for _, name, direction, n, complete, pruned, fail, running, low, high in conn.execute(
-            sqlalchemy.text(_STUDIES_SQL)):
-        direction = str(getattr(direction, "name", direction)).lower()
-        best = high if direction == "maximize" else low
-        out.append((str(name), direction, int(n), int(complete or 0), int(pruned or 0),
-                    int(fail or 0), int(running or 0), None if best is None else float(best)))
-    return Table(columns, tuple(out))
+    return Table(columns, tuple((s.name, s.direction, s.trials, s.complete, s.pruned, s.fail,
+                                 s.running, s.best) for s in store.study_summaries(conn, url)))
 
 
 def run_named(url: str, name: str, study: str | None = None, trial: int | None = None) -> Table:
@@ -835,9 +670,4 @@ def run_named(url: str, name: str, study: str | None = None, trial: int | None =
 
 def _study_spec(conn: sqlalchemy.engine.Connection, study_id: int) -> Spec | None:
     """The spec `study run` stored on the study (`spec.from_stored`); None when there is none."""
-    import sqlalchemy
-
-    row = conn.execute(sqlalchemy.text(
-        "SELECT value_json FROM study_user_attributes WHERE study_id = :sid AND key = :key"),
-        {"sid": study_id, "key": R.STUDY_SPEC}).first()
-    return from_stored(json.loads(row[0]) if row is not None else None)
+    return from_stored(store.study_attr(conn, study_id, R.STUDY_SPEC))

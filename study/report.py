@@ -129,30 +129,15 @@ def load_view(study: optuna.Study, storage: str, url: str | None = None) -> Stud
         params = tuple(sorted({p for t in trials for p in t.params}))
         records = R.to_records(trials)
     else:
-        import sqlalchemy
-
-        from study.query import trial_rows
+        from study import store
         from study.storage import read_only
 
         with read_only(url) as conn:
-            study_id = _study_id(conn, study.study_name)
-            records = [row.record for row in trial_rows(conn, study_id, step_curves=True)]
-            params = tuple(sorted(str(name) for (name,) in conn.execute(sqlalchemy.text(
-                "SELECT DISTINCT p.param_name FROM trial_params p JOIN trials t "
-                "ON t.trial_id = p.trial_id WHERE t.study_id = :study_id"),
-                {"study_id": study_id})))
+            study_id = store.study_id(conn, study.study_name)
+            records = [row.record for row in store.trial_rows(conn, study_id, step_curves=True)]
+            params = store.param_names(conn, study_id)
     return StudyView(study.study_name, storage, records, attrs, params,
                      from_stored(attrs.get(R.STUDY_SPEC)))
-
-
-def _study_id(conn: Any, name: str) -> int:
-    import sqlalchemy
-
-    row = conn.execute(sqlalchemy.text("SELECT study_id FROM studies WHERE study_name = :name"),
-                       {"name": name}).first()
-    if row is None:
-        raise KeyError(name)
-    return int(row[0])
 
 
 # Optuna's figures draw every trial they are given, one by one (a trace per trial for the
@@ -170,69 +155,48 @@ def plot_study(study: optuna.Study, url: str) -> tuple[optuna.Study, str | None]
     first trials by number. Our own figures, from `load_view`, use every trial.
     """
     import optuna
-    import sqlalchemy
     from optuna.distributions import json_to_distribution
     from optuna.trial import TrialState
 
-    from study.query import _float, _when
+    from study import store
     from study.space import SEED
     from study.storage import read_only
 
     with read_only(url) as conn:
-        study_id = _study_id(conn, study.study_name)
-        sid = {"study_id": study_id}
-        trials = conn.execute(sqlalchemy.text(
-            "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
-            "WHERE study_id = :study_id ORDER BY number"), sid).all()
-        params: dict[int, dict[str, tuple[float, str]]] = {}
-        for tid, name, value, dist in conn.execute(sqlalchemy.text(
-                "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json "
-                "FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
-                "WHERE t.study_id = :study_id"), sid):
-            params.setdefault(int(tid), {})[str(name)] = (float(value), str(dist))
-        values = {int(tid): _float(v, vt) for tid, v, vt in conn.execute(sqlalchemy.text(
-            "SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t "
-            "ON t.trial_id = v.trial_id WHERE t.study_id = :study_id AND v.objective = 0"), sid)}
-        keep, note = [int(t[0]) for t in trials], None
+        trials = store.plot_trials(conn, store.study_id(conn, study.study_name))
+        keep, note = [t.trial_id for t in trials], None
         if len(keep) > OPTUNA_TRIALS:
-            seeds = sorted({int(p[SEED][0]) for p in params.values() if SEED in p})
+            seeds = sorted({int(t.params[SEED][0]) for t in trials if SEED in t.params})
             cells = max(1, len(keep) // max(1, len(seeds)))
             if seeds and len(keep) == cells * len(seeds):
                 first = set(seeds[:max(1, OPTUNA_TRIALS // cells)])
-                keep = [tid for tid in keep if int(params.get(tid, {}).get(SEED, (-1,))[0])
-                        in first]
+                keep = [t.trial_id for t in trials
+                        if int(t.params.get(SEED, (-1,))[0]) in first]
                 note = (f"drawn from the {len(keep)} trials of the first {len(first)} of "
                         f"{len(seeds)} seeds, numbered anew")
             else:
                 keep = keep[:OPTUNA_TRIALS]
                 note = f"drawn from the first {len(keep)} of {len(trials)} trials"
         kept = set(keep)
-        curves: dict[int, dict[int, float]] = {}
         # The kept trials' curves only: the whole study's are 50 rows a trial.
-        for tid, step, value, kind in conn.execute(sqlalchemy.text(
-                "SELECT trial_id, step, intermediate_value, intermediate_value_type "
-                "FROM trial_intermediate_values WHERE trial_id IN :ids").bindparams(
-                    sqlalchemy.bindparam("ids", expanding=True)), {"ids": keep or [-1]}):
-            v = _float(value, kind)
-            curves.setdefault(int(tid), {})[int(step)] = math.nan if v is None else v
+        curves = store.curves_of(conn, keep)
     copy = optuna.create_study(directions=study.directions)
     dists: dict[str, Any] = {}
     made = []
-    for tid, number, state, start, end in trials:
-        if int(tid) not in kept:
+    for t in trials:
+        if t.trial_id not in kept:
             continue
-        state = TrialState[str(getattr(state, "name", state))]
+        state = TrialState[t.state]
         ps, ds = {}, {}
-        for name, (internal, text) in params.get(int(tid), {}).items():
+        for name, (internal, text) in t.params.items():
             dist = dists.setdefault(text, json_to_distribution(text))
             ps[name], ds[name] = dist.to_external_repr(internal), dist
-        value = values.get(int(tid))
         made.append(optuna.trial.FrozenTrial(
-            number=int(number), state=state, value=None,
-            values=[value] if state == TrialState.COMPLETE and value is not None else None,
-            datetime_start=_when(start), datetime_complete=_when(end), params=ps,
+            number=t.number, state=state, value=None,
+            values=[t.value] if state == TrialState.COMPLETE and t.value is not None else None,
+            datetime_start=t.start, datetime_complete=t.complete, params=ps,
             distributions=ds, user_attrs={}, system_attrs={},
-            intermediate_values=curves.get(int(tid), {}), trial_id=int(tid)))
+            intermediate_values=curves.get(t.trial_id, {}), trial_id=t.trial_id))
     copy.add_trials(made)
     return copy, note
 
@@ -818,8 +782,8 @@ def write_report(url: str, study_name: str | None, out: Path | None = None, *,
     figures on the study."""
     import optuna
 
-    from study.query import study_name as resolve
     from study.storage import mask, open_storage
+    from study.store import study_name as resolve
 
     start = time.monotonic()
     name = resolve(url, study_name)  # read-only: a wrong name writes nothing
