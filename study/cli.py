@@ -72,8 +72,9 @@ def _add_spec(p: argparse.ArgumentParser) -> None:
                    help="override a spec field, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--seeds", type=_seeds, help="shortcut for --set search.seeds=[..], e.g. 0,1,2")
-    p.add_argument("--trainer", help="auto (population when it supports the spec), population "
-                   "or keras (the reference) (default: the spec's, auto)")
+    p.add_argument("--trainer", help="auto (population when it supports the spec), population, "
+                   "keras (the reference), or module:function, a trainer of your own "
+                   "(default: the spec's, auto)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show TensorFlow and Optuna logs, and tracebacks")
 
@@ -456,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_worker.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_storage(p)
-    p.add_argument("--trainer", help="override the stored spec's trainer")
+    p.add_argument("--trainer", help="override the stored spec's trainer (a study of your own "
+                   "trainer refuses another)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run setting, e.g. --set run.heartbeat_seconds=2")
     p.add_argument("--pool-member", action="store_true", help=argparse.SUPPRESS)
