@@ -8,6 +8,9 @@ Optuna owns the schema; we never alter its tables. What we add:
   ones) and a generous busy timeout;
 - a cross-process claim lock (an advisory lock on PostgreSQL, `flock` beside a SQLite
   file) so that workers never take the same grid cell;
+- on PostgreSQL, one connection per process (`POOL`), which the runner, its heartbeat
+  thread and the claim lock share: 64 workers on a server with the default
+  `max_connections = 100` (see `PG_CONNECTIONS`);
 - a read-only view of the schema for checks and queries that must not write.
 """
 
@@ -19,6 +22,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +40,30 @@ if TYPE_CHECKING:
 # a URL the user gave must exist already (a typo there would scatter databases).
 DEFAULT_STORAGE = "sqlite:///storage/study.db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
+
+PG_CONNECTIONS = """\
+Each process that opens a PostgreSQL storage (a worker, the pool's parent, `study
+query`) holds one connection: SQLAlchemy's pool is one connection with no overflow
+(`POOL`), shared in turn by the runner, its heartbeat thread and the claim lock (a
+session-level advisory lock taken on that same connection, see `claim_lock`); a check
+before anything is written opens one more for a moment, and closes it. `study run
+--workers N` thus holds N + 1: measured from `pg_stat_activity`, 65 for 64 workers
+(it was 3 per worker and 2 for the parent, 194, before). A server with the default
+`max_connections = 100` keeps 3 for superusers, so it takes about 90 workers with
+room for a dashboard and a `psql`; beyond, raise `max_connections` (each connection
+costs the server a process and a few MB). PgBouncer in transaction mode does not do:
+a session-level advisory lock belongs to one server connection, and transaction
+pooling hands each transaction of a claim to whichever one is free; session mode
+works but saves no connections."""
+
+# One connection per process, no overflow: the claim lock relies on every checkout
+# getting that same connection (it holds a session-level advisory lock across the
+# claim's transactions). A thread waits for it while another holds it, for a
+# transaction at a time (`pool_timeout` bounds a wait that would mean a stuck one).
+POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 120}
+# How long one attempt at the claim lock may hold the shared connection before
+# giving it up for a moment (to the heartbeat thread) and trying again.
+LOCK_SLICE_MS = 500
 
 
 def parse_url(url: str) -> URL:
@@ -137,11 +165,32 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, skip_table_creation=not create_schema
         )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise StorageUsageError(f"--storage: cannot open {mask(url)}: {_first_line(e, url)}") from None
+    if parsed.get_backend_name() == "postgresql":
+        _one_connection(storage)
+    return storage
+
+
+def _one_connection(storage: optuna.storages.RDBStorage) -> None:
+    """Give `storage` an engine of one connection (`POOL`) once it is open.
+
+    Not from the start: Optuna's schema check opens a second connection while a session
+    holds the first (`check_table_schema_compatibility`), which a pool of one would wait
+    on forever. Past it, every query of the storage goes through `engine` and
+    `scoped_session`, both replaced here; the engine that opened it is closed.
+    """
+    import sqlalchemy
+    from sqlalchemy import orm
+
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, **POOL}
+    engine = sqlalchemy.create_engine(storage.url, **kwargs)
+    storage.engine.dispose()
+    storage.engine, storage.engine_kwargs = engine, kwargs
+    storage.scoped_session = orm.scoped_session(orm.sessionmaker(bind=engine))
 
 
 def is_storage_error(e: BaseException) -> bool:
@@ -174,8 +223,15 @@ def describe_error(e: BaseException, url: str) -> str:
 
 
 @contextlib.contextmanager
-def claim_lock(url: str, study_name: str) -> Iterator[None]:
-    """Hold a lock that every worker of `study_name` on this storage takes to claim cells."""
+def claim_lock(url: str, study_name: str, engine: sqlalchemy.engine.Engine | None = None
+               ) -> Iterator[None]:
+    """Hold a lock that every worker of `study_name` on this storage takes to claim cells.
+
+    On PostgreSQL, a session-level advisory lock: it dies with its connection, so a
+    killed worker never leaves it held. With `engine` (the storage's, whose pool is
+    one connection, `POOL`) the lock is taken on that connection, which the block's own
+    queries then use: no connection of its own. Without, on a connection kept for it.
+    """
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -187,12 +243,13 @@ def claim_lock(url: str, study_name: str) -> Iterator[None]:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+    elif backend == "postgresql" and engine is not None and _single(engine):
+        with _shared_lock(engine, _lock_key(study_name), url):
+            yield
     elif backend == "postgresql":
         from sqlalchemy import text
 
         key = _lock_key(study_name)
-        # A session-level advisory lock dies with its connection, so a killed worker
-        # never leaves it held.
         with _lock_engine(url).connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
@@ -202,6 +259,62 @@ def claim_lock(url: str, study_name: str) -> Iterator[None]:
                 conn.commit()
     else:
         yield
+
+
+def _single(engine: sqlalchemy.engine.Engine) -> bool:
+    """Whether every checkout of `engine` gets the same connection (`POOL`)."""
+    from sqlalchemy.pool import QueuePool
+
+    pool = engine.pool
+    return isinstance(pool, QueuePool) and pool.size() == 1 and pool._max_overflow == 0
+
+
+@contextlib.contextmanager
+def _shared_lock(engine: sqlalchemy.engine.Engine, key: int, url: str) -> Iterator[None]:
+    """The advisory lock `key`, taken on the engine's one connection and kept there while
+    the block runs its own transactions on it.
+
+    The wait is cut into slices (`lock_timeout`): between them the connection goes back
+    to the pool, so the heartbeat thread can beat while this worker queues behind 63
+    others. Should the connection be replaced meanwhile (the server dropped it, the
+    pool's ping made a new one), the lock went with it: the block's work was not
+    protected, which is said as a storage error rather than passed over.
+    """
+    import sqlalchemy
+    from sqlalchemy import text
+
+    held: object = None
+    while held is None:
+        with engine.connect() as conn:
+            try:
+                conn.execute(text(f"SET LOCAL lock_timeout = {LOCK_SLICE_MS}"))
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                held = conn.connection.dbapi_connection
+            except sqlalchemy.exc.OperationalError as e:
+                if _sqlstate(e) != "55P03":  # lock_not_available: the slice ran out
+                    raise
+                conn.rollback()
+        if held is None:
+            time.sleep(0.002)  # let a waiting thread take the connection first
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        with engine.connect() as conn:
+            same = conn.connection.dbapi_connection is held
+            if same:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        if not same and ok:
+            raise StorageError(f"storage {mask(url)} failed: the claim lock's connection was "
+                               "lost during a claim")
+
+
+def _sqlstate(e: BaseException) -> str | None:
+    orig = getattr(e, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
 
 
 def supports_workers(url: str) -> bool:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,10 @@ def _free_port() -> int:
 
 
 class PgServer:
-    def __init__(self) -> None:
+    """`max_connections`: the server's setting; None leaves PostgreSQL's default (100)."""
+
+    def __init__(self, max_connections: int | None = 200) -> None:
+        self.max_connections = max_connections
         self.root = Path(tempfile.mkdtemp(prefix="study-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -64,8 +68,9 @@ class PgServer:
                   f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                       f"unix_socket_directories = '{self.root}'\nfsync = off\n"
-                       "max_connections = 200\n")
+                       f"unix_socket_directories = '{self.root}'\nfsync = off\n")
+            if self.max_connections is not None:
+                conf.write(f"max_connections = {self.max_connections}\n")
 
     def start(self) -> None:
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w",
@@ -85,6 +90,44 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def connections(self, db: str) -> int:
+        """Client connections to database `db` now, as `pg_stat_activity` lists them."""
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=USER, password=PASSWORD,
+                             dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                               (db,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @contextlib.contextmanager
+    def peak_connections(self, db: str, every: float = 0.05) -> Iterator[list[int]]:
+        """While the block runs, the most connections to `db` seen at once (sampled every
+        `every` s), as the one item of the list yielded; this sampler's own is not counted
+        (it connects to another database)."""
+        import psycopg
+
+        peak = [0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            with psycopg.connect(host="127.0.0.1", port=self.port, user=USER,
+                                 password=PASSWORD, dbname="postgres", autocommit=True,
+                                 connect_timeout=10) as conn:
+                while not stop.is_set():
+                    row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE datname = %s", (db,)).fetchone()
+                    peak[0] = max(peak[0], int(row[0]) if row else 0)
+                    stop.wait(every)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield peak
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -102,9 +145,9 @@ class PgServer:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[PgServer]:
+def running_server(max_connections: int | None = 200) -> Iterator[PgServer]:
     """A new server, initialised and started; stopped and deleted afterwards."""
-    server = PgServer()
+    server = PgServer(max_connections)
     server.init()
     server.start()
     try:
