@@ -36,6 +36,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check study tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Two test processes at once (pytest-xdist): most tests wait on `study` processes they
 # start (TensorFlow's import, XLA compiles, signals, timeouts), so two overlap well on 2

@@ -25,9 +25,10 @@ from study.data import make_dataset
 from study.errors import DataError, MissingDependency, SpecError, StorageUsageError, UsageError
 from study.query import Table
 from study.spec import load_spec, to_table
+from study.trainers import TrialConfig
 from tests.helpers import ROOT, dump, run_cli, sql, trial_states
-from tests.scripted import ScriptedTrainer
-from tests.studies import make_study
+from tests.scripted import ScriptedTrainer, loss_at
+from tests.studies import DIVERGED_LR, PARTLY, make_study, measured, step_losses
 from tests.studies import spec as scripted_spec
 
 
@@ -74,12 +75,95 @@ TABLES: list[tuple[str, Callable[[study.Results], Table], list[str]]] = [
 ]
 
 
+def _loss(bs: int, lr: float, seed: int, epoch: int = 4) -> float | None:
+    """The scripted study's loss in closed form (tests/scripted.py, tests/studies.py); None
+    where the study makes the run diverge."""
+    if lr == DIVERGED_LR or (bs, lr, seed) == PARTLY:
+        return None
+    return loss_at(TrialConfig.of(scripted_spec(), bs, lr, seed), epoch)
+
+
+def _cell_mean(bs: int, lr: float) -> float:
+    """The mean over the seeds that completed."""
+    runs = [v for s in (0, 1) if (v := _loss(bs, lr, s)) is not None]
+    return sum(runs) / len(runs)
+
+
+def _best_lr(bs: int) -> float:
+    """The lowest mean of a cell where no run diverged."""
+    clean = [lr for lr in (0.01, 0.001) if None not in (_loss(bs, lr, 0), _loss(bs, lr, 1))]
+    return min(clean, key=lambda lr: _cell_mean(bs, lr))
+
+
+def _expect_trials(rows: list[dict[str, Any]]) -> None:
+    assert [r["number"] for r in rows] == list(range(18))
+    for r in rows:
+        want = _loss(r["batch_size"], r["learning_rate"], r["seed"])
+        assert r["objective"] == (None if want is None else pytest.approx(want)), r
+
+
+def _expect_grid(rows: list[dict[str, Any]]) -> None:
+    assert [r["batch_size"] for r in rows] == [16, 64, 256]
+    for r in rows:
+        b = r["batch_size"]
+        assert (r["lr=0.1"], r["lr=0.01"], r["lr=0.001"]) == (
+            "diverged", pytest.approx(_cell_mean(b, 0.01)), pytest.approx(_cell_mean(b, 0.001))), r
+
+
+def _expect_best_lr(rows: list[dict[str, Any]]) -> None:
+    assert {r["batch_size"]: (r["learning_rate"], r["objective"]) for r in rows} == \
+        {b: (_best_lr(b), pytest.approx(_cell_mean(b, _best_lr(b)))) for b in (16, 64, 256)}
+
+
+def _expect_scaling(rows: list[dict[str, Any]]) -> None:
+    assert {r["quantity"]: r["value"] for r in rows if str(r["quantity"]).startswith("lr* at")} \
+        == {f"lr* at B={b}": _best_lr(b) for b in (16, 64, 256)}
+
+
+def _expect_critical_batch(rows: list[dict[str, Any]]) -> None:
+    # The automatic target: 10% above the lowest loss every batch size's step curves reached
+    # (tests/studies.step_losses over a run's 4 epochs of 10 steps).
+    target = 1.1 * max(min(min(step_losses(TrialConfig.of(scripted_spec(), b, lr, s), 40))
+                           for lr in (0.01, 0.001) for s in (0, 1) if _loss(b, lr, s) is not None)
+                       for b in (16, 64, 256))
+    values = {r["quantity"]: r["value"] for r in rows}
+    assert values["target"] == pytest.approx(target)
+    # B=64 and B=256 fall at the same rate in closed form (it grows with min(B, 64)).
+    assert values["steps to target at B=64"] == pytest.approx(values["steps to target at B=256"])
+    assert values["steps to target at B=16"] > values["steps to target at B=64"]
+
+
+def _expect_curves(rows: list[dict[str, Any]]) -> None:
+    assert len(rows) == 11 * 4 + 7 * 2  # diverged runs stop at epoch 2
+    for r in rows:
+        bs, lr, seed, epoch = r["batch_size"], r["learning_rate"], r["seed"], r["epoch"]
+        if _loss(bs, lr, seed) is None:  # tests/studies.DivergingTrainer: [2.0, NaN]
+            assert r["train_loss"] == {1: 2.0, 2: None}[epoch], r
+        else:
+            assert r["train_loss"] == pytest.approx(_loss(bs, lr, seed, epoch)), r
+
+
+def _expect_curves_of_trial_3(rows: list[dict[str, Any]]) -> None:
+    assert [(r["trial"], r["epoch"]) for r in rows] == [(3, e) for e in (1, 2, 3, 4)]
+    assert {(r["batch_size"], r["learning_rate"], r["seed"]) for r in rows} == {(16, 0.01, 1)}
+    assert [r["train_loss"] for r in rows] == [pytest.approx(_loss(16, 0.01, 1, e))
+                                                for e in (1, 2, 3, 4)]
+
+
+# Each table's values, from the scripted study's closed forms (not from study.query).
+EXPECT: dict[str, Callable[[list[dict[str, Any]]], None]] = {
+    "trials": _expect_trials, "grid": _expect_grid, "best-lr": _expect_best_lr,
+    "scaling": _expect_scaling, "critical-batch": _expect_critical_batch,
+    "curves": _expect_curves,
+    "curves of one trial": _expect_curves_of_trial_3}
+
+
 @pytest.mark.parametrize(("what", "method", "args"), TABLES, ids=[t[0] for t in TABLES])
 def test_every_table_is_what_study_query_prints(
         scripted: str, what: str, method: Callable[[study.Results], Table], args: list[str]
 ) -> None:
     table = method(study.load(scripted))
-    assert table.rows, what
+    EXPECT[what](table.to_dicts())
     printed = run_cli(["query", *args, "--storage", scripted, "--format", "json"])
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout) == [{k: _plain(v) for k, v in row.items()}
@@ -147,8 +231,30 @@ def test_every_report_page_is_a_figure_and_the_report_writes_them(
     names = r.figure_names()
     for name in ("article", "scaling", "heatmap_objective", "contour", "noise", "sharpness"):
         assert name in names
-    for name in names:
-        assert isinstance(r.figure(name), go.Figure), name
+    figures = {name: r.figure(name) for name in names}
+    for name, figure in figures.items():
+        assert isinstance(figure, go.Figure) and figure.data, name
+
+    def trace(name: str, label: str) -> tuple[list[float], list[float | None]]:
+        (t,) = [t for t in figures[name].data if t.name == label]
+        return list(t.x), list(t.y)
+
+    # What the figures draw, against the scripted study's closed forms: the article's line
+    # of a learning rate (mean over the seeds that completed; diverged: no point), one
+    # batch size's curve over learning rates, and the measured noise scale (tr(Sigma) and
+    # |G|^2 averaged over seeds, then divided) and sharpness (mean over seeds) per cell.
+    assert trace("article", "lr=0.01") == ([16, 64, 256], [pytest.approx(_cell_mean(b, 0.01))
+                                                          for b in (16, 64, 256)])
+    assert trace("article", "lr=0.1")[1] == [None] * 3
+    assert trace("optimum", "B=16") == ([0.001, 0.01, 0.1], [
+        pytest.approx(_cell_mean(16, 0.001)), pytest.approx(_cell_mean(16, 0.01)), None])
+    cells = {b: [measured(TrialConfig.of(scripted_spec(), b, 0.001, s)) for s in (0, 1)]
+             for b in (16, 64, 256)}
+    assert trace("noise", "lr=0.001") == ([16, 64, 256], [pytest.approx(
+        sum(m["noise_trace_sigma"] for m in ms) / sum(m["noise_grad_sq"] for m in ms))
+        for ms in cells.values()])
+    assert trace("sharpness", "lr=0.001") == ([16, 64, 256], [
+        pytest.approx(sum(m["sharpness"] for m in ms) / 2) for ms in cells.values()])
     report = r.report(tmp_path / "out", dashboard=False)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted([f"{n}.html" for n in names] + ["index.html", "plotly.min.js"])
@@ -171,8 +277,17 @@ def test_a_page_the_study_cannot_have_says_why(tmp_path: Path) -> None:
     # With the dashboard (the default), the summary note is stored on the study.
     r.report(tmp_path / "out")
     assert (tmp_path / "out" / "index.html").exists()
-    keys = {k for (k,) in sql(tmp_path / "s.db", "SELECT key FROM study_system_attributes")}
-    assert any("note" in str(k) for k in keys), keys
+    # The note, read back by hand (optuna-dashboard keeps it in pieces, note_str:0, :1, ...),
+    # names the best cell and every cell's loss as the closed form makes them.
+    parts = dict(sql(tmp_path / "s.db", "SELECT key, value_json FROM study_system_attributes "
+                                        "WHERE key LIKE 'dashboard:note_str:%'"))
+    note = "".join(json.loads(str(parts[f"dashboard:note_str:{i}"])) for i in range(len(parts)))
+    loss = {b: loss_at(TrialConfig.of(spec, b, 0.01, 0), 2) for b in (16, 64)}
+    assert loss[16] < loss[64]
+    assert (f"**Best cell:** batch_size=16, learning_rate=0.01: final training loss "
+            f"{loss[16]:.4g} (mean of 1; single seed)") in note
+    assert "**Trials:** 2 (2 complete)" in note
+    assert f"| 16 | {loss[16]:.4g} |\n| 64 | {loss[64]:.4g} |" in note
 
 
 # --------------------------------------------------------------------------- bad input
