@@ -113,8 +113,9 @@ class ModelSpec:
 
     `builder = "module:function"` names a function `(input_shape, outputs) ->
     keras.Model` (uncompiled) instead; `hidden`, `activation` and `dropout` then do not
-    apply. See `study.models`. The runner stores the sha256 of the builder's source file
-    beside it (`BUILDER_SHA256`), so a study never silently mixes two models.
+    apply. See `study.models`. The runner stores what the builder builds (its Keras
+    config and initial weights, `models.identify`) beside it as `model.builder_identity`
+    (`BUILDER_SHA256`), so a study never silently mixes two models.
     """
 
     hidden: tuple[int, ...] = (64, 32)
