@@ -137,8 +137,12 @@ class Worker:
 class Heartbeat:
     """Beats this worker's liveness record every `interval` seconds from a thread."""
 
-    def __init__(self, storage: Any, study_id: int, worker: Worker, interval: float) -> None:
+    def __init__(self, storage: Any, study_id: int, worker: Worker, interval: float,
+                 seconds: dict[str, float] | None = None) -> None:
         self.storage = storage
+        # Where this worker adds up its time (`StudyContext.seconds`): the beats' own is
+        # added there, and the last beat ("stopped") stores it with the record.
+        self.seconds = seconds
         self.study_id = study_id
         self.worker = worker
         self.interval = interval
@@ -146,9 +150,17 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="study-heartbeat", daemon=True)
 
     def beat(self, state: str = "running") -> None:
-        self.storage.set_study_system_attr(
-            self.study_id, WORKER_KEY + self.worker.id, self.worker.record(state)
-        )
+        began = time.perf_counter()
+        record = self.worker.record(state)
+        if self.seconds is not None and state == "stopped":
+            record["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
+        try:
+            self.storage.set_study_system_attr(self.study_id, WORKER_KEY + self.worker.id,
+                                               record)
+        finally:
+            if self.seconds is not None:
+                self.seconds["heartbeats"] = self.seconds.get("heartbeats", 0.0) \
+                    + time.perf_counter() - began
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -204,6 +216,12 @@ class StudyContext:
     fingerprint: str | None = None  # the data set's (data.py), stored with the spec
     builder_sha256: str | None = None  # what the model builder builds (models.identify), likewise
     storage_seconds: float = 0.0  # spent by this process's runner on claims and records
+    # This process's runner's wall time by what it went to (`work`): "claims" and
+    # "records" (together `storage_seconds`), "training", "idle" (waiting for cells
+    # running elsewhere), "heartbeats" (the thread's writes), and "started", the
+    # seconds from the process's start to its first claim. Stored with the worker's
+    # last heartbeat, for a pool's figures (bench/workers.py).
+    seconds: dict[str, float] = field(default_factory=dict)
     _ledger: ledger.Ledger | None = field(default=None, repr=False)
     # Refinement rounds stored on the study (refine.py), as last read (`extend`).
     rounds: list[refine.Round] = field(default_factory=list)
@@ -764,7 +782,11 @@ def work(
     data: Dataset | None = None
     failures = 0
     signals = _Signals()
-    with signals, Heartbeat(ctx.storage, ctx.study_id, me, ctx.spec.run.heartbeat_seconds):
+    started = _process_age()
+    if started is not None:
+        ctx.seconds["started"] = started
+    with signals, Heartbeat(ctx.storage, ctx.study_id, me, ctx.spec.run.heartbeat_seconds,
+                            ctx.seconds):
         while True:
             if trainer is None:
                 # Peek before paying for TensorFlow: an exhausted study trains nothing.
@@ -778,7 +800,7 @@ def work(
                 size = functools.partial(trainer.claim_size, n_train=data.n_train,
                                          seconds=ctx.spec.run.checkpoint_seconds)
                 limit = feedback_limit(trainer) if learns(ctx.spec) else trainer.batch_limit
-                with signals.critical(), _timed(ctx):
+                with signals.critical(), _timed(ctx, "claims"):
                     claims = claim(ctx, me, limit, size, data.n_train)
                 if not claims:
                     if exhausted(ctx):
@@ -786,7 +808,8 @@ def work(
                     if progress is not None:
                         progress.total = total_trials(ctx)  # a refinement round adds cells
                     # Cells are running elsewhere; wait in case their workers die.
-                    time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
+                    with _timed(ctx, "idle"):
+                        time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
                     continue
                 try:
                     began = time.perf_counter()
@@ -794,6 +817,7 @@ def work(
                                             _monitor(ctx, claims, progress, signals.check,
                                                      data.n_train))
                     wall = time.perf_counter() - began
+                    ctx.seconds["training"] = ctx.seconds.get("training", 0.0) + wall
                 except Exception as e:
                     if is_storage_error(e):
                         raise StorageError(describe_error(e, ctx.url)) from e
@@ -808,7 +832,7 @@ def work(
                         ) from e
                     continue
                 failures = 0
-                with signals.critical(), _timed(ctx):
+                with signals.critical(), _timed(ctx, "records"):
                     statuses = record(ctx, claims, results, trainer.name, wall)
                 for status in statuses:
                     outcome.trained += status != TAKEN_OVER
@@ -830,14 +854,29 @@ def work(
 
 
 @contextlib.contextmanager
-def _timed(ctx: StudyContext) -> Iterator[None]:
-    """Add the block's wall time to `ctx.storage_seconds` (claims and records are storage
-    work: reads, one transaction, and the little Python that shapes them)."""
+def _timed(ctx: StudyContext, what: str) -> Iterator[None]:
+    """Add the block's wall time to `ctx.seconds[what]`, and for claims and records to
+    `ctx.storage_seconds` (storage work: reads, one transaction, the claim lock's wait,
+    and the little Python that shapes them)."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        ctx.storage_seconds += time.perf_counter() - start
+        spent = time.perf_counter() - start
+        ctx.seconds[what] = ctx.seconds.get(what, 0.0) + spent
+        if what in ("claims", "records"):
+            ctx.storage_seconds += spent
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (its interpreter's start, imports, opening the
+    study and data come before the first claim); None off Linux."""
+    fields = _proc_stat(os.getpid())
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if fields is None or len(fields) <= 19 or boottime is None:
+        return None
+    # /proc's start time counts clock ticks since boot, as CLOCK_BOOTTIME counts seconds.
+    return time.clock_gettime(boottime) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _describe(spec: Spec, config: TrialConfig, status: str, r: TrialResult) -> str:

@@ -9,9 +9,24 @@ Optuna owns the schema; we never alter its tables. What we add:
 - a cross-process claim lock (an advisory lock on PostgreSQL, `flock` beside a SQLite
   file) so that workers never take the same grid cell;
 - on PostgreSQL, one connection per process (`POOL`), which the runner, its heartbeat
-  thread and the claim lock share: 64 workers on a server with the default
-  `max_connections = 100` (see `PG_CONNECTIONS`);
+  thread and the claim lock share;
 - a read-only view of the schema for checks and queries that must not write.
+
+Connections on PostgreSQL. Each process that opens a storage (a worker, the pool's
+parent, `study query`) holds one: SQLAlchemy's pool of one connection with no overflow
+(`POOL`), used in turn by the runner, its heartbeat thread and the claim lock (a
+session-level advisory lock taken on that same connection, `claim_lock`); the checks
+before anything is written open one more for a moment each, one after the other, and
+close it. `study run --workers N` thus holds N + 1 connections: 17 measured in
+`pg_stat_activity` for 16 workers, 65 for 64 (it was 3 a worker and 2 for the parent:
+50 measured for 16; 194 for 64, twice what a default server takes). A
+server with the default `max_connections = 100` keeps 3 of them for superusers, so it
+takes about 90 workers with room for a dashboard and a `psql`. Beyond, raise
+`max_connections` (each connection is a server process of a few MB). PgBouncer in
+transaction mode will not do: a session-level advisory lock belongs to one server
+connection, and transaction pooling hands each transaction of a claim to whichever
+server connection is free, so the lock would not hold (nor be released where taken).
+Session mode keeps the lock right but saves no connections.
 """
 
 from __future__ import annotations
@@ -40,21 +55,6 @@ if TYPE_CHECKING:
 # a URL the user gave must exist already (a typo there would scatter databases).
 DEFAULT_STORAGE = "sqlite:///storage/study.db"
 SQLITE_BUSY_TIMEOUT_S = 60.0
-
-PG_CONNECTIONS = """\
-Each process that opens a PostgreSQL storage (a worker, the pool's parent, `study
-query`) holds one connection: SQLAlchemy's pool is one connection with no overflow
-(`POOL`), shared in turn by the runner, its heartbeat thread and the claim lock (a
-session-level advisory lock taken on that same connection, see `claim_lock`); a check
-before anything is written opens one more for a moment, and closes it. `study run
---workers N` thus holds N + 1: measured from `pg_stat_activity`, 65 for 64 workers
-(it was 3 per worker and 2 for the parent, 194, before). A server with the default
-`max_connections = 100` keeps 3 for superusers, so it takes about 90 workers with
-room for a dashboard and a `psql`; beyond, raise `max_connections` (each connection
-costs the server a process and a few MB). PgBouncer in transaction mode does not do:
-a session-level advisory lock belongs to one server connection, and transaction
-pooling hands each transaction of a claim to whichever one is free; session mode
-works but saves no connections."""
 
 # One connection per process, no overflow: the claim lock relies on every checkout
 # getting that same connection (it holds a session-level advisory lock across the
@@ -164,25 +164,34 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
         kwargs = _sqlite_engine_kwargs(parsed.database or "")
     else:
         kwargs = {"pool_pre_ping": True}
+    # On PostgreSQL one connection per process (`POOL`). Optuna's schema check opens a
+    # second while a session holds the first (`check_table_schema_compatibility`), which
+    # a pool of one would wait on forever: a storage that joins (its schema made) checks
+    # the schema's version itself; one that may create the schema (the pool's parent, a
+    # single process) opens with Optuna's default pool and then moves to one connection.
+    joins = parsed.get_backend_name() == "postgresql" and not create_schema
     try:
         storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, skip_table_creation=not create_schema
+            url, engine_kwargs={**kwargs, **POOL} if joins else kwargs,
+            skip_table_creation=not create_schema, skip_compatibility_check=joins,
         )
+        if joins:
+            current, head = storage.get_current_version(), storage.get_head_version()
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise StorageUsageError(f"--storage: cannot open {mask(url)}: {_first_line(e, url)}") from None
-    if parsed.get_backend_name() == "postgresql":
+    if joins and current != head:
+        raise StorageUsageError(
+            f"--storage: {mask(url)} has Optuna's schema {current}; this Optuna needs {head} "
+            "(optuna storage upgrade --storage URL)")
+    if parsed.get_backend_name() == "postgresql" and not joins:
         _one_connection(storage)
     return storage
 
 
 def _one_connection(storage: optuna.storages.RDBStorage) -> None:
-    """Give `storage` an engine of one connection (`POOL`) once it is open.
-
-    Not from the start: Optuna's schema check opens a second connection while a session
-    holds the first (`check_table_schema_compatibility`), which a pool of one would wait
-    on forever. Past it, every query of the storage goes through `engine` and
-    `scoped_session`, both replaced here; the engine that opened it is closed.
-    """
+    """Give `storage` an engine of one connection (`POOL`) once it is open: past its
+    opening, every query of the storage goes through `engine` and `scoped_session`, both
+    replaced here; the engine that opened it is closed."""
     import sqlalchemy
     from sqlalchemy import orm
 

@@ -84,7 +84,8 @@ def running_owners(url: str) -> list[str]:
         ON t.trial_id = a.trial_id WHERE t.state = 'RUNNING' AND a.key = 'worker'""")]
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 120, what: str = "condition") -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 120, what: str = "condition",
+               every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -92,7 +93,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 120, what: str = "con
                 return
         except sqlalchemy.exc.SQLAlchemyError:
             pass
-        time.sleep(0.1)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -304,3 +305,184 @@ def test_password_is_never_stored(pg_url: str, tmp_path: Path) -> None:
     for table in ("study_user_attributes", "study_system_attributes", "trial_user_attributes",
                   "trial_system_attributes"):
         assert not rows(pg_url, f"SELECT 1 FROM {table} WHERE value_json LIKE '%{PASSWORD}%'")
+
+
+# --------------------------------------------------------------------------- many workers
+
+
+CHEAP = "tests.cheap_trainer:train"  # a fixed time per trial, no TensorFlow
+
+
+def grid(batch_sizes: list[int], rates: list[float], seeds: list[int]
+         ) -> tuple[list[str], list[tuple[int, float, int]]]:
+    """`study run` arguments for this grid, trained by `CHEAP`, and its cells."""
+    args = ["--trainer", CHEAP, "--set", f"search.batch_size={batch_sizes}",
+            "--set", f"search.learning_rate=[{', '.join(map(repr, rates))}]",
+            "--seeds", ",".join(map(str, seeds))]
+    return args, sorted(itertools.product(batch_sizes, rates, seeds))
+
+
+def rates(n: int) -> list[float]:
+    return [round(10 ** (-1 - 3 * i / max(1, n - 1)), 8) for i in range(n)]
+
+
+def start_env(args: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
+    """`start_cli` with more in the environment (the cheap trainer's settings)."""
+    return subprocess.Popen([sys.executable, "-m", "study", *args], cwd=cwd,
+                            env={**cli_env(), **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_with_kills(server: PgServer, db: str, cwd: Path, workers: int, kills: int,
+                   cell_args: list[str], seconds: float = 0.05) -> dict[str, object]:
+    """`study run --workers N` on a new database of `server`, `kills` of its workers
+    killed with SIGKILL mid-trial, then run again; what a test or the bench checks."""
+    url = server.create_db(db)
+    args = ["run", *cell_args, "--workers", str(workers), "--storage", url]
+    began = time.perf_counter()
+    with server.peak_connections(db) as peak:
+        proc = start_env(args, cwd, STUDY_CHEAP_SECONDS=str(seconds))
+        owners: set[int] = set()
+
+        def enough_mid_trial() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            owners.update(int(o.split(":")[1]) for o in running_owners(url))
+            return states(url).get("COMPLETE", 0) >= 1 and len(owners) >= kills
+
+        wait_until(enough_mid_trial, timeout=300, what=f"{kills} workers mid-trial")
+        killed: list[int] = []
+        for pid in sorted(owners):
+            if len(killed) < kills and runner_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        out, err = proc.communicate(timeout=600)
+    wall = time.perf_counter() - began
+    again = run_cli(args, cwd=cwd)
+    return {"url": url, "rc": proc.returncode, "err": err, "out": out, "killed": len(killed),
+            "wall": wall, "peak": peak[0], "again": again}
+
+
+def runner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def default_pg() -> Iterator[PgServer]:
+    """A server with PostgreSQL's default max_connections (100), as a user's is."""
+    with running_server(max_connections=None) as server:
+        yield server
+
+
+def test_sixteen_workers_on_a_default_server_exactly_once_under_8_kills(
+        default_pg: PgServer, tmp_path: Path) -> None:
+    """16 workers (bench/workers.py runs 64), 8 of them killed with SIGKILL mid-trial: the
+    others re-run their cells, each worker holds one connection (the pool's parent one
+    more, this test's polling one), and a rerun finds nothing left to do."""
+    assert default_pg.connections("postgres") >= 0
+    cell_args, expected = grid([4, 8, 16, 32, 64, 128, 256, 512], rates(25), [0, 1])
+    got = run_with_kills(default_pg, "sixteen", tmp_path, 16, 8, cell_args)
+    assert got["rc"] == 0, got["err"]
+    assert got["killed"] == 8 and "8 worker(s) were killed" in str(got["err"])
+    assert "too many clients" not in str(got["err"])
+    again = got["again"]
+    assert isinstance(again, subprocess.CompletedProcess)
+    assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr
+    assert_exactly_once(str(got["url"]), expected)
+    assert set(attr_of_failed(str(got["url"]), "status")) <= {"abandoned"}
+    # One each for the 16 workers and the pool's parent, one for this test's polling, and
+    # room for a connection seen closing as the next opens (a worker's read-only checks).
+    assert int(str(got["peak"])) <= 16 + 2 + 2, got["peak"]
+
+
+# --------------------------------------------------------------------------- a stalled worker
+
+
+def test_a_stalled_workers_write_keeps_its_own_trials_and_skips_those_taken_over(
+        pg_url: str) -> None:
+    """A worker's claim of three; the middle one is recovered meanwhile by another worker
+    (as when this one stalls past grace_seconds): its one write stores the other two and
+    leaves the recovered one as the other worker left it."""
+    from study import api, runner
+
+    spec = api.resolve_spec("article", {"run.trainer": CHEAP}, seeds=[0])
+    data = api.load_data(spec)
+    ctx = runner.open_study(spec, pg_url, "stalled", create=True)
+    me, other = runner.Worker.current(), runner.Worker("elsewhere:1:x", "elsewhere", 1, None)
+    claims = runner.claim(ctx, me, 3)
+    assert len(claims) == 3
+    runner._fail(ctx, claims[1].trial.number, "abandoned")  # what `other` does on recovery
+    trainer = api.trainer_factory(spec)()
+    results = trainer.train([c.config for c in claims], data)
+    statuses = runner.record(ctx, claims, results, trainer.name, wall=0.3)
+    assert statuses == ["complete", runner.TAKEN_OVER, "complete"]
+    assert all(c.told for c in claims)
+    trials = ctx.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["status"] == "abandoned" and "train_loss" not in trials[1].user_attrs
+    assert {t.user_attrs["worker"] for t in trials} == {me.id}
+    # The cell goes back to the pending ones, for `other` to claim.
+    again = runner.claim(ctx, other, 1)
+    assert [c.config for c in again] == [claims[1].config] and again[0].trial.number == 3
+
+
+def test_a_worker_stopped_past_grace_has_its_trial_rerun_and_goes_on(
+        pg_url: str, tmp_path: Path) -> None:
+    """One of two workers SIGSTOPped mid-trial for longer than run.grace_seconds, then
+    SIGCONT: the other recovers and re-runs its cell; its own late result for that cell
+    is dropped, and it goes on to train and keep others; the pool exits 0."""
+    cell_args, expected = grid([16, 32, 64, 128], rates(4), [0, 1])
+    mark = tmp_path / "mark"
+    mark.mkdir()
+    args = ["run", *cell_args, "--set", "run.heartbeat_seconds=0.5",
+            "--set", "run.grace_seconds=2", "--workers", "2", "--storage", pg_url]
+    proc = start_env(args, tmp_path, STUDY_CHEAP_SECONDS="0.3", STUDY_CHEAP_MARK=str(mark))
+    wait_until(lambda: len(list(mark.iterdir())) == 2, what="both workers training")
+    stalled = min(int(p.name) for p in mark.iterdir())
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        wait_until(lambda: attr_of_failed(pg_url, "status") == ["abandoned"],
+                   what="its trial recovered")
+        kept = owned_complete(pg_url, stalled)
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "exited with status" not in err
+    assert_exactly_once(pg_url, expected)
+    assert attr_of_failed(pg_url, "status") == ["abandoned"]
+    assert owned_complete(pg_url, stalled) > kept, "the stalled worker did not go on"
+
+
+def owned_complete(url: str, pid: int) -> int:
+    """COMPLETE trials whose worker was process `pid`."""
+    return sum(int(str(json.loads(str(v))).split(":")[1]) == pid for (v,) in rows(url, """
+        SELECT a.value_json FROM trial_user_attributes a JOIN trials t
+        ON t.trial_id = a.trial_id WHERE t.state = 'COMPLETE' AND a.key = 'worker'"""))
+
+
+# --------------------------------------------------------------------------- the fallback line
+
+
+def test_the_fallback_line_is_said_once_per_study_not_once_per_worker(tmp_path: Path) -> None:
+    """A spec the population trainer does not take (Dropout with the noise probe), three
+    workers: the pool's parent says why the keras trainer trains, once; its members do
+    not. The line is the one `choose_trainer` gives."""
+    from study import api
+    from study.trainers import choose_trainer
+
+    overrides = {"model.dropout": 0.1, "analysis.noise_epochs": [1]}
+    spec = api.resolve_spec("article", overrides)
+    line = api.fallback_line(spec)
+    assert line is not None and line == choose_trainer(spec.run.trainer, spec)[1]
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    out = run_cli(["run", "--set", "model.dropout=0.1", "--set", "analysis.noise_epochs=[1]",
+                   "--set", "search.batch_size=[16]", "--set", "search.learning_rate=[0.01]",
+                   "--seeds", "0,1,2", "--epochs", "1", "--set", "data.n_train=64",
+                   "--set", "data.n_val=32", "--workers", "3", "--storage", url], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("does not support") == 1, out.stderr
+    assert f"study: {line}" in out.stderr
