@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from study import errors
-    from study.api import Best, Results, delete, load, run
+    from study.api import Best, Results, delete, join, load, run
     from study.data import Dataset
     from study.query import Table
     from study.spec import Spec
@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = ["Best", "Dataset", "Results", "Spec", "Table", "TrialConfig", "__version__", "delete",
-           "errors", "load", "run"]
+           "errors", "join", "load", "run"]
 
 _LAZY = {"run": "study.api", "load": "study.api", "Results": "study.api", "Best": "study.api",
-         "delete": "study.api",
+         "delete": "study.api", "join": "study.api",
          "Table": "study.query", "Spec": "study.spec", "Dataset": "study.data",
          "TrialConfig": "study.trainers.base"}
 

@@ -200,6 +200,79 @@ def check_model(spec: Spec, data: Dataset) -> str | None:
     return check_builder(spec.model, data.input_shape, output_width(spec.train, data), spec.train)
 
 
+def open_join(storage: str, study_name: str | None = None, sets: Sequence[str] = (),
+              data_file: str | None = None, model_file: str | None = None
+              ) -> tuple[StudyContext, Dataset]:
+    """Open an existing study to work on it as one more worker (what `study worker` and
+    `join` do): its stored spec with run-only `sets` ("run.KEY=VALUE") applied, this
+    process's own copy of its data (`data_file`: the arrays a pool's parent handed over)
+    and its builder (`model_file`: a builder only the parent could import), both checked
+    against the study's. Nothing is written before every check passed; a study not made
+    by `study run` is refused."""
+    from study import runner
+    from study.spec import apply_overrides, from_stored, from_table, to_table, validate
+    from study.storage import check_sqlite_target, mask, parse_url, stored_study_attr
+    from study.store import study_name as resolve
+
+    parse_url(storage)
+    check_sqlite_target(storage)  # another application's database: said as such
+    # Without a name: the storage's only study, else "article" (as `load` finds one).
+    name = study_name if study_name is not None else resolve(storage, None)
+    # Read through the one parser of stored specs, so a study stored by an earlier
+    # version (a field since added or removed) is joined as `study run` resumes it.
+    stored = from_stored(stored_study_attr(storage, name, "spec"))
+    if stored is None:
+        from study.errors import StorageUsageError
+
+        raise StorageUsageError(f"--study-name: no study {name!r} made by `study run` in "
+                                f"{mask(storage)}")
+    spec = from_table(apply_overrides(to_table(stored), list(sets)))
+    validate(spec)
+    if model_file:
+        from study.handoff import read_model
+
+        read_model(model_file)  # a builder function only the pool's parent can import
+    if data_file:
+        from study.handoff import read_data
+
+        data = read_data(data_file)
+    else:
+        data = load_data(spec)
+    spec = for_data(spec, data)  # a stored spec is resolved already: no change
+    ctx = runner.open_study(spec, storage, name, create=False, fingerprint=data.fingerprint,
+                            builder_sha256=check_model(spec, data))
+    return ctx, data
+
+
+def join(storage: str, study_name: str | None = None, *, sets: Sequence[str] = (),
+         progress: bool | None = None) -> Results:
+    """Work on an existing study as one more worker, in this process, until no cell is
+    left (what `study worker` does, from Python): any number of processes on any number
+    of machines may join the same study; each cell still runs exactly once. `sets`:
+    run-only settings ("run.heartbeat_seconds=2"). Returns the study's `Results`.
+
+    Example:
+        study.join("postgresql+psycopg://user@dbhost/study", "article").grid()
+    """
+    from study import progress as progress_bars
+
+    show = progress_bars.in_notebook() if progress is None else progress
+    with _library_quiet():
+        ctx, data = open_join(storage, study_name, sets)
+        done, total = tally(ctx)
+        if done < total:
+            bar = None
+            if show:
+                bar = (progress_bars.pick(total, done) if progress is None
+                       else progress_bars.Progress(total, done))
+            try:
+                train(ctx, data, 1, progress=bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+    return Results(storage, ctx.name)
+
+
 def open_run(spec: Spec, storage: str, study_name: str | None, workers: int, data: Dataset,
              builder_sha256: str | None = None) -> StudyContext:
     """Check the storage and the workers, then create or resume the study (refusing one
@@ -695,6 +768,25 @@ class Results:
                           loss=make_loss(spec.train, model),
                           metrics=make_metrics(spec.train, model))
         return model
+
+    def summary(self) -> str:
+        """What `study run` prints when it ends: the grid with its intervals (a sampled
+        study: its best trials), the best cell, the scaling headline and the outcomes."""
+        from study.storage import mask, read_only
+        from study.store import resolve_study, study_attr, trial_rows
+        from study.summary import summary_lines
+
+        spec = self.spec
+        if spec is None:
+            raise UsageError(f"study {self.name!r} has no stored spec: it was not made by "
+                             "study run")
+        with read_only(self._storage) as conn:
+            study_id, _ = resolve_study(conn, self._storage, self.name)
+            records = [row.record for row in trial_rows(conn, study_id)]
+            attrs = {key: study_attr(conn, study_id, key)
+                     for key in self.optuna_study.user_attrs}
+        return "\n".join(summary_lines(records, spec, attrs, self.name,
+                                       mask(self._storage))).strip("\n")
 
     # Tables: exactly what `study query NAME` prints (one code path).
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from study import __version__
-from study.errors import StorageUsageError, StudyError
+from study.errors import StudyError
 from study.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
@@ -143,44 +143,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     Example: study worker --storage postgresql+psycopg://user:pw@dbhost/study --study-name article
     """
-    from study import api, runner
-    from study.spec import apply_overrides, from_stored, from_table, to_table, validate
-    from study.storage import check_sqlite_target, parse_url, stored_study_attr
-    from study.store import study_name
+    from study import api
 
-    parse_url(args.storage)
-    check_sqlite_target(args.storage)  # another application's database: said as such
-    # Without a name: the storage's only study, else "article" (as `study.load` finds one).
-    name = args.study_name if args.study_name is not None else study_name(args.storage, None)
-    # Read through the one parser of stored specs, so a study stored by an earlier
-    # version (a field since added or removed) is joined as `study run` resumes it.
-    stored = from_stored(stored_study_attr(args.storage, name, "spec"))
-    if stored is None:
-        raise StorageUsageError(f"--study-name: no study {name!r} made by `study run` in "
-                                f"{_masked(args.storage)}")
-    overrides = list(args.overrides)
+    sets = list(args.overrides)
     if args.trainer is not None:
-        overrides.append(f"run.trainer={args.trainer}")
-    spec = from_table(apply_overrides(to_table(stored), overrides))
-    validate(spec)
+        sets.append(f"run.trainer={args.trainer}")
     if args.pool_member:
         # The pool's parent owns Ctrl-C and stops us with one SIGTERM.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if args.model_file:
-        from study.handoff import read_model
-
-        read_model(args.model_file)  # a builder function only the pool's parent can import
-    # This worker's own copy of the data (its file, its loader, or the arrays the pool's
-    # parent was handed) and its builder must be the study's.
-    if args.data_file:
-        from study.handoff import read_data
-
-        data = read_data(args.data_file)
-    else:
-        data = api.load_data(spec)
-    spec = api.for_data(spec, data)  # a stored spec is resolved already: no change
-    ctx = runner.open_study(spec, args.storage, name, create=False, fingerprint=data.fingerprint,
-                            builder_sha256=api.check_model(spec, data))
+    ctx, data = api.open_join(args.storage, args.study_name, sets, args.data_file,
+                              args.model_file)
     _train(ctx, 1, [], quiet=args.pool_member, data=data)
     return 0
 

@@ -213,3 +213,41 @@ def test_results_best_is_none_before_any_cell(tmp_path: Path) -> None:
 
     runner.open_study(spec(), url, "article", create=True)
     assert study.load(url).best is None
+
+
+# --------------------------------------------------------------------------- join, summary
+
+
+def test_join_runs_the_pending_cells_in_this_process_and_summary_is_what_run_prints(
+        tmp_path: Path) -> None:
+    from study import runner
+    from study.spec import load_spec
+
+    db = tmp_path / "j.db"
+    url = f"sqlite:///{db}"
+    spec = load_spec("article", ["run.trainer=tests.cheap_trainer:train", "data.n_train=64",
+                                 "data.n_val=32", "search.batch_size=[16, 32]",
+                                 "search.learning_rate=[0.01, 0.001]", "search.seeds=[0, 1]"])
+    data = api.load_data(spec)
+    spec = api.for_data(spec, data)
+    runner.open_study(spec, url, "j", create=True, fingerprint=data.fingerprint)
+    assert sql(db, "SELECT COUNT(*) FROM trials")[0][0] == 0
+    res = study.join(url, "j", progress=False)
+    cells = sorted(sql(db, """
+        SELECT MAX(CASE WHEN p.param_name = 'batch_size' THEN p.param_value END),
+               MAX(CASE WHEN p.param_name = 'learning_rate' THEN p.param_value END),
+               MAX(CASE WHEN p.param_name = 'seed' THEN p.param_value END), t.state
+        FROM trials t JOIN trial_params p ON p.trial_id = t.trial_id GROUP BY t.trial_id"""))
+    assert cells == sorted((float(b), lr, float(s), "COMPLETE") for b in (16, 32)
+                           for lr in (0.01, 0.001) for s in (0, 1))
+    # The closed form the cheap trainer trains to: the best cell is B=32, lr=0.001.
+    best = res.best
+    assert best is not None and (best.batch_size, best.learning_rate) == (32, 0.001)
+    text = res.summary()
+    assert text.splitlines()[0].startswith("Objective: final training loss")
+    assert "Best cell: batch_size=32, learning_rate=0.001:" in text
+    assert text.splitlines()[-1] == f"Results: study 'j' in {url} (8 complete)."
+    # Joining a finished study trains nothing; a missing one is one line.
+    assert study.join(url, "j", progress=False).best == best
+    with pytest.raises(StorageUsageError, match=r"^--study-name: no study 'x' made by .study run. in "):
+        study.join(url, "x")
