@@ -53,6 +53,10 @@ class Sketch:
     params: dict[str, Any] = field(default_factory=dict)
     user_attrs: dict[str, Any] = field(default_factory=dict)
     value: float | None = None  # not read: no claim decision depends on it
+    # What the runner made of a finished trial (its status and cell), kept with it since
+    # a finished trial never changes: each claim of a 2000-cell grid would make them
+    # again for every trial.
+    memo: Any = field(default=None, repr=False, compare=False)
 
 
 def _when(v: object) -> datetime.datetime | None:

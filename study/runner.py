@@ -352,23 +352,33 @@ def trial_status(t: TrialLike) -> str:
     return R.status_of(t.state.name, t.user_attrs)
 
 
+def _facts(t: TrialLike) -> tuple[str, space.Cell | None]:
+    """A trial's status and cell; a finished sketch keeps them (`ledger.Sketch.memo`)."""
+    memo = getattr(t, "memo", None)
+    if memo is not None:
+        return memo  # type: ignore[no-any-return]
+    facts = (trial_status(t), space.cell_of(t.params))
+    if isinstance(t, ledger.Sketch) and t.state.is_finished():
+        t.memo = facts
+    return facts
+
+
 def pending_cells(ctx: StudyContext, trials: Sequence[TrialLike]) -> list[space.Cell]:
     """Grid cells with no finished and no running trial."""
     taken: set[space.Cell] = set()
     for t in trials:
-        if t.state.name == "RUNNING" or trial_status(t) in FINISHED_STATUSES:
-            cell = space.cell_of(t.params)
-            if cell is not None:
-                taken.add(cell)
+        status, cell = _facts(t)
+        if cell is not None and (status in FINISHED_STATUSES or t.state.name == "RUNNING"):
+            taken.add(cell)
     return [c for c in ctx.cells if c not in taken]
 
 
 def count_finished(ctx: StudyContext, trials: Sequence[TrialLike]) -> int:
+    facts = [_facts(t) for t in trials]
     if ctx.spec.is_grid:
         cells = set(ctx.cells)
-        return len({space.cell_of(t.params) for t in trials
-                    if trial_status(t) in FINISHED_STATUSES} & cells)
-    return sum(trial_status(t) in FINISHED_STATUSES for t in trials)
+        return len({cell for status, cell in facts if status in FINISHED_STATUSES} & cells)
+    return sum(status in FINISHED_STATUSES for status, _ in facts)
 
 
 def total_trials(ctx: StudyContext) -> int:
@@ -799,9 +809,13 @@ def work(
                 signals.check()
                 size = functools.partial(trainer.claim_size, n_train=data.n_train,
                                          seconds=ctx.spec.run.checkpoint_seconds)
-                limit = feedback_limit(trainer) if learns(ctx.spec) else trainer.batch_limit
+                per_call = feedback_limit(trainer) if learns(ctx.spec) else trainer.batch_limit
+                limit = per_call
+                if per_call == 1 and not learns(ctx.spec):
+                    limit = quick_claim(ctx, outcome.trained)
                 with signals.critical(), _timed(ctx, "claims"):
-                    claims = claim(ctx, me, limit, size, data.n_train)
+                    claims = claim(ctx, me, limit, size if limit == per_call else None,
+                                   data.n_train)
                 if not claims:
                     if exhausted(ctx):
                         break
@@ -811,42 +825,47 @@ def work(
                     with _timed(ctx, "idle"):
                         time.sleep(min(ctx.spec.run.heartbeat_seconds, 2.0))
                     continue
-                try:
-                    began = time.perf_counter()
-                    results = trainer.train([c.config for c in claims], data,
-                                            _monitor(ctx, claims, progress, signals.check,
-                                                     data.n_train))
-                    wall = time.perf_counter() - began
-                    ctx.seconds["training"] = ctx.seconds.get("training", 0.0) + wall
-                except Exception as e:
-                    if is_storage_error(e):
-                        raise StorageError(describe_error(e, ctx.url)) from e
-                    error = f"{type(e).__name__}: {e}".splitlines()[0]
-                    _release(ctx, claims, "error", error=error)
-                    failures += len(claims)
-                    outcome.statuses["error"] = outcome.statuses.get("error", 0) + len(claims)
-                    if failures >= ctx.spec.run.max_failures:
-                        raise TooManyFailures(
-                            f"stopped after {failures} failed trials in a row; last error: "
-                            f"{error}"
-                        ) from e
-                    continue
-                failures = 0
-                with signals.critical(), _timed(ctx, "records"):
-                    statuses = record(ctx, claims, results, trainer.name, wall)
-                for status in statuses:
-                    outcome.trained += status != TAKEN_OVER
-                    outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
-                if progress is not None:
-                    # A line per trial as its claim is told: the small claims of a study
-                    # that learns (`learns`) finish one after another, so their lines come
-                    # as they finish; a grid's big claim (the population trainer's, up to
-                    # `run.checkpoint_seconds` of training) prints all its lines when it
-                    # ends, with one ETA after them; until then a terminal's bar shows
-                    # the epoch in hand (`_monitor`).
-                    progress.finish([_describe(ctx.spec, c.config, status, r)
-                                     for c, r, status in zip(claims, results, statuses,
-                                                             strict=True)])
+                # A claim is trained `per_call` trials at a time, each part recorded as it
+                # ends: one part, but for the quick claims of a trainer of one (above).
+                for at in range(0, len(claims), per_call):
+                    part = claims[at:at + per_call]
+                    try:
+                        began = time.perf_counter()
+                        results = trainer.train([c.config for c in part], data,
+                                                _monitor(ctx, part, progress, signals.check,
+                                                         data.n_train))
+                        wall = time.perf_counter() - began
+                        ctx.seconds["training"] = ctx.seconds.get("training", 0.0) + wall
+                    except Exception as e:
+                        if is_storage_error(e):
+                            raise StorageError(describe_error(e, ctx.url)) from e
+                        error = f"{type(e).__name__}: {e}".splitlines()[0]
+                        _release(ctx, part, "error", error=error)
+                        failures += len(part)
+                        outcome.statuses["error"] = outcome.statuses.get("error", 0) + len(part)
+                        if failures >= ctx.spec.run.max_failures:
+                            _release(ctx, claims, "interrupted")  # the claim's others
+                            raise TooManyFailures(
+                                f"stopped after {failures} failed trials in a row; last "
+                                f"error: {error}"
+                            ) from e
+                        continue
+                    failures = 0
+                    with signals.critical(), _timed(ctx, "records"):
+                        statuses = record(ctx, part, results, trainer.name, wall)
+                    for status in statuses:
+                        outcome.trained += status != TAKEN_OVER
+                        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+                    if progress is not None:
+                        # A line per trial as its part is told: the small claims of a study
+                        # that learns (`learns`) finish one after another, so their lines
+                        # come as they finish; a grid's big claim (the population trainer's,
+                        # up to `run.checkpoint_seconds` of training) prints all its lines
+                        # when it ends, with one ETA after them; until then a terminal's bar
+                        # shows the epoch in hand (`_monitor`).
+                        progress.finish([_describe(ctx.spec, c.config, status, r)
+                                         for c, r, status in zip(part, results, statuses,
+                                                                 strict=True)])
             except KeyboardInterrupt:
                 _release(ctx, claims, "interrupted")
                 raise
@@ -895,6 +914,24 @@ def _describe(spec: Spec, config: TrialConfig, status: str, r: TrialResult) -> s
     if r.val_accuracy_curve and objective != "val_error":
         text += f" val_accuracy={r.val_accuracy:.4g}"
     return text
+
+
+# A claim of trials that each take well under this long gathers about this much of them.
+QUICK_CLAIM_SECONDS = 1.0
+
+
+def quick_claim(ctx: StudyContext, trained: int) -> int:
+    """How many trials a grid's claim takes for a trainer of one trial per call (a
+    function of your own, the keras trainer): one, unless this worker's trials so far
+    took a quarter of `QUICK_CLAIM_SECONDS` or less each. Then about that many seconds
+    of them, trained and recorded one by one: a claim costs a turn of the claim lock, a
+    few dozen milliseconds when 64 workers queue for it, as long as a cheap trial.
+    `claim` holds it to the worker's fair share of the pending cells, so none is left
+    waiting on another's queue at the end."""
+    spent = ctx.seconds.get("training", 0.0)
+    if trained <= 0 or spent <= 0 or spent / trained > QUICK_CLAIM_SECONDS / 4:
+        return 1  # a trial of a second pays little for its claim, and holds no other cell
+    return max(1, min(100, int(QUICK_CLAIM_SECONDS * trained / spent)))
 
 
 def learns(spec: Spec) -> bool:
