@@ -27,6 +27,8 @@ under 5% of its wall and `study report` and `study query scaling` on it under 30
                                             # MLP x 5 seeds, population and keras; the CNN
     python bench/bench.py --only digits --digits-keras-seeds 1   # keras on 20 trials, scaled
     python bench/bench.py --only answer     # refinement against a flat grid (no TensorFlow)
+    python bench/bench.py --only batchnorm  # a BatchNorm MLP, population against keras
+    python bench/bench.py --only workers    # 2000 trials with 1, 8, 64 workers on PostgreSQL
 
 (`--big` is still accepted: the 10,000-trial row it used to add is now in every run but
 `--quick`'s, and `--quick --big` adds it back.)
@@ -991,7 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "--quick's; this adds it to --quick's too")
     parser.add_argument("--only-big", action="store_true",
                         help="the peak and the 10,000-trial row alone")
-    parser.add_argument("--only", choices=["digits", "answer"],
+    parser.add_argument("--only", choices=["digits", *EXTRA],
                         help="digits: only the 'Your own model and data' rows (digits MLP x "
                              "5 seeds, population and keras; the CNN builder example)")
     parser.add_argument("--digits-keras-seeds", type=int, choices=range(1, DIGITS_SEEDS + 1),
@@ -1004,8 +1006,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/bench.py " + " ".join(args)
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
-    if opts.only == "answer":
-        return _answer(opts.write)
+    if opts.only in EXTRA:
+        return _extra(opts.only, opts.write)
     if opts.only == "digits":
         section = render_digits(digits_runs(keras_seeds), info, command)
         print()
@@ -1061,19 +1063,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(opts.write)
         path.write_text(replace_section(path.read_text(), digits, DIGITS_BEGIN, DIGITS_END))
         print(f"wrote {opts.write}")
-    return _answer(opts.write)
+    for name in EXTRA:
+        _extra(name, opts.write)
+    return 0
 
 
-def _answer(write_to: str | None) -> int:
-    """The section "The answer" (bench/answer.py): refinement against a flat grid."""
-    import answer  # bench/answer.py, beside this file
+# Sections of their own, each a module beside this file with `section() -> str` and its
+# BEGIN / END markers: "The answer" (refinement against a flat grid), the BatchNorm MLP
+# (population against keras), and the workers on PostgreSQL.
+EXTRA = ("answer", "batchnorm", "workers")
 
-    section = answer.section()
-    print(section)
+
+def _extra(name: str, write_to: str | None) -> int:
+    """Measure one section of its own (EXTRA) and, with `write_to`, put it in the file."""
+    import importlib
+
+    module = importlib.import_module(name)  # bench/<name>.py, beside this file
+    section = module.section()
+    print(section, flush=True)
     if write_to:
         path = Path(write_to)
         text = path.read_text() if path.exists() else "# Benchmarks\n"
-        path.write_text(replace_section(text, section, answer.BEGIN, answer.END))
+        path.write_text(replace_section(text, section, module.BEGIN, module.END))
         print(f"wrote {write_to}")
     return 0
 
