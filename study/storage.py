@@ -18,9 +18,9 @@ parent, `study query`) holds one: SQLAlchemy's pool of one connection with no ov
 session-level advisory lock taken on that same connection, `claim_lock`); the checks
 before anything is written open one more for a moment each, one after the other, and
 close it. `study run --workers N` thus holds N + 1 connections: 17 measured in
-`pg_stat_activity` for 16 workers, 65 for 64 (it was 3 a worker and 2 for the parent:
-50 measured for 16; 194 for 64, twice what a default server takes). A
-server with the default `max_connections = 100` keeps 3 of them for superusers, so it
+`pg_stat_activity` for 16 workers, 65 for 64 (bench/workers.py; it was 3 a worker and
+2 for the parent: 50 measured for 16; 194 for 64, twice what a default server takes).
+A server with the default `max_connections = 100` keeps 3 of them for superusers, so it
 takes about 90 workers with room for a dashboard and a `psql`. Beyond, raise
 `max_connections` (each connection is a server process of a few MB). PgBouncer in
 transaction mode will not do: a session-level advisory lock belongs to one server
