@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import SpecError, StudyError, UsageError
+from study.records import STUDY_SPEC
 from study.spec import Spec
 from study.storage import DEFAULT_STORAGE
 
@@ -220,7 +221,7 @@ def open_join(storage: str, study_name: str | None = None, sets: Sequence[str] =
     name = study_name if study_name is not None else resolve(storage, None)
     # Read through the one parser of stored specs, so a study stored by an earlier
     # version (a field since added or removed) is joined as `study run` resumes it.
-    stored = from_stored(stored_study_attr(storage, name, "spec"))
+    stored = from_stored(stored_study_attr(storage, name, STUDY_SPEC))
     if stored is None:
         from study.errors import StorageUsageError
 
@@ -697,7 +698,7 @@ class Results:
         from study.spec import from_stored
         from study.storage import stored_study_attr
 
-        return from_stored(stored_study_attr(self._storage, self.name, "spec"))
+        return from_stored(stored_study_attr(self._storage, self.name, STUDY_SPEC))
 
     @property
     def optuna_study(self) -> optuna.Study:

@@ -424,3 +424,18 @@ def _insert_trials(storage: optuna.storages.RDBStorage, study_id: int,
             if rows:
                 _insert_rows(session, model.__table__, rows)
         return [(trial_id, count + i) for i, trial_id in enumerate(ids)]
+
+
+def use_engine(storage: optuna.storages.RDBStorage, engine: Any, kwargs: dict[str, Any]) -> None:
+    """Make `storage` query through `engine` from now on: its engine and its session
+    factory (private in Optuna) are replaced, and the engine that opened it is closed."""
+    from sqlalchemy import orm
+
+    storage.engine.dispose()
+    storage.engine, storage.engine_kwargs = engine, kwargs
+    storage.scoped_session = orm.scoped_session(orm.sessionmaker(bind=engine))
+
+
+def trial_id(trial: Any) -> int:
+    """The storage's id of an `optuna.Trial` or `FrozenTrial` (private in Optuna)."""
+    return int(trial._trial_id)

@@ -707,7 +707,7 @@ def _tell(ctx: StudyContext, claims: Sequence[Claim],
             except UpdateFinishedTrialError:
                 state = {s.trial_id: s.state for s in ctx.trials()}
                 done = {i for i in todo if i not in skipped and not outcomes[i].told
-                        and state[claims[i].trial._trial_id].is_finished()}
+                        and state[optuna_compat.trial_id(claims[i].trial)].is_finished()}
                 if not done:
                     raise
                 skipped |= done

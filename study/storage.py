@@ -38,6 +38,7 @@ import os
 import sqlite3
 import subprocess
 import time
+import weakref
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -61,6 +62,8 @@ SQLITE_BUSY_TIMEOUT_S = 60.0
 # claim's transactions). A thread waits for it while another holds it, for a
 # transaction at a time (`pool_timeout` bounds a wait that would mean a stuck one).
 POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 120}
+# The engines made with `POOL`: every checkout of one gets the same connection.
+_SINGLE: weakref.WeakSet[Any] = weakref.WeakSet()
 # How long one attempt at the claim lock may hold the shared connection before
 # giving it up for a moment (to the heartbeat thread) and trying again.
 LOCK_SLICE_MS = 500
@@ -176,6 +179,7 @@ def open_storage(url: str, *, create_schema: bool = True) -> optuna.storages.RDB
             skip_table_creation=not create_schema, skip_compatibility_check=joins,
         )
         if joins:
+            _SINGLE.add(storage.engine)
             current, head = storage.get_current_version(), storage.get_head_version()
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise StorageUsageError(f"--storage: cannot open {mask(url)}: {_first_line(e, url)}") from None
@@ -193,13 +197,13 @@ def _one_connection(storage: optuna.storages.RDBStorage) -> None:
     opening, every query of the storage goes through `engine` and `scoped_session`, both
     replaced here; the engine that opened it is closed."""
     import sqlalchemy
-    from sqlalchemy import orm
+
+    from study.optuna_compat import use_engine
 
     kwargs: dict[str, Any] = {"pool_pre_ping": True, **POOL}
     engine = sqlalchemy.create_engine(storage.url, **kwargs)
-    storage.engine.dispose()
-    storage.engine, storage.engine_kwargs = engine, kwargs
-    storage.scoped_session = orm.scoped_session(orm.sessionmaker(bind=engine))
+    _SINGLE.add(engine)
+    use_engine(storage, engine, kwargs)
 
 
 def is_storage_error(e: BaseException) -> bool:
@@ -272,10 +276,7 @@ def claim_lock(url: str, study_name: str, engine: sqlalchemy.engine.Engine | Non
 
 def _single(engine: sqlalchemy.engine.Engine) -> bool:
     """Whether every checkout of `engine` gets the same connection (`POOL`)."""
-    from sqlalchemy.pool import QueuePool
-
-    pool = engine.pool
-    return isinstance(pool, QueuePool) and pool.size() == 1 and pool._max_overflow == 0
+    return engine in _SINGLE
 
 
 @contextlib.contextmanager

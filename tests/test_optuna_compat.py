@@ -325,6 +325,10 @@ def normalised(tables: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple
             row = fix(row, "worker", lambda v: "W")
             row = fix(row, "worker:", lambda v: "W")
             row = fix(row, "created", lambda v: "T")
+            # Wall times the runner measures around each train call (runner.py): they
+            # differ between two runs of the same trials.
+            row = fix(row, "seconds", lambda v: "S")
+            row = fix(row, "group_seconds", lambda v: "S")
             row = fix(row, "git_revision", lambda v: "G")
             fixed.append(row)
         out[table] = sorted(fixed, key=repr)

@@ -159,8 +159,6 @@ KNOWN_OFFENDERS = {
     ("study/refine.py", "STOP_ATTR"),
     ("study/refine.py", "round_key(len(out) + 1)"),
     ("study/weights.py", "BEST_WEIGHTS"),  # the published cell (study user attribute)
-    ("study/cli.py", "'spec'"),  # STUDY_SPEC read by literal
-    ("study/api.py", "'spec'"),
 }
 
 
