@@ -30,16 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import SpecError, UsageError
 from study.spec import ModelSpec
 from study.trainers._tf import tensorflow
-from study.user_code import cwd_on_path, first_line, load_function
+from study.user_code import cwd_on_path, first_line, import_root, load_function
 
 if TYPE_CHECKING:
     from study.spec import TrainSpec
@@ -211,7 +209,7 @@ def register(fn: object) -> Builder:
                          f"a 'module:function' string, got {type(fn).__name__}")
     module = str(getattr(fn, "__module__", None) or "__main__")
     qualname = str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
-    builder = Builder(f"{module}:{qualname}", fn, _import_root(fn, module, qualname))
+    builder = Builder(f"{module}:{qualname}", fn, import_root(fn, module, qualname))
     _REGISTERED[builder.ref] = builder
     return builder
 
@@ -444,20 +442,3 @@ def import_builder(payload: Mapping[str, Any]) -> None:
     ref = str(payload["ref"])
     identity = payload.get("identity")
     _REGISTERED[ref] = Builder(ref, rebuild, None, None if identity is None else str(identity))
-
-
-def _import_root(fn: Callable[..., Any], module: str, qualname: str) -> str | None:
-    """The directory a fresh process needs on sys.path to import `module:qualname` and
-    find `fn` itself there; None when it cannot."""
-    if module == "__main__" or "<" in qualname or "." in qualname:
-        return None
-    loaded = sys.modules.get(module)
-    file = getattr(loaded, "__file__", None)
-    if loaded is None or file is None or getattr(loaded, qualname, None) is not fn:
-        return None
-    root = Path(file).resolve().parent
-    if Path(file).name == "__init__.py":
-        root = root.parent
-    for _ in range(module.count(".")):
-        root = root.parent
-    return str(root)

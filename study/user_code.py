@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from study.errors import UsageError
@@ -60,3 +61,21 @@ def load_function(ref: str, where: str, error: type[UsageError]) -> Callable[...
     if not callable(fn):
         raise error(f"{named}: {attr!r} is not a function")
     return fn  # type: ignore[no-any-return]
+
+
+def import_root(target: object, module: str, qualname: str) -> str | None:
+    """The directory a fresh process needs on sys.path to import `module:qualname` and
+    find `target` itself there (a builder, a trainer); None when it cannot: a function
+    of `__main__`, a nested or local one, or one its module no longer holds."""
+    if module == "__main__" or "<" in qualname or "." in qualname:
+        return None
+    loaded = sys.modules.get(module)
+    file = getattr(loaded, "__file__", None)
+    if loaded is None or file is None or getattr(loaded, qualname, None) is not target:
+        return None
+    root = Path(file).resolve().parent
+    if Path(file).name == "__init__.py":
+        root = root.parent
+    for _ in range(module.count(".")):
+        root = root.parent
+    return str(root)

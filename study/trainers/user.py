@@ -64,12 +64,10 @@ import inspect
 import json
 import marshal
 import math
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import SpecError, StudyError, UsageError
@@ -82,7 +80,7 @@ from study.trainers.base import (
     diverges,
     no_monitor,
 )
-from study.user_code import cwd_on_path, first_line, load_function
+from study.user_code import cwd_on_path, first_line, import_root, load_function
 
 if TYPE_CHECKING:
     from study.data import Dataset
@@ -133,7 +131,7 @@ def register(target: object) -> Own:
         qualname = type(target).__qualname__
     ref = f"{module}:{qualname}"
     own = _check(ref, target, "trainer", UsageError)
-    own = replace(own, import_root=_import_root(target, module, str(qualname)))
+    own = replace(own, import_root=import_root(target, module, str(qualname)))
     _REGISTERED[ref] = own
     return own
 
@@ -177,23 +175,6 @@ def _signature(fn: Any) -> str:
         return str(inspect.signature(fn))
     except (TypeError, ValueError):
         return "(?)"
-
-
-def _import_root(target: Any, module: str, qualname: str) -> str | None:
-    """The sys.path entry a fresh process imports `module:qualname` from and finds
-    `target` there; None when it cannot (see models._import_root)."""
-    if module == "__main__" or "<" in qualname or "." in qualname:
-        return None
-    loaded = sys.modules.get(module)
-    file = getattr(loaded, "__file__", None)
-    if loaded is None or file is None or getattr(loaded, qualname, None) is not target:
-        return None
-    root = Path(file).resolve().parent
-    if Path(file).name == "__init__.py":
-        root = root.parent
-    for _ in range(module.count(".")):
-        root = root.parent
-    return str(root)
 
 
 def importable(ref: str) -> str | None:
